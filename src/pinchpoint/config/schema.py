@@ -1,0 +1,168 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML option under conf/<group>/ names its schema in its defaults list
+(``/schema/<group>/<kind>@_here_``), so an unknown key or a wrong type fails at compose time
+with the field's full path. Range checks (positive sizes, known choices, cross-field rules)
+live in ``pinchpoint.config.validate`` because OmegaConf checks types, not values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# --- model -------------------------------------------------------------------------------------
+@dataclass
+class DLRMScaleConfig:
+    """One scale (proxy or full) of DLRM-DCNv2: the architecture plus its learning rate."""
+    num_embeddings_per_feature: List[int] = MISSING
+    multi_hot_sizes: List[int] = MISSING
+    embedding_dim: int = MISSING
+    bottom_mlp: List[int] = MISSING
+    dcn_num_layers: int = MISSING
+    dcn_low_rank_dim: int = MISSING
+    top_mlp: List[int] = MISSING
+    learning_rate: float = MISSING
+
+
+@dataclass
+class DLRMModelConfig:
+    name: str = "dlrm_dcnv2"
+    scale: str = "proxy"          # proxy | full
+    impl: str = "native"          # native | torchrec
+    num_dense_features: int = 13
+    adagrad_epsilon: float = 1e-8
+    proxy: DLRMScaleConfig = field(default_factory=DLRMScaleConfig)
+    full: DLRMScaleConfig = field(default_factory=DLRMScaleConfig)
+
+
+# --- dataset -----------------------------------------------------------------------------------
+@dataclass
+class TeacherConfig:
+    """The planted teacher DLRM that labels synthetic data (see data/synthetic_criteo.py)."""
+    embedding_dim: int = 2
+    logit_std: float = 2.0        # sharper teacher -> higher best-reachable AUROC
+    logit_bias: float = -1.0      # sets the click-through rate (~0.32)
+    id_skew: float = 3.0          # ids = floor(rows * u**skew): power-law popularity as in Criteo
+    seed: int = 1234
+
+
+@dataclass
+class CriteoDatasetConfig:
+    name: str = "synthetic_criteo"
+    synthetic: bool = True
+    path: Optional[str] = None    # real data folder (criteo_multihot); synthetic: on the storage tier
+    num_days: int = 8             # the last day's first half is validation, as in the reference
+    samples_per_day: int = 81920
+    batch_size: int = 2048        # global batch (ranks x per-rank batch)
+    eval_batch_size: int = 16384
+    mmap: bool = True             # reference mmap_mode: dense/labels memory-mapped instead of loaded
+    num_workers: int = 0          # DataLoader worker processes (0 = load in the training process)
+    prefetch: int = 2             # batches in flight per worker (DataLoader prefetch_factor)
+    pin_memory: bool = False
+    verify_checksums: bool = False
+    target_margin: float = 0.05   # synthetic target = best reachable AUROC - margin
+    target_auroc: Optional[float] = None  # explicit target (real data: 0.80275)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+# --- parallel, storage, cluster, tracking ------------------------------------------------------
+@dataclass
+class ParallelConfig:
+    name: str = "single"
+    world_size: int = 1
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    embedding_sharding: str = "table_wise"  # table_wise | row_wise
+    backend: str = "auto"                   # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
+
+
+@dataclass
+class EmulationConfig:
+    """Throttle I/O on this tier to a bandwidth/latency profile (labelled 'emulated' in the run)."""
+    enabled: bool = False
+    read_mb_per_s: float = 1000.0
+    write_mb_per_s: float = 1000.0
+    latency_ms: float = 0.0        # per request (one read of a file region, one file write)
+
+
+@dataclass
+class StorageConfig:
+    name: str = "local"
+    root: str = "outputs/storage/local"
+    cache_clear: str = "fadvise"   # none | fadvise | drop_caches
+    emulation: EmulationConfig = field(default_factory=EmulationConfig)
+
+
+@dataclass
+class ClusterConfig:
+    name: str = "local"
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///outputs/mlflow.db"
+    artifact_root: str = "outputs/mlartifacts"
+    experiment: str = "${model.name}"
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 2.0
+
+
+# --- run ---------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    max_epochs: float = 1.0       # stop with status 'aborted' when the target is not met by then
+    evals_per_epoch: int = 20     # the DLRM reference evaluates 20 times per epoch
+    max_steps: int = 0            # 0 = no cap (tests and benchmarks use a cap)
+    device: str = "auto"          # auto | cpu | cuda
+    threads: int = 0              # torch intra-op threads (0 = torch's default)
+    progress_every_s: float = 5.0
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 0             # steps between checkpoints; 0 = off
+    keep: int = 2                 # newest valid checkpoints kept on the tier
+
+
+@dataclass
+class MLPerfConfig:
+    submission_org: str = "pinchpoint"
+    submission_platform: str = ""  # empty = this host's name
+    submission_division: str = "open"
+    ruleset: str = "6.0.0"
+
+
+@dataclass
+class RunConfig:
+    model: Any = MISSING
+    dataset: Any = MISSING
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    mlperf: MLPerfConfig = field(default_factory=MLPerfConfig)
+    seed: int = 0
+    plan_only: bool = False
+    output_root: str = "outputs"
+    fault: Optional[str] = None   # test hook: "raise_at_step:N" or "kill_at_step:N"
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="schema/model", name="dlrm_dcnv2", node=DLRMModelConfig)
+    cs.store(group="schema/dataset", name="criteo", node=CriteoDatasetConfig)
+    cs.store(group="schema/parallel", name="parallel", node=ParallelConfig)
+    cs.store(group="schema/storage", name="storage", node=StorageConfig)
+    cs.store(group="schema/cluster", name="local", node=ClusterConfig)
+    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)

@@ -1,0 +1,1 @@
+"""Readers and synthetic writers of the workloads' real on-disk formats."""

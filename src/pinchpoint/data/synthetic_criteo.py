@@ -1,0 +1,174 @@
+"""Synthetic Criteo multi-hot data labelled by a planted teacher, so the best AUROC is known.
+
+The teacher is a fixed random DLRM-DCNv2 (small widths) over the same tables. Each table gets a
+random importance (log-normal scale), ids follow a power law (``rows * u**skew``, popular ids
+first, like Criteo's), dense features are log(count + 3) as in the reference preprocessing.
+Labels are Bernoulli(sigmoid(teacher logit)): the label noise is the Bernoulli draw itself, so
+the teacher's own probability is the Bayes-optimal score and its validation AUROC is the best
+any model can reach. That number goes into the manifest; the proxy target sits a margin below.
+
+Generated once per storage root into a folder named by a hash of the parameters, written to a
+temp folder and renamed into place with a checksum manifest last: a folder with a manifest is
+complete, anything else is debris from a crash and is removed by the next generation.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pinchpoint.data.criteo import NUM_DENSE, day_files, write_day
+from pinchpoint.storage.atomic import sha256_file, write_text_atomic
+from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Teacher:
+    def __init__(self, rows: Sequence[int], hotness: Sequence[int], dim: int, logit_std: float,
+                 logit_bias: float, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        torch_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        self.model = DLRMDCNv2(rows, dim, [4 * dim, dim], 1, dim, [4 * dim, 1]).eval()
+        torch.random.set_rng_state(torch_state)
+        with torch.no_grad():
+            for table, hot in zip(self.model.sparse.tables, hotness):
+                importance = float(torch.randn((), generator=gen).exp())
+                table.weight.normal_(0.0, importance / hot ** 0.5, generator=gen)
+        self.logit_std, self.logit_bias = logit_std, logit_bias
+        self.center, self.scale = 0.0, 1.0
+
+    @torch.no_grad()
+    def raw(self, dense: np.ndarray, sparse: Sequence[np.ndarray]) -> np.ndarray:
+        out = []
+        for lo in range(0, len(dense), 65536):
+            d = torch.from_numpy(dense[lo:lo + 65536])
+            s = [torch.from_numpy(x[lo:lo + 65536]) for x in sparse]
+            out.append(self.model(d, s).numpy())
+        return np.concatenate(out)
+
+    def calibrate(self, raw: np.ndarray) -> None:
+        self.center, self.scale = float(raw.mean()), float(raw.std() + 1e-12)
+
+    def probability(self, raw: np.ndarray) -> np.ndarray:
+        logit = (raw - self.center) / self.scale * self.logit_std + self.logit_bias
+        return 1.0 / (1.0 + np.exp(-logit))
+
+
+def _features(rng: np.random.Generator, n: int, rows: Sequence[int], hotness: Sequence[int],
+              skew: float, count_scales: np.ndarray):
+    counts = np.floor(rng.exponential(count_scales, size=(n, NUM_DENSE)))
+    dense = np.log(counts + 3.0).astype(np.float32)
+    sparse = [np.minimum((r * rng.random((n, h)) ** skew).astype(np.int32), r - 1)
+              for r, h in zip(rows, hotness)]
+    return dense, sparse
+
+
+def generate(folder: str, params: dict) -> dict:
+    """Write all days into ``folder`` (must not exist yet); returns the manifest."""
+    rows, hotness = params["num_embeddings_per_feature"], params["multi_hot_sizes"]
+    t = params["teacher"]
+    teacher = Teacher(rows, hotness, t["embedding_dim"], t["logit_std"], t["logit_bias"], t["seed"])
+    count_scales = np.random.default_rng(t["seed"]).lognormal(1.0, 1.0, NUM_DENSE)
+    os.makedirs(folder)
+    n, days = params["samples_per_day"], params["num_days"]
+    files, positives, best_auroc = {}, 0, None
+    for day in range(days):
+        rng = np.random.default_rng([t["seed"], day])
+        dense, sparse = _features(rng, n, rows, hotness, t["id_skew"], count_scales)
+        raw = teacher.raw(dense, sparse)
+        if day == 0:
+            teacher.calibrate(raw)
+        prob = teacher.probability(raw)
+        labels = (rng.random(n) < prob).astype(np.int32).reshape(n, 1)
+        positives += int(labels.sum())
+        if day == days - 1:  # validation = first half of the last day
+            from sklearn.metrics import roc_auc_score
+            half = n // 2
+            best_auroc = float(roc_auc_score(labels[:half, 0], prob[:half]))
+        for path in write_day(folder, day, dense, labels, sparse).values():
+            files[os.path.basename(path)] = {"bytes": os.path.getsize(path),
+                                             "sha256": sha256_file(path)}
+    return {"format": "criteo_multihot", "format_version": FORMAT_VERSION, "params": params,
+            "params_hash": params_hash(params), "files": files, "best_auroc": best_auroc,
+            "positive_rate": positives / (n * days), "created": time.time()}
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure(datasets_dir: str, params: dict, verify_checksums: bool = False) -> tuple[str, dict]:
+    """Folder and manifest of the dataset for ``params``, generating it if absent.
+
+    Safe under concurrency (a file lock serialises generators; others wait and reuse) and under
+    crashes (temp folder + rename; stale temp folders are removed)."""
+    params = dict(params, format_version=FORMAT_VERSION)
+    name = f"synthetic_criteo_{params_hash(params)}"
+    folder = os.path.join(datasets_dir, name)
+    with _locked(os.path.join(datasets_dir, ".generate.lock")):
+        manifest = read_manifest(folder, verify_checksums)
+        if manifest is not None and manifest["params"] == params:
+            return folder, manifest
+        for debris in os.listdir(datasets_dir):
+            if debris.startswith(name + ".tmp"):
+                shutil.rmtree(os.path.join(datasets_dir, debris), ignore_errors=True)
+        if os.path.exists(folder):  # incomplete or mismatching: regenerate
+            shutil.rmtree(folder)
+        tmp = f"{folder}.tmp-{os.getpid()}"
+        started = time.perf_counter()
+        log.info("generating synthetic Criteo multi-hot data in %s (first time only)", folder)
+        try:
+            manifest = generate(tmp, params)
+            write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1))
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("generated %d days in %.1f s; best reachable AUROC %.4f", params["num_days"],
+                 time.perf_counter() - started, manifest["best_auroc"])
+        return folder, manifest
+
+
+def read_manifest(folder: str, verify_checksums: bool = False):
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        manifest = json.load(f)
+    for name, meta in manifest["files"].items():
+        file = os.path.join(folder, name)
+        if not os.path.exists(file) or os.path.getsize(file) != meta["bytes"]:
+            log.warning("dataset %s: %s missing or resized; regenerating", folder, name)
+            return None
+        if verify_checksums and sha256_file(file) != meta["sha256"]:
+            log.warning("dataset %s: %s checksum mismatch; regenerating", folder, name)
+            return None
+    return manifest
+
+
+def expected_files(num_days: int) -> list[str]:
+    return [os.path.basename(p) for d in range(num_days) for p in day_files("", d).values()]

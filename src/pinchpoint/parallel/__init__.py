@@ -1,0 +1,1 @@
+"""Process launch, process groups and parallel wiring."""

@@ -1,0 +1,334 @@
+"""One run on one rank, start to finish: the single place that wires data, model, parallelism,
+telemetry, checkpoints and tracking together (DESIGN.md section 4)."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from pinchpoint.parallel.context import RankContext
+from pinchpoint.runner import loop
+from pinchpoint.runner.info import JobInfo
+from pinchpoint.runner.run_key import flatten, resolved_dict, run_key
+from pinchpoint.storage.checkpoint import CheckpointManager
+from pinchpoint.storage.tier import StorageTier
+from pinchpoint.telemetry.mlperf_log import C, MLPerfLog, time_to_train_s
+from pinchpoint.telemetry.phases import PhaseTimer
+from pinchpoint.telemetry.timeline import Timeline
+from pinchpoint.workloads import workload_class
+from pinchpoint.workloads.base import RunInputs, Workload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resume:
+    step: int
+    state: dict
+    load_seconds: float
+
+
+class Session:
+    def __init__(self, cfg: DictConfig, ctx: RankContext, job: JobInfo):
+        self.cfg, self.ctx, self.job = cfg, ctx, job
+        self.tier = StorageTier.from_config(cfg.storage)
+        self.key = run_key(cfg)
+        self.timeline = Timeline(ctx.rank)
+        self.phases = PhaseTimer(self.timeline, ctx.synchronize)
+        self.inputs = RunInputs(model=OmegaConf.to_object(cfg.model),
+                                dataset=OmegaConf.to_object(cfg.dataset),
+                                parallel=OmegaConf.to_object(cfg.parallel), seed=cfg.seed,
+                                ctx=ctx, tier=self.tier, phases=self.phases)
+        self.workload: Workload = workload_class(cfg.model.name)(self.inputs)
+        self.checkpoints = (CheckpointManager(self.tier, self.key, cfg.checkpoint.keep)
+                            if cfg.checkpoint.interval > 0 else None)
+        self.tracker = self._make_tracker()
+        self.mlperf_path = os.path.join(job.output_dir, "mlperf.log")
+        self.checkpoint_writes: list = []
+        self.attempt_started = time.time()
+
+    # --- wiring ------------------------------------------------------------------------------
+    def _make_tracker(self):
+        t = self.cfg.tracking
+        if not (self.ctx.is_main and t.enabled):
+            return None
+        from pinchpoint.tracking.mlflow_run import RunTracker
+        return RunTracker(t.uri, t.artifact_root, t.experiment, t.system_metrics,
+                          t.system_metrics_interval_s)
+
+    def _run_name(self) -> str:
+        from pinchpoint.tracking.naming import run_name
+        d = self.cfg.dataset
+        return run_name(self.cfg.model.name, self.cfg.storage.name, self.cfg.parallel.name,
+                        d.get("mmap"), d.get("batch_size"), self.job.overrides)
+
+    def _tags(self) -> dict[str, Any]:
+        import mlflow
+        import torch
+
+        import pinchpoint
+        tags = {"pinchpoint.run_key": self.key, "pinchpoint.kind": "point",
+                "host": socket.gethostname(), "git_sha": _git_sha(),
+                "pinchpoint_version": pinchpoint.__version__, "torch_version": torch.__version__,
+                "mlflow_version": mlflow.__version__, "python_version": platform.python_version(),
+                "device": str(self.ctx.device), "world_size": self.ctx.world_size,
+                "launcher": self.ctx.launcher, "output_dir": os.path.abspath(self.job.output_dir),
+                "overrides": " ".join(self.job.overrides),
+                **{f"choice.{k}": v for k, v in self.job.choices.items()
+                   if not k.startswith("hydra")}}
+        tags.update({k: str(v).lower() if isinstance(v, bool) else v
+                     for k, v in self.tier.describe().items()})
+        tags.update({k.lower(): v for k, v in os.environ.items()
+                     if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+                              "SLURM_JOB_NODELIST", "SLURM_JOB_PARTITION")})
+        return tags
+
+    def _find_resume(self) -> Optional[Resume]:
+        if self.checkpoints is None:
+            return None
+        found = self.checkpoints.load_latest()
+        if found is None:
+            return None
+        step, state, seconds = found
+        return Resume(step, state, seconds)
+
+    # --- the run -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from pinchpoint.tracking.hydra_callback import parent_run_id
+
+        resume = self._find_resume()
+        if self.tracker is not None:
+            self.tracker.start(self._run_name(), self._tags(), parent_run_id(self.job.sweep_dir),
+                               resume.state["mlflow_run_id"] if resume else None)
+            self.tracker.log_params(flatten(resolved_dict(self.cfg)))
+        if resume:
+            self._restore_mlperf_log(resume)
+        self.mlperf = MLPerfLog(self.mlperf_path, self.timeline if self.ctx.is_main else None) \
+            if self.ctx.is_main else _NullLog()
+        status, summary = "failed", None
+        try:
+            summary = self._run(resume)
+            status = summary["status"]
+            return summary
+        except KeyboardInterrupt:
+            status = "killed"
+            raise
+        finally:
+            self._finish(status, summary)
+
+    def _run(self, resume: Optional[Resume]) -> dict[str, Any]:
+        cfg, w, m = self.cfg, self.workload, self.mlperf
+        files = w.prepare_data()
+        cache_method = self.tier.clear_cache(files) if self.ctx.is_main else "none"
+        if not resume:
+            m.event(C.CACHE_CLEAR, value=True, metadata={"method": cache_method})
+            m.start(C.INIT_START)
+            self._log_submission_and_hyperparameters()
+        w.build()
+        state = loop.LoopState()
+        if resume:
+            w.load_state_dict(resume.state["workload"])
+            loop.set_rng_state(resume.state["rng"])
+            state = loop.LoopState(**resume.state["loop"])
+            self.phases.totals.update(resume.state["phase_totals"])
+            self.phases.step_times = list(resume.state.get("step_times", []))
+        sizes, quality = w.sizes(), w.quality()
+        if not resume:
+            m.end(C.INIT_STOP)
+            m.start(C.RUN_START)
+        attempt = (resume.state["attempt"] + 1) if resume else 0
+        steps_redone = 0
+        if resume and self.tracker is not None:
+            steps_redone = max(0, self.tracker.step_floor - resume.step)
+        log.info("%s run %s: %s, target %s %s %.5f%s", "resuming" if resume else "starting",
+                 self.key, self._run_name(), quality.metric,
+                 ">=" if quality.higher_is_better else "<=", quality.target,
+                 f" (best reachable {quality.best_reachable:.5f})"
+                 if quality.best_reachable is not None else "")
+        self.phases.begin()
+        loop_started = time.perf_counter()
+        w.open_data()
+        limits = loop.LoopLimits(cfg.train.max_epochs, cfg.train.evals_per_epoch,
+                                 cfg.train.max_steps, cfg.checkpoint.interval)
+        progress = loop.Progress(cfg.train.progress_every_s, limits.total_steps(sizes),
+                                 sizes.global_batch_size, quality.metric, quality.target)
+        hooks = loop.LoopHooks(on_eval=self._on_eval_hook(progress),
+                               save_checkpoint=self._save_hook(attempt) if self.checkpoints
+                               else None, on_step=self._step_hook(progress))
+        state = loop.train(w, self.phases, m, sizes, quality, limits, state, hooks)
+        m.end(C.RUN_STOP, metadata={"status": state.status})
+        loop_seconds = time.perf_counter() - loop_started
+        return self._summarize(state, sizes, quality, loop_seconds, attempt, steps_redone, resume)
+
+    def _log_submission_and_hyperparameters(self) -> None:
+        m, p = self.mlperf, self.cfg.mlperf
+        m.event(C.SUBMISSION_BENCHMARK, value=self.workload.mlperf_benchmark)
+        m.event(C.SUBMISSION_ORG, value=p.submission_org)
+        m.event(C.SUBMISSION_DIVISION, value=p.submission_division)
+        m.event(C.SUBMISSION_STATUS, value="research")
+        m.event(C.SUBMISSION_PLATFORM, value=p.submission_platform or socket.gethostname())
+        m.event(C.SEED, value=self.cfg.seed)
+        for key, value in self.workload.mlperf_hyperparameters().items():
+            m.event(key, value=value)
+
+    # --- hooks -------------------------------------------------------------------------------
+    def _on_eval_hook(self, progress: loop.Progress):
+        def on_eval(state: loop.LoopState, value: float, train_loss: float) -> None:
+            progress.quality = value
+            if self.tracker is not None:
+                self.tracker.log_metrics({f"eval_{self.workload.quality().metric}": value,
+                                          "train_loss": train_loss,
+                                          "epoch_fraction": state.samples /
+                                          self.workload.sizes().train_samples}, step=state.step)
+        return on_eval
+
+    def _step_hook(self, progress: loop.Progress):
+        fault = self.cfg.get("fault") or ""
+        kind, _, at = fault.partition(":")
+
+        def on_step(state: loop.LoopState) -> None:
+            progress(state)
+            if kind == "raise_at_step" and state.step == int(at):
+                raise RuntimeError(f"injected fault at step {state.step} (fault={fault})")
+        return on_step
+
+    def _save_hook(self, attempt: int):
+        def save(state: loop.LoopState) -> None:
+            if not self.ctx.is_main:
+                return
+            import torch
+            self.timeline.instant("checkpoint_start", "checkpoint")
+            started = time.perf_counter()
+            payload = {"workload": self.workload.state_dict(), "rng": loop.rng_state(),
+                       "loop": state.to_dict(), "phase_totals": dict(self.phases.totals),
+                       "step_times": list(self.phases.step_times), "attempt": attempt,
+                       "mlflow_run_id": self.tracker.run_id if self.tracker else None,
+                       "mlperf_log": os.path.abspath(self.mlperf_path),
+                       "mlperf_log_bytes": self.mlperf.size(),
+                       "torch_version": torch.__version__}
+            write = self.checkpoints.save(payload, state.step)
+            self.checkpoint_writes.append(write)
+            self.timeline.span(f"checkpoint step {state.step}", "checkpoint", started,
+                               time.perf_counter(), {"bytes": write.nbytes})
+        return save
+
+    # --- resume ----------------------------------------------------------------------------------
+    def _restore_mlperf_log(self, resume: Resume) -> None:
+        """Continue the first attempt's MLPerf log, cut back to the checkpoint: events after it
+        are redone by this attempt, so the log reads as one run that paused."""
+        previous = resume.state.get("mlperf_log")
+        if not previous or not os.path.exists(previous):
+            log.warning("previous MLPerf log %s is gone; this attempt's log starts empty",
+                        previous)
+            return
+        os.makedirs(os.path.dirname(self.mlperf_path), exist_ok=True)
+        with open(previous, "rb") as src, open(self.mlperf_path + ".tmp", "wb") as dst:
+            dst.write(src.read(resume.state["mlperf_log_bytes"]))
+        os.replace(self.mlperf_path + ".tmp", self.mlperf_path)
+
+    # --- results ---------------------------------------------------------------------------------
+    def _summarize(self, state, sizes, quality, loop_seconds, attempt, steps_redone,
+                   resume) -> dict[str, Any]:
+        p, io = self.phases, self.tier.io
+        summary: dict[str, Any] = {
+            "status": state.status, "steps": state.step, "samples": state.samples,
+            "samples_to_target": state.samples_to_target,
+            "quality_metric": quality.metric, "quality_target": quality.target,
+            "quality_best_reachable": quality.best_reachable,
+            "final_quality": state.evals[-1][1] if state.evals else None,
+            "throughput_samples_per_s": state.samples / max(p.loop_seconds(), 1e-9),
+            "train_loop_seconds": p.loop_seconds(), "attempt_seconds": loop_seconds,
+            "bottleneck": p.bottleneck(), "restarts": attempt, "steps_redone": steps_redone,
+            "checkpoint_load_seconds": resume.load_seconds if resume else 0.0,
+            **{f"phase_{k}_s": v for k, v in p.totals.items()},
+            **{f"{k}_fraction": v for k, v in p.fractions().items()},
+            **p.percentiles(),
+            "data_bytes_read": io.read_bytes, "data_read_requests": io.read_requests,
+            "data_read_mb_per_s": io.read_bytes / 1e6 / max(io.read_seconds, 1e-9),
+            "storage_emulated_delay_s": io.emulated_delay_seconds,
+            "checkpoint_writes": len(self.checkpoint_writes),
+            "checkpoint_write_bytes": sum(w.nbytes for w in self.checkpoint_writes),
+            "checkpoint_write_seconds": sum(w.seconds for w in self.checkpoint_writes),
+            **{k: v for k, v in self.inputs.measurements.items()},
+        }
+        return summary
+
+    def _finish(self, status: str, summary: Optional[dict[str, Any]]) -> None:
+        self.workload.close()
+        if not self.ctx.is_main:
+            return
+        self.mlperf.close()
+        out = self.job.output_dir
+        artifacts = [self.timeline.write(os.path.join(out, "timeline.json")), self.mlperf_path,
+                     _write_yaml(os.path.join(out, "config_resolved.yaml"), resolved_dict(self.cfg))]
+        if summary is not None:
+            # MLPerf time-to-train: run_stop - run_start of the (possibly resumed) log, computed
+            # by mlperf-logging's summarizer. A restarted run's clock includes the downtime.
+            summary["time_to_train_s"] = time_to_train_s(self.mlperf_path, self.cfg.mlperf.ruleset)
+            summary["success"] = 1.0 if status == "success" else 0.0
+            artifacts.append(_write_json(os.path.join(out, "phase_summary.json"), summary))
+            self.summary = summary
+        if self.tracker is not None:
+            self._record(status, summary, artifacts)
+        if self.checkpoints is not None and status in ("success", "aborted"):
+            self.checkpoints.clear()  # the point is complete: a rerun of it starts afresh
+
+    def _record(self, status: str, summary: Optional[dict], artifacts: list[str]) -> None:
+        t = self.tracker
+        tags = {"status": status}
+        if summary is not None:
+            t.log_metrics({k: v for k, v in summary.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            tags.update(bottleneck=summary["bottleneck"], quality_metric=summary["quality_metric"])
+            tags["mlflow.note.content"] = _note(self._run_name(), summary)
+        t.set_tags(tags)
+        for path in artifacts:
+            t.log_artifact(path)
+        t.end(status)
+
+
+def _note(name: str, s: dict) -> str:
+    rows = [("status", s["status"]), ("time_to_train_s", f"{s['time_to_train_s']:.2f}"),
+            ("bottleneck", s["bottleneck"]),
+            ("throughput (samples/s)", f"{s['throughput_samples_per_s']:.0f}"),
+            (f"final {s['quality_metric']}", s["final_quality"]),
+            (f"target {s['quality_metric']}", s["quality_target"])]
+    rows += [(k.removesuffix("_fraction"), f"{v:.1%}") for k, v in s.items()
+             if k.endswith("_fraction") and k != "epoch_fraction"]
+    return f"**{name}**\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _write_json(path: str, data: dict) -> str:
+    import json
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    return path
+
+
+def _write_yaml(path: str, data: dict) -> str:
+    with open(path, "w") as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.create(data)))
+    return path
+
+
+def _git_sha() -> str:
+    import subprocess
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+class _NullLog:
+    """Non-zero ranks log nothing (only rank 0 writes the MLPerf log)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: 0

@@ -1,0 +1,129 @@
+"""A storage tier = a root path + optional bandwidth/latency emulation + page-cache clearing.
+
+Emulation is a what-if model for laptops: every read or write on the tier is charged
+``requests * latency + bytes / bandwidth`` and, when the real device finished sooner, the caller
+sleeps the difference. It can only slow I/O down, never speed it up, and runs that use it are
+tagged ``storage_emulated=true``. Reads are charged as cold reads: the run clears the cache first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IOCounters:
+    read_bytes: int = 0
+    read_requests: int = 0
+    read_seconds: float = 0.0       # wall time spent in reads, emulation delay included
+    write_bytes: int = 0
+    write_seconds: float = 0.0
+    emulated_delay_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass
+class IOCharge:
+    nbytes: int
+    requests: int
+    seconds: float
+    emulated_delay_seconds: float
+    write: bool = False
+
+
+class StorageTier:
+    def __init__(self, name: str, root: str, emulated: bool = False, read_mb_per_s: float = 0.0,
+                 write_mb_per_s: float = 0.0, latency_ms: float = 0.0, cache_clear: str = "fadvise"):
+        self.name = name
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.emulated = bool(emulated)
+        self.read_bytes_per_s = read_mb_per_s * 1e6
+        self.write_bytes_per_s = write_mb_per_s * 1e6
+        self.latency_s = latency_ms / 1e3
+        self.cache_clear_method = cache_clear
+        self.io = IOCounters()
+
+    @classmethod
+    def from_config(cls, storage) -> "StorageTier":
+        emu = storage.emulation
+        return cls(storage.name, storage.root, bool(emu.enabled), emu.read_mb_per_s,
+                   emu.write_mb_per_s, emu.latency_ms, storage.cache_clear)
+
+    # --- layout ------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def datasets_dir(self) -> str:
+        return self.path("datasets")
+
+    def checkpoints_dir(self, run_key: str) -> str:
+        return self.path("checkpoints", run_key)
+
+    # --- emulation ---------------------------------------------------------------------------
+    def charge_read(self, nbytes: int, requests: int, started: float) -> "IOCharge":
+        """Throttle (when emulated) and account a read that began at ``started`` (perf_counter)."""
+        return self.account(self.throttle(nbytes, requests, started, write=False))
+
+    def charge_write(self, nbytes: int, requests: int, started: float) -> "IOCharge":
+        return self.account(self.throttle(nbytes, requests, started, write=True))
+
+    def throttle(self, nbytes: int, requests: int, started: float, write: bool) -> "IOCharge":
+        """Sleep until the emulated device would have finished. Safe in loader worker processes;
+        the returned charge is accounted by the training process (``account``)."""
+        delay = 0.0
+        if self.emulated:
+            bandwidth = self.write_bytes_per_s if write else self.read_bytes_per_s
+            modelled = requests * self.latency_s + nbytes / bandwidth
+            delay = modelled - (time.perf_counter() - started)
+            if delay > 0:
+                time.sleep(delay)
+        return IOCharge(nbytes, requests, time.perf_counter() - started, max(delay, 0.0), write)
+
+    def account(self, charge: "IOCharge") -> "IOCharge":
+        with self.io.lock:
+            if charge.write:
+                self.io.write_bytes += charge.nbytes
+                self.io.write_seconds += charge.seconds
+            else:
+                self.io.read_bytes += charge.nbytes
+                self.io.read_requests += charge.requests
+                self.io.read_seconds += charge.seconds
+            self.io.emulated_delay_seconds += charge.emulated_delay_seconds
+        return charge
+
+    def describe(self) -> dict:
+        out = {"storage_tier": self.name, "storage_root": self.root,
+               "storage_emulated": self.emulated}
+        if self.emulated:
+            out.update(storage_emulated_read_mb_per_s=self.read_bytes_per_s / 1e6,
+                       storage_emulated_write_mb_per_s=self.write_bytes_per_s / 1e6,
+                       storage_emulated_latency_ms=self.latency_s * 1e3)
+        return out
+
+    # --- cache clearing (MLPerf cache_clear) ------------------------------------------------
+    def clear_cache(self, files: Iterable[str]) -> str:
+        """Evict ``files`` from the page cache; returns the method that actually ran."""
+        method = self.cache_clear_method
+        if method == "none":
+            return "none"
+        if method == "drop_caches":
+            try:
+                os.sync()
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
+                return "drop_caches"
+            except OSError as err:  # not privileged: fall back to per-file eviction
+                log.warning("drop_caches failed (%s); evicting dataset files with fadvise", err)
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        return "fadvise"

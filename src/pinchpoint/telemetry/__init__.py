@@ -1,0 +1,1 @@
+"""Phase timers, the MLPerf logger, the timeline trace and the run summary statistics."""

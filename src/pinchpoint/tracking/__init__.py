@@ -1,0 +1,1 @@
+"""MLflow tracking: store creation, runs (parent/child, resume), naming, Hydra sweep callback."""

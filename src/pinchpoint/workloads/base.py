@@ -1,0 +1,115 @@
+"""The one small protocol every MLPerf workload implements.
+
+A workload knows nothing of Hydra, MLflow or Slurm: it receives typed config (dataclasses), a
+rank context and a storage tier, and reports through the runner's phase timer and measurement
+sink. The runner (pinchpoint.runner) owns the loop, timing, MLPerf events, checkpoints and
+tracking, so adding a workload never touches it.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import torch
+
+from pinchpoint.parallel.context import RankContext
+from pinchpoint.storage.tier import StorageTier
+from pinchpoint.telemetry.phases import PhaseTimer
+
+
+@dataclass
+class Quality:
+    metric: str              # e.g. "auroc", "log_perplexity"
+    target: float
+    higher_is_better: bool
+    best_reachable: Optional[float] = None  # known for planted synthetic data
+
+    def reached(self, value: float) -> bool:
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+
+@dataclass
+class Sizes:
+    global_batch_size: int   # samples per optimizer step, all ranks
+    steps_per_epoch: int
+    train_samples: int       # MLPerf train_samples (one epoch)
+    eval_samples: int
+
+
+@dataclass
+class RunInputs:
+    """What the runner hands a workload."""
+    model: Any               # the model group's dataclass
+    dataset: Any             # the dataset group's dataclass
+    parallel: Any
+    seed: int
+    ctx: RankContext
+    tier: StorageTier
+    phases: PhaseTimer
+    measurements: dict = field(default_factory=dict)  # workload-specific numbers for tracking
+
+
+class Workload(ABC):
+    mlperf_benchmark: str    # the name the MLPerf compliance checker knows
+
+    def __init__(self, inputs: RunInputs):
+        self.inputs = inputs
+
+    # --- before anything runs (pure checks and arithmetic, no allocation) --------------------
+    @classmethod
+    def validate(cls, cfg) -> None:
+        """Raise pinchpoint.config.ConfigError for values this workload cannot run."""
+
+    @classmethod
+    def plan(cls, cfg) -> dict[str, Any]:
+        """Pre-flight description (parameter count, bytes, ...) without allocating."""
+        return {}
+
+    # --- init (untimed, between init_start and init_stop) -------------------------------------
+    @abstractmethod
+    def prepare_data(self) -> list[str]:
+        """Make sure the dataset exists on the tier; return its files (for cache clearing)."""
+
+    @abstractmethod
+    def build(self) -> None:
+        """Create model and optimizer on ``ctx.device``."""
+
+    @abstractmethod
+    def sizes(self) -> Sizes: ...
+
+    @abstractmethod
+    def quality(self) -> Quality: ...
+
+    @abstractmethod
+    def mlperf_hyperparameters(self) -> dict[str, Any]:
+        """MLPerf hyperparameter keys (global_batch_size, opt_*, ...) for the result log."""
+
+    # --- timed region -------------------------------------------------------------------------
+    @abstractmethod
+    def open_data(self) -> None:
+        """Open/load the training data (timed: MLPerf's clock runs once data is touched)."""
+
+    @abstractmethod
+    def batches(self, start_step: int) -> Iterator[Any]:
+        """Training batches for this rank from ``start_step`` on (the runner times next())."""
+
+    @abstractmethod
+    def forward_backward(self, batch: Any) -> torch.Tensor:
+        """Loss for the batch with gradients computed; returns the (detached) loss."""
+
+    @abstractmethod
+    def optimizer_step(self) -> None: ...
+
+    @abstractmethod
+    def evaluate(self) -> float:
+        """The quality metric on the validation set (same value on every rank)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None:
+        """Release loader workers and files."""

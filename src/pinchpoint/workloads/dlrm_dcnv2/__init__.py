@@ -1,0 +1,1 @@
+"""DLRM-DCNv2 (MLPerf Training recommendation benchmark)."""

@@ -1,0 +1,238 @@
+"""DLRM-DCNv2 behind the Workload protocol: Criteo multi-hot data, Adagrad, AUROC target."""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import numpy as np
+import psutil
+import torch
+from omegaconf import OmegaConf
+
+from pinchpoint.config.validate import ConfigError, get, positive_int, require
+from pinchpoint.data import criteo, synthetic_criteo
+from pinchpoint.data.loader import BatchStream
+from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
+from pinchpoint.workloads.dlrm_dcnv2 import plan as dlrm_plan
+from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
+
+
+class DLRMWorkload(Workload):
+    mlperf_benchmark = "dlrm_dcnv2"
+
+    def __init__(self, inputs: RunInputs):
+        super().__init__(inputs)
+        self.cfg_model, self.cfg_data = inputs.model, inputs.dataset
+        self.arch = getattr(self.cfg_model, self.cfg_model.scale)
+        self.ctx = inputs.ctx
+        self.folder: str = ""
+        self.manifest: dict = {}
+        self.stream = None
+        self._val_cache = None
+
+    # --- pre-flight --------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, cfg) -> None:
+        require(cfg, "model.scale", lambda v: v in ("proxy", "full"), "one of proxy, full")
+        require(cfg, "model.impl", lambda v: v in ("native",),
+                "native (torchrec arrives with the multi-rank work)")
+        scale = f"model.{cfg.model.scale}"
+        arch = cfg.model[cfg.model.scale]
+        require(cfg, f"{scale}.multi_hot_sizes",
+                lambda v: len(v) == len(arch.num_embeddings_per_feature) and min(v) > 0,
+                f"{len(arch.num_embeddings_per_feature)} positive sizes, one per table")
+        require(cfg, f"{scale}.num_embeddings_per_feature", lambda v: len(v) > 0 and min(v) > 0,
+                "positive row counts")
+        positive_int(f"{scale}.embedding_dim", cfg)
+        require(cfg, f"{scale}.bottom_mlp", lambda v: len(v) > 0 and v[-1] == arch.embedding_dim,
+                f"widths ending at embedding_dim={arch.embedding_dim}")
+        require(cfg, f"{scale}.top_mlp", lambda v: len(v) > 0 and v[-1] == 1,
+                "widths ending at 1 (one logit)")
+        require(cfg, f"{scale}.learning_rate", lambda v: v > 0, "a learning rate > 0")
+        cls._validate_dataset(cfg)
+        if not cfg.plan_only:
+            need = dlrm_plan.training_bytes(arch)["total_bytes"]
+            have = psutil.virtual_memory().available
+            if need > have:
+                raise ConfigError("model.scale", cfg.model.scale,
+                                  f"a scale that fits: it needs {need / 2**30:.1f} GiB for "
+                                  f"weights, gradients and Adagrad state, {have / 2**30:.1f} GiB "
+                                  "is free here (plan it with plan_only=true, or use proxy)")
+
+    @staticmethod
+    def _validate_dataset(cfg) -> None:
+        for key in ("batch_size", "eval_batch_size", "samples_per_day"):
+            positive_int(f"dataset.{key}", cfg)
+        require(cfg, "dataset.num_days", lambda v: isinstance(v, int) and v >= 2,
+                "an integer >= 2 (the last day holds validation)")
+        world = cfg.parallel.world_size
+        require(cfg, "dataset.batch_size", lambda v: v % world == 0,
+                f"a multiple of parallel.world_size={world} (global batch = ranks x per-rank)")
+        require(cfg, "dataset.num_workers", lambda v: v >= 0, "an integer >= 0")
+        require(cfg, "dataset.prefetch",
+                lambda v: v >= (1 if cfg.dataset.num_workers > 0 else 0),
+                "an integer >= 0 (>= 1 when dataset.num_workers > 0)")
+        train = (cfg.dataset.num_days - 1) * cfg.dataset.samples_per_day
+        require(cfg, "dataset.batch_size", lambda v: v <= train,
+                f"at most the {train} training samples")
+        if cfg.dataset.synthetic:
+            require(cfg, "dataset.target_margin", lambda v: 0 < v < 0.5, "a margin in (0, 0.5)")
+            t = "dataset.teacher"
+            for key in ("embedding_dim",):
+                positive_int(f"{t}.{key}", cfg)
+            require(cfg, f"{t}.logit_std", lambda v: v > 0, "a number > 0")
+            require(cfg, f"{t}.id_skew", lambda v: v >= 1, "a number >= 1 (1 = uniform ids)")
+        else:
+            path = get(cfg, "dataset.path")
+            if not path or not os.path.isdir(str(path)):
+                raise ConfigError("dataset.path", path, "a folder holding day_N_dense.npy, "
+                                  "day_N_labels.npy and day_N_sparse_multi_hot.npz "
+                                  "(or set PINCHPOINT_CRITEO_PATH)")
+        target = get(cfg, "dataset.target_auroc")
+        if target is not None and not 0.5 < target <= 1.0:
+            raise ConfigError("dataset.target_auroc", target, "an AUROC in (0.5, 1]")
+
+    @classmethod
+    def plan(cls, cfg) -> dict[str, Any]:
+        return dlrm_plan.describe(OmegaConf.to_object(cfg.model))
+
+    # --- init ----------------------------------------------------------------------------------
+    def _generator_params(self) -> dict:
+        d = self.cfg_data
+        return {"num_embeddings_per_feature": list(self.arch.num_embeddings_per_feature),
+                "multi_hot_sizes": list(self.arch.multi_hot_sizes),
+                "num_days": d.num_days, "samples_per_day": d.samples_per_day,
+                "teacher": OmegaConf.to_container(OmegaConf.structured(d.teacher))}
+
+    def prepare_data(self) -> list[str]:
+        d = self.cfg_data
+        if d.synthetic:
+            self.folder, self.manifest = synthetic_criteo.ensure(
+                self.inputs.tier.datasets_dir(), self._generator_params(), d.verify_checksums)
+        else:
+            self.folder = os.path.abspath(d.path)
+        # Header/size checks of every file now, so a bad file fails before training starts.
+        self.layouts = [criteo.inspect_day(self.folder, day, self.arch.multi_hot_sizes)
+                        for day in range(d.num_days)]
+        return [loc.path for lay in self.layouts for loc in (lay.dense, lay.labels, lay.sparse[0])]
+
+    def build(self) -> None:
+        torch.manual_seed(self.inputs.seed)
+        a = self.arch
+        self.model = DLRMDCNv2(a.num_embeddings_per_feature, a.embedding_dim, a.bottom_mlp,
+                               a.dcn_num_layers, a.dcn_low_rank_dim, a.top_mlp,
+                               self.cfg_model.num_dense_features).to(self.ctx.device)
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=a.learning_rate,
+                                             eps=self.cfg_model.adagrad_epsilon)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.inputs.measurements["model_parameters"] = sum(p.numel() for p in
+                                                            self.model.parameters())
+
+    def sizes(self) -> Sizes:
+        d = self.cfg_data
+        train = (d.num_days - 1) * d.samples_per_day
+        return Sizes(global_batch_size=d.batch_size, steps_per_epoch=train // d.batch_size,
+                     train_samples=train, eval_samples=d.samples_per_day // 2)
+
+    def quality(self) -> Quality:
+        d = self.cfg_data
+        best = self.manifest.get("best_auroc")
+        if d.target_auroc is not None:
+            target = d.target_auroc
+        elif best is not None:
+            target = round(best - d.target_margin, 5)
+        else:
+            target = 0.80275
+        return Quality("auroc", target, higher_is_better=True, best_reachable=best)
+
+    def mlperf_hyperparameters(self) -> dict[str, Any]:
+        s = self.sizes()
+        return {"global_batch_size": s.global_batch_size, "opt_name": "adagrad",
+                "opt_base_learning_rate": self.arch.learning_rate,
+                "opt_adagrad_learning_rate_decay": 0, "opt_weight_decay": 0,
+                "opt_adagrad_initial_accumulator_value": 0,
+                "opt_adagrad_epsilon": self.cfg_model.adagrad_epsilon,
+                "opt_learning_rate_warmup_steps": 0, "opt_learning_rate_decay_start_step": 0,
+                "opt_learning_rate_decay_steps": 0, "gradient_accumulation_steps": 1,
+                "train_samples": s.train_samples, "eval_samples": s.eval_samples}
+
+    # --- timed ---------------------------------------------------------------------------------
+    def open_data(self) -> None:
+        d = self.cfg_data
+        self.train, self.val = criteo.open_splits(self.folder, d.num_days,
+                                                  self.arch.multi_hot_sizes, d.mmap,
+                                                  self.inputs.tier)
+        self.per_rank_batch = d.batch_size // self.ctx.world_size
+        self.rows = np.asarray(self.arch.num_embeddings_per_feature, dtype=np.int64)
+        self.needs_modulo = not d.synthetic  # real ids index the full tables; fold onto proxy
+
+    def _read_step(self, step: int):
+        """This rank's batch of ``step``: global batch g = step*W + rank (round-robin)."""
+        g = step * self.ctx.world_size + self.ctx.rank
+        batch = self.train.read(g * self.per_rank_batch, self.per_rank_batch)
+        return self._to_tensors(batch)
+
+    def _to_tensors(self, batch: criteo.Batch):
+        sparse = batch.sparse
+        if self.needs_modulo:
+            sparse = [np.remainder(s, r).astype(np.int32) for s, r in zip(sparse, self.rows)]
+        return (torch.from_numpy(batch.dense), [torch.from_numpy(s) for s in sparse],
+                torch.from_numpy(batch.labels[:, 0].astype(np.float32)), batch.io)
+
+    def batches(self, start_step: int) -> Iterator[Any]:
+        d = self.cfg_data
+        self.close()
+        stop = self.sizes().steps_per_epoch
+        self.stream = BatchStream(self._read_step, start_step, stop, d.num_workers, d.prefetch,
+                                  d.pin_memory)
+        device, tier = self.ctx.device, self.inputs.tier
+        for dense, sparse, labels, io in self.stream:
+            if io is not None:
+                tier.account(io)
+            nb = device.type == "cuda"
+            yield (dense.to(device, non_blocking=nb), [s.to(device, non_blocking=nb)
+                                                       for s in sparse],
+                   labels.to(device, non_blocking=nb))
+
+    def forward_backward(self, batch) -> torch.Tensor:
+        dense, sparse, labels = batch
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(dense, sparse), labels)
+        loss.backward()
+        return loss.detach()
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        from sklearn.metrics import roc_auc_score
+
+        if self._val_cache is None:  # validation is read from storage once, then kept in RAM
+            self._val_cache = self.val.read(0, len(self.val))
+            if self._val_cache.io is not None:
+                self.inputs.tier.account(self._val_cache.io)
+        val = self._val_cache
+        self.model.eval()
+        scores = []
+        step = self.cfg_data.eval_batch_size
+        for lo in range(0, len(val.dense), step):
+            dense = torch.from_numpy(val.dense[lo:lo + step]).to(self.ctx.device)
+            sparse = [torch.from_numpy(s[lo:lo + step]).to(self.ctx.device) for s in val.sparse]
+            if self.needs_modulo:
+                sparse = [s.remainder(int(r)) for s, r in zip(sparse, self.rows)]
+            scores.append(torch.sigmoid(self.model(dense, sparse)).float().cpu())
+        self.model.train()
+        return float(roc_auc_score(val.labels[:, 0], torch.cat(scores).numpy()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
