@@ -39,6 +39,86 @@ class DLRMModelConfig:
     full: DLRMScaleConfig = field(default_factory=DLRMScaleConfig)
 
 
+@dataclass
+class LlamaScaleConfig:
+    """One scale (proxy or full) of a Llama 3.1 model: architecture plus the training recipe
+    knobs that the reference ties to it (batch sizes, learning rate, eval cadence)."""
+    n_layers: int = MISSING
+    dim: int = MISSING
+    n_heads: int = MISSING
+    n_kv_heads: int = MISSING
+    ffn_dim: int = MISSING
+    vocab_size: int = MISSING
+    max_seq_len: int = 8192       # the model's context (RoPE table); seq_len may not exceed it
+    seq_len: int = MISSING        # training sequence length (MLPerf max_sequence_length)
+    rope_theta: float = 500000.0
+    global_batch_size: int = MISSING   # sequences per optimizer step, all ranks
+    micro_batch_size: int = MISSING    # sequences per forward/backward per rank
+    learning_rate: float = MISSING
+    warmup_samples: int = MISSING      # linear warmup, in sequences
+    decay_samples: int = MISSING       # cosine decay to min_lr_ratio x lr, in sequences (warmup incl.)
+    eval_every_samples: int = MISSING  # evaluation cadence, in training sequences
+    eval_samples: int = MISSING        # first N validation sequences, unshuffled
+    target_log_perplexity: float = MISSING  # real-data target (synthetic: entropy + margin)
+    recompute: bool = False            # activation checkpointing per block
+    precision: str = "fp32"            # fp32 | bf16 (autocast; GPU)
+
+
+@dataclass
+class LlamaModelConfig:
+    name: str = "llama31_8b"
+    scale: str = "proxy"          # proxy | full
+    min_lr_ratio: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-5
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    pipeline_schedule: str = "1f1b"  # gpipe | 1f1b (when parallel.pp > 1)
+    proxy: LlamaScaleConfig = field(default_factory=LlamaScaleConfig)
+    full: LlamaScaleConfig = field(default_factory=LlamaScaleConfig)
+
+
+# --- dataset -----------------------------------------------------------------------------------
+@dataclass
+class TextTeacherConfig:
+    """The planted second-order Markov source of synthetic_c4 (see data/synthetic_c4.py)."""
+    successors: int = 6           # candidate next tokens per token
+    g1_std: float = 1.0           # bigram logit scale
+    g2_std: float = 3.0           # two-back logit scale (what a bigram model cannot capture)
+    g2_rank: int = 8
+    mean_doc_tokens: float = 200.0
+    seed: int = 1234
+
+
+@dataclass
+class MegatronDatasetConfig:
+    name: str = "synthetic_c4"
+    synthetic: bool = True
+    path: Optional[str] = None    # real data folder (c4); synthetic: on the storage tier
+    train_prefix: str = "synthetic_c4_train_text_document"
+    validation_prefix: str = "synthetic_c4_validation_text_document"
+    train_tokens: int = 4_000_000          # synthetic corpus sizes
+    validation_tokens: int = 100_000
+    num_workers: int = 0
+    prefetch: int = 2
+    target_margin: float = 0.15   # synthetic target = teacher entropy + margin
+    teacher: TextTeacherConfig = field(default_factory=TextTeacherConfig)
+
+
+@dataclass
+class GPUConfig:
+    """One accelerator type for the planner: memory, peak dense FLOP rate, link bandwidths."""
+    name: str = "H200"
+    memory_gib: float = 141.0
+    peak_tflops: float = 989.0         # dense BF16
+    mfu: float = 0.40                  # achieved fraction of peak assumed for the step estimate
+    intra_node_gb_per_s: float = 450.0  # per GPU, one direction (NVLink)
+    inter_node_gb_per_s: float = 50.0   # per GPU (400 Gb/s NIC)
+    gpus_per_node: int = 8
+    reserved_gib: float = 6.0          # CUDA context, allocator fragmentation, NCCL buffers
+
+
 # --- dataset -----------------------------------------------------------------------------------
 @dataclass
 class TeacherConfig:
@@ -155,13 +235,16 @@ class RunConfig:
     plan_only: bool = False
     output_root: str = "outputs"
     fault: Optional[str] = None   # test hook: "raise_at_step:N" or "kill_at_step:N"
+    gpu: GPUConfig = field(default_factory=GPUConfig)  # what plan_only plans for
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="schema/model", name="dlrm_dcnv2", node=DLRMModelConfig)
+    cs.store(group="schema/model", name="llama31", node=LlamaModelConfig)
     cs.store(group="schema/dataset", name="criteo", node=CriteoDatasetConfig)
+    cs.store(group="schema/dataset", name="megatron", node=MegatronDatasetConfig)
     cs.store(group="schema/parallel", name="parallel", node=ParallelConfig)
     cs.store(group="schema/storage", name="storage", node=StorageConfig)
     cs.store(group="schema/cluster", name="local", node=ClusterConfig)

@@ -32,7 +32,7 @@ from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump when the generator changes, so old data is not reused
 
 
 def params_hash(params: dict) -> str:
@@ -43,10 +43,7 @@ class Teacher:
     def __init__(self, rows: Sequence[int], hotness: Sequence[int], dim: int, logit_std: float,
                  logit_bias: float, seed: int):
         gen = torch.Generator().manual_seed(seed)
-        torch_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        self.model = DLRMDCNv2(rows, dim, [4 * dim, dim], 1, dim, [4 * dim, 1]).eval()
-        torch.random.set_rng_state(torch_state)
+        self.model = DLRMDCNv2(rows, dim, [4 * dim, dim], 1, dim, [4 * dim, 1], seed=seed).eval()
         with torch.no_grad():
             for table, hot in zip(self.model.sparse.tables, hotness):
                 importance = float(torch.randn((), generator=gen).exp())

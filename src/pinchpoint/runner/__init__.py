@@ -19,10 +19,9 @@ def run(cfg: DictConfig) -> float:
     if cfg.plan_only:
         return print_plan(cfg)
     job = from_hydra(f"{cfg.output_root}/runs/adhoc")
-    from pinchpoint.parallel.context import single_process
+    from pinchpoint.parallel.launch import launch
 
-    ctx = single_process(cfg.train.device)
-    return run_rank(cfg, ctx, job)
+    return launch(cfg, job)
 
 
 def run_rank(cfg: DictConfig, ctx, job) -> float:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from pinchpoint.parallel.context import RankContext
+from pinchpoint.parallel.collectives import CollectiveProfile
 from pinchpoint.runner import loop
 from pinchpoint.runner.info import JobInfo
 from pinchpoint.runner.run_key import flatten, resolved_dict, run_key
@@ -41,7 +42,8 @@ class Session:
         self.key = run_key(cfg)
         self.timeline = Timeline(ctx.rank)
         self.phases = PhaseTimer(self.timeline, ctx.synchronize)
-        self.inputs = RunInputs(model=OmegaConf.to_object(cfg.model),
+        self.collectives = CollectiveProfile(self.phases)
+        self.inputs = RunInputs(collectives=self.collectives, model=OmegaConf.to_object(cfg.model),
                                 dataset=OmegaConf.to_object(cfg.dataset),
                                 parallel=OmegaConf.to_object(cfg.parallel), seed=cfg.seed,
                                 ctx=ctx, tier=self.tier, phases=self.phases)
@@ -92,7 +94,7 @@ class Session:
     def _find_resume(self) -> Optional[Resume]:
         if self.checkpoints is None:
             return None
-        found = self.checkpoints.load_latest()
+        found = self.checkpoints.load_latest()  # every rank reads the same files on the tier
         if found is None:
             return None
         step, state, seconds = found
@@ -107,6 +109,8 @@ class Session:
             self.tracker.start(self._run_name(), self._tags(), parent_run_id(self.job.sweep_dir),
                                resume.state["mlflow_run_id"] if resume else None)
             self.tracker.log_params(flatten(resolved_dict(self.cfg)))
+            with open(os.path.join(self.job.output_dir, "mlflow_run_id"), "w") as f:
+                f.write(self.tracker.run_id)
         if resume:
             self._restore_mlperf_log(resume)
         self.mlperf = MLPerfLog(self.mlperf_path, self.timeline if self.ctx.is_main else None) \
@@ -164,7 +168,24 @@ class Session:
         state = loop.train(w, self.phases, m, sizes, quality, limits, state, hooks)
         m.end(C.RUN_STOP, metadata={"status": state.status})
         loop_seconds = time.perf_counter() - loop_started
-        return self._summarize(state, sizes, quality, loop_seconds, attempt, steps_redone, resume)
+        summary = self._summarize(state, sizes, quality, loop_seconds, attempt, steps_redone,
+                                  resume)
+        summary.update(self._across_ranks())
+        return summary
+
+    def _across_ranks(self) -> dict[str, float]:
+        """min/mean/max over ranks of the phases that differ between ranks (rank 0 reports)."""
+        if not self.ctx.distributed:
+            return {}
+        import torch.distributed as dist
+        totals: list = [None] * self.ctx.world_size
+        dist.all_gather_object(totals, dict(self.phases.totals))
+        out = {}
+        for phase in ("data_wait", "communication", "forward_backward"):
+            values = [t[phase] for t in totals]
+            out.update({f"{phase}_s_min": min(values), f"{phase}_s_max": max(values),
+                        f"{phase}_s_mean": sum(values) / len(values)})
+        return out
 
     def _log_submission_and_hyperparameters(self) -> None:
         m, p = self.mlperf, self.cfg.mlperf
@@ -200,12 +221,13 @@ class Session:
 
     def _save_hook(self, attempt: int):
         def save(state: loop.LoopState) -> None:
+            workload_state = self.workload.state_dict()  # every rank: it may gather shards
             if not self.ctx.is_main:
                 return
             import torch
             self.timeline.instant("checkpoint_start", "checkpoint")
             started = time.perf_counter()
-            payload = {"workload": self.workload.state_dict(), "rng": loop.rng_state(),
+            payload = {"workload": workload_state, "rng": loop.rng_state(),
                        "loop": state.to_dict(), "phase_totals": dict(self.phases.totals),
                        "step_times": list(self.phases.step_times), "attempt": attempt,
                        "mlflow_run_id": self.tracker.run_id if self.tracker else None,
@@ -256,6 +278,8 @@ class Session:
             "checkpoint_write_bytes": sum(w.nbytes for w in self.checkpoint_writes),
             "checkpoint_write_seconds": sum(w.seconds for w in self.checkpoint_writes),
             **{k: v for k, v in self.inputs.measurements.items()},
+            **self.collectives.per_step(max(state.step - (resume.step if resume else 0), 1)),
+            "world_size": self.ctx.world_size,
         }
         return summary
 

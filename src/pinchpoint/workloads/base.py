@@ -47,6 +47,7 @@ class RunInputs:
     ctx: RankContext
     tier: StorageTier
     phases: PhaseTimer
+    collectives: Any = None  # parallel.collectives.CollectiveProfile: use it for every collective
     measurements: dict = field(default_factory=dict)  # workload-specific numbers for tracking
 
 
@@ -106,7 +107,8 @@ class Workload(ABC):
         """The quality metric on the validation set (same value on every rank)."""
 
     @abstractmethod
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint state. Called on every rank (it may gather); rank 0's result is saved."""
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -37,17 +37,28 @@ class LowRankCrossNet(nn.Module):
         return x
 
 
+def init_table(rows: int, dim: int, seed: int, table_id: int) -> nn.EmbeddingBag:
+    """torchrec's default init U(-sqrt(1/rows), sqrt(1/rows)), from a per-table generator so a
+    table's initial weights do not depend on which rank holds it (sharded == single process)."""
+    table = nn.EmbeddingBag(rows, dim, mode="sum", _weight=torch.empty(rows, dim))
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + table_id)
+    bound = (1.0 / rows) ** 0.5
+    with torch.no_grad():
+        table.weight.uniform_(-bound, bound, generator=generator)
+    return table
+
+
 class SparseArch(nn.Module):
     """One sum-pooled EmbeddingBag per table; input is a list of (B, hotness) id tensors."""
 
-    def __init__(self, num_embeddings_per_feature: Sequence[int], embedding_dim: int):
+    def __init__(self, num_embeddings_per_feature: Sequence[int], embedding_dim: int,
+                 seed: int = 0, table_ids: Sequence[int] | None = None):
         super().__init__()
+        self.table_ids = list(range(len(num_embeddings_per_feature))) if table_ids is None \
+            else list(table_ids)
         self.tables = nn.ModuleList(
-            nn.EmbeddingBag(rows, embedding_dim, mode="sum") for rows in num_embeddings_per_feature
-        )
-        for table in self.tables:  # torchrec's default init: U(-sqrt(1/rows), sqrt(1/rows))
-            bound = (1.0 / table.num_embeddings) ** 0.5
-            nn.init.uniform_(table.weight, -bound, bound)
+            init_table(num_embeddings_per_feature[t], embedding_dim, seed, t)
+            for t in self.table_ids)
 
     def forward(self, sparse: Sequence[torch.Tensor]) -> torch.Tensor:
         pooled = [table(ids) for table, ids in zip(self.tables, sparse)]
@@ -74,14 +85,26 @@ class InteractionAndTop(nn.Module):
         return self.top(self.cross(x)).squeeze(-1)
 
 
+def build_dense(num_dense: int, num_tables: int, embedding_dim: int, bottom_mlp, dcn_num_layers,
+                dcn_low_rank_dim, top_mlp, seed: int) -> InteractionAndTop:
+    """The data-parallel part, initialised from ``seed`` alone (identical on every rank)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return InteractionAndTop(num_dense, num_tables, embedding_dim, bottom_mlp, dcn_num_layers,
+                                 dcn_low_rank_dim, top_mlp)
+    finally:
+        torch.random.set_rng_state(state)
+
+
 class DLRMDCNv2(nn.Module):
     def __init__(self, num_embeddings_per_feature: Sequence[int], embedding_dim: int,
                  bottom_mlp: Sequence[int], dcn_num_layers: int, dcn_low_rank_dim: int,
-                 top_mlp: Sequence[int], num_dense: int = 13):
+                 top_mlp: Sequence[int], num_dense: int = 13, seed: int = 0):
         super().__init__()
-        self.sparse = SparseArch(num_embeddings_per_feature, embedding_dim)
-        self.dense = InteractionAndTop(num_dense, len(num_embeddings_per_feature), embedding_dim,
-                                       bottom_mlp, dcn_num_layers, dcn_low_rank_dim, top_mlp)
+        self.sparse = SparseArch(num_embeddings_per_feature, embedding_dim, seed)
+        self.dense = build_dense(num_dense, len(num_embeddings_per_feature), embedding_dim,
+                                 bottom_mlp, dcn_num_layers, dcn_low_rank_dim, top_mlp, seed)
 
     def forward(self, dense: torch.Tensor, sparse: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.dense(dense, self.sparse(sparse))

@@ -14,7 +14,10 @@ from pinchpoint.data import criteo, synthetic_criteo
 from pinchpoint.data.loader import BatchStream
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
 from pinchpoint.workloads.dlrm_dcnv2 import plan as dlrm_plan
+from pinchpoint.workloads.dlrm_dcnv2.checkpoint import (canonical_parameters, gather_state,
+                                                        load_state)
 from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
+from pinchpoint.workloads.dlrm_dcnv2.parallelize import ShardedDLRM, wrap_ddp
 
 
 class DLRMWorkload(Workload):
@@ -116,17 +119,33 @@ class DLRMWorkload(Workload):
                         for day in range(d.num_days)]
         return [loc.path for lay in self.layouts for loc in (lay.dense, lay.labels, lay.sparse[0])]
 
+    @property
+    def mode(self) -> str:
+        """single (one process), ddp (tables replicated) or ep (tables sharded, dense DDP)."""
+        if self.ctx.world_size == 1:
+            return "single"
+        return "ep" if self.inputs.parallel.ep > 1 else "ddp"
+
     def build(self) -> None:
-        torch.manual_seed(self.inputs.seed)
-        a = self.arch
-        self.model = DLRMDCNv2(a.num_embeddings_per_feature, a.embedding_dim, a.bottom_mlp,
-                               a.dcn_num_layers, a.dcn_low_rank_dim, a.top_mlp,
-                               self.cfg_model.num_dense_features).to(self.ctx.device)
+        a, seed, profile = self.arch, self.inputs.seed, self.inputs.collectives
+        num_dense = self.cfg_model.num_dense_features
+        if self.mode == "ep":
+            self.model = ShardedDLRM(a, num_dense, seed, self.ctx.rank, self.ctx.world_size,
+                                     profile).to(self.ctx.device)
+        else:
+            model = DLRMDCNv2(a.num_embeddings_per_feature, a.embedding_dim, a.bottom_mlp,
+                              a.dcn_num_layers, a.dcn_low_rank_dim, a.top_mlp, num_dense,
+                              seed=seed).to(self.ctx.device)
+            self.model = wrap_ddp(model, profile) if self.mode == "ddp" else model
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=a.learning_rate,
                                              eps=self.cfg_model.adagrad_epsilon)
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
-        self.inputs.measurements["model_parameters"] = sum(p.numel() for p in
-                                                            self.model.parameters())
+        self.params = canonical_parameters(self.model)
+        self.inputs.measurements["model_parameters_local"] = sum(
+            p.numel() for p in self.model.parameters())
+        if self.mode == "ep":
+            self.inputs.measurements["embedding_tables_local"] = len(
+                self.model.sparse.tables_of[self.ctx.rank])
 
     def sizes(self) -> Sizes:
         d = self.cfg_data
@@ -204,33 +223,51 @@ class DLRMWorkload(Workload):
     def optimizer_step(self) -> None:
         self.optimizer.step()
 
-    @torch.no_grad()
     def evaluate(self) -> float:
+        with self.inputs.collectives.evaluating():
+            return self._evaluate()
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """AUROC on the validation half-day. With W ranks each scores an equal shard (the last
+        len % W samples are dropped) and the scores are all-gathered, so every rank agrees."""
         from sklearn.metrics import roc_auc_score
 
         if self._val_cache is None:  # validation is read from storage once, then kept in RAM
-            self._val_cache = self.val.read(0, len(self.val))
+            world, rank = self.ctx.world_size, self.ctx.rank
+            shard = len(self.val) // world
+            self._val_cache = self.val.read(rank * shard, shard)
             if self._val_cache.io is not None:
                 self.inputs.tier.account(self._val_cache.io)
         val = self._val_cache
         self.model.eval()
         scores = []
-        step = self.cfg_data.eval_batch_size
+        step = max(1, self.cfg_data.eval_batch_size // self.ctx.world_size)
         for lo in range(0, len(val.dense), step):
             dense = torch.from_numpy(val.dense[lo:lo + step]).to(self.ctx.device)
             sparse = [torch.from_numpy(s[lo:lo + step]).to(self.ctx.device) for s in val.sparse]
             if self.needs_modulo:
                 sparse = [s.remainder(int(r)) for s, r in zip(sparse, self.rows)]
-            scores.append(torch.sigmoid(self.model(dense, sparse)).float().cpu())
+            scores.append(torch.sigmoid(self.model(dense, sparse)).float())
         self.model.train()
-        return float(roc_auc_score(val.labels[:, 0], torch.cat(scores).numpy()))
+        scores = torch.cat(scores)
+        labels = torch.from_numpy(val.labels[:, 0].astype(np.float32)).to(scores.device)
+        if self.ctx.world_size > 1:
+            scores, labels = self._gather(scores), self._gather(labels)
+        return float(roc_auc_score(labels.cpu().numpy(), scores.cpu().numpy()))
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(self.ctx.world_size)]
+        self.inputs.collectives.all_gather(parts, tensor)
+        return torch.cat(parts)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Layout-independent: full tables and dense weights with their Adagrad state under
+        single-process names, so a checkpoint resumes into any world size or sharding."""
+        return gather_state(self.params, self.optimizer, self.model, self.ctx)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_state(self.params, self.optimizer, state)
 
     def close(self) -> None:
         if self.stream is not None:

@@ -1,0 +1,201 @@
+"""What both sweepers share: compose and validate points before launching, read back what each
+point recorded, and write to the sweep's parent MLflow run."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from pinchpoint.sweepers.space import SweepError
+
+log = logging.getLogger(__name__)
+DEFAULT_VALIDATOR = "pinchpoint.config.validate"
+
+
+@dataclass
+class PointResult:
+    """One launched point as recorded: status success|aborted|failed, metrics, bottleneck."""
+    overrides: list[str]
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    bottleneck: Optional[str] = None
+    run_id: Optional[str] = None
+    error: Optional[str] = None
+
+    def value(self, metric: str, direction: str) -> float:
+        """The objective; a run that did not succeed gets the worst value (inf or -inf)."""
+        worst = math.inf if direction == "minimize" else -math.inf
+        if self.status != "success":
+            return worst
+        v = self.metrics.get(metric)
+        return worst if v is None or math.isnan(v) else float(v)
+
+
+class PointChecker:
+    """Composes each point's config as the launcher will, then runs the pre-flight validator."""
+
+    def __init__(self, hydra_context, config: DictConfig, validator: Optional[str]):
+        self.loader = hydra_context.config_loader
+        self.config = config
+        self.validator: Optional[Callable[[DictConfig], None]] = None
+        if validator:
+            from hydra.utils import get_method
+            self.validator = get_method(validator)
+
+    def compose(self, overrides: Sequence[str]) -> DictConfig:
+        try:
+            return self.loader.load_sweep_config(master_config=self.config,
+                                                 sweep_overrides=list(overrides))
+        except Exception as err:  # Hydra's own message says which override and what exists
+            raise SweepError(f"point {' '.join(overrides)} does not compose: {err}") from err
+
+    def problem(self, overrides: Sequence[str]):
+        """None when the point can run, else the ConfigError (naming the field) it raises."""
+        from pinchpoint.config import ConfigError
+
+        cfg = self.compose(overrides)
+        if self.validator is None:
+            return None
+        try:
+            self.validator(cfg)
+        except ConfigError as err:
+            return err
+        return None
+
+    def require_all(self, points: Sequence[Sequence[str]]) -> None:
+        """Fail before any job runs when any point is invalid."""
+        for overrides in points:
+            err = self.problem(overrides)
+            if err is not None:
+                raise SweepError(f"point {' '.join(overrides)} is invalid: {err}") from err
+
+
+# --- reading results ----------------------------------------------------------------------------
+def read_results(returns: Sequence[Any], direction_metric: Optional[str] = None
+                 ) -> list[PointResult]:
+    """What each job recorded: its MLflow run, else its phase_summary.json, else its return value."""
+    return [read_result(r) for r in returns]
+
+
+def read_result(ret) -> PointResult:
+    from hydra.core.utils import JobStatus
+
+    overrides = list(ret.overrides or [])
+    if ret.status != JobStatus.COMPLETED:
+        found = _from_mlflow(ret)
+        error = repr(ret._return_value)
+        if found is not None:
+            found.status, found.error = "failed", error
+            return found
+        return PointResult(overrides, "failed", error=error)
+    for reader in (_from_mlflow, _from_summary_file):
+        found = reader(ret)
+        if found is not None:
+            return found
+    return _from_return_value(overrides, ret.return_value)
+
+
+def _output_dir(ret) -> Optional[str]:
+    return OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None) \
+        if ret.hydra_cfg is not None else None
+
+
+def _from_mlflow(ret) -> Optional[PointResult]:
+    cfg = ret.cfg
+    out = _output_dir(ret)
+    if cfg is None or out is None or not OmegaConf.select(cfg, "tracking.enabled", default=False):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from pinchpoint.tracking.store import absolute_uri, retrying
+
+    client = MlflowClient(absolute_uri(cfg.tracking.uri))
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return None
+    path = os.path.abspath(out).replace("'", "\\'")
+    runs = retrying(lambda: client.search_runs([exp.experiment_id],
+                                               f"tags.output_dir = '{path}'", max_results=1))
+    if not runs:
+        return None
+    run = runs[0]
+    return PointResult(list(ret.overrides or []), run.data.tags.get("status", "failed"),
+                       dict(run.data.metrics), run.data.tags.get("bottleneck"), run.info.run_id)
+
+
+def _from_summary_file(ret) -> Optional[PointResult]:
+    out = _output_dir(ret)
+    path = os.path.join(out, "phase_summary.json") if out else None
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    return _from_mapping(list(ret.overrides or []), summary)
+
+
+def _from_mapping(overrides: list[str], data: dict) -> PointResult:
+    metrics = {k: float(v) for k, v in data.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return PointResult(overrides, str(data.get("status", "success")), metrics,
+                       data.get("bottleneck"))
+
+
+def _from_return_value(overrides: list[str], value: Any) -> PointResult:
+    """A task that records nothing: a dict of metrics, or one number (time_to_train_s)."""
+    if isinstance(value, dict) or OmegaConf.is_dict(value):
+        return _from_mapping(overrides, dict(value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return PointResult(overrides, "failed", error=f"return value {value!r} is not a number")
+    status = "success" if math.isfinite(number) else "aborted"
+    return PointResult(overrides, status, {"time_to_train_s": number, "return_value": number})
+
+
+# --- the parent run ---------------------------------------------------------------------------
+class ParentRun:
+    """The sweep's MLflow parent run (made by MlflowSweepCallback); a no-op without tracking."""
+
+    def __init__(self, config: DictConfig):
+        from pinchpoint.tracking.hydra_callback import parent_run_id
+
+        self.run_id = None
+        self.client = None
+        if OmegaConf.select(config, "tracking.enabled", default=False):
+            self.run_id = parent_run_id(config.hydra.sweep.dir)
+        if self.run_id:
+            from mlflow.tracking import MlflowClient
+
+            from pinchpoint.tracking.store import absolute_uri
+            self.client = MlflowClient(absolute_uri(config.tracking.uri))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.client is None:
+            return
+        from pinchpoint.tracking.store import retrying
+        for k, v in tags.items():
+            retrying(lambda: self.client.set_tag(self.run_id, k, str(v)[:5000]))
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        if self.client is None:
+            return
+        from pinchpoint.tracking.store import retrying
+        for k, v in metrics.items():
+            retrying(lambda: self.client.log_metric(self.run_id, k, float(v)))
+
+    def log_artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
+        if self.client is None or not os.path.exists(path):
+            return
+        from pinchpoint.tracking.store import retrying
+        retrying(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
+
+
+def launch(launcher, batch: Sequence[Sequence[str]], job_idx: int) -> list:
+    """Hand a batch to whatever launcher is configured (basic, submitit local, Slurm)."""
+    log.info("launching %d job(s): %s", len(batch), "; ".join(" ".join(b) for b in batch))
+    return list(launcher.launch([list(b) for b in batch], initial_job_idx=job_idx))

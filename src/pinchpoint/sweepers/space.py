@@ -1,0 +1,124 @@
+"""Search spaces in Hydra's override syntax, as hydra-optuna-sweeper reads them.
+
+``choice(a,b)`` or ``a,b`` -> categorical; ``range(lo,hi,step)`` -> integers (or a float grid);
+``interval(lo,hi)`` -> a float range; tags ``log`` and ``int`` change the scale and type, e.g.
+``tag(log, int, interval(256, 65536))``. Anything that is not a sweep is a fixed override.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run; the message names the field (axis or hydra.sweeper option)."""
+
+
+@dataclass
+class Axis:
+    key: str                       # as written in the override, '+'/'++' prefix included
+    kind: str                      # choice | range | interval
+    values: list = field(default_factory=list)  # choice and range: every value, in order
+    low: Optional[float] = None    # interval
+    high: Optional[float] = None
+    log: bool = False
+    integer: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.key.lstrip("+~")
+
+    def is_numeric(self) -> bool:
+        if self.kind == "interval":
+            return True
+        return bool(self.values) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         for v in self.values)
+
+
+@dataclass
+class Space:
+    axes: dict[str, Axis]          # by key, in the order written
+    fixed: dict[str, str]          # key -> value as written
+
+    def fixed_overrides(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.fixed.items()]
+
+
+def render(value: Any) -> str:
+    """A value as Hydra's override grammar reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def parse(params: Optional[DictConfig | dict], arguments: list[str]) -> Space:
+    """Axes and fixed overrides from ``hydra.sweeper.params`` then the command line (later wins)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    written = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+    axes: dict[str, Axis] = {}
+    fixed: dict[str, str] = {}
+    for o in OverridesParser.create().parse_overrides(written):
+        key = o.get_key_element()
+        axes.pop(key, None)
+        fixed.pop(key, None)
+        if not o.is_sweep_override():
+            fixed[key] = o.get_value_element_as_str()
+            continue
+        value = o.value()
+        tags = set(getattr(value, "tags", set()) or set())
+        if o.is_interval_sweep():
+            integer = "int" in tags
+            low, high = (int(value.start), int(value.end)) if integer else (value.start,
+                                                                             value.end)
+            if not low < high:
+                raise SweepError(f"{key}: empty search space interval({value.start}, "
+                                 f"{value.end}) (the low end must be below the high end)")
+            axes[key] = Axis(key, "interval", low=low, high=high, log="log" in tags,
+                             integer=integer)
+        else:
+            values = list(o.sweep_iterator())
+            if not values:
+                raise SweepError(f"{key}: empty search space {o.input_line!r} (no values)")
+            kind = "range" if o.is_range_sweep() else "choice"
+            axes[key] = Axis(key, kind, values=values, log="log" in tags)
+    return Space(axes, fixed)
+
+
+def check_keys(space: Space, config: DictConfig) -> None:
+    """Every axis and fixed override names a config field or group (or adds one with '+')."""
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
+    fields = _leaf_paths(config)
+    for key in [*space.axes, *space.fixed]:
+        name = key.lstrip("~")
+        if name.startswith("+") or name.startswith("hydra.") or name in groups:
+            continue
+        if OmegaConf.select(config, name, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            near = difflib.get_close_matches(name, [*fields, *groups], n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise SweepError(f"unknown axis {key!r}: not a config field or group{hint}")
+
+
+_ABSENT = object()
+
+
+def _leaf_paths(config: DictConfig) -> list[str]:
+    out: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for k in node.keys() if isinstance(node, DictConfig) else []:
+            if prefix == "" and k == "hydra":
+                continue
+            child = node._get_node(k)
+            path = f"{prefix}{k}"
+            out.append(path)
+            if isinstance(child, DictConfig):
+                walk(child, path + ".")
+
+    walk(config, "")
+    return out
