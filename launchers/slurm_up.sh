@@ -44,6 +44,9 @@ if alive "$STATE/run/slurmctld.pid" && alive "$STATE/run/slurmd.pid" &&
   log "cluster already up ($STATE)"; hold; exit 0
 fi
 
+# A failed start stops whatever it had started (lock already held: tell slurm_down.sh).
+trap '[ $? = 0 ] || PINCHPOINT_SLURM_LOCKED=1 "$(dirname "$0")/slurm_down.sh" --force >&2' EXIT
+
 # --- install (Debian packages) -----------------------------------------------------------------
 PKGS=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client)
 missing=()
@@ -59,6 +62,9 @@ fi
 
 # --- fresh state folder and configuration --------------------------------------------------------
 # Job ids restart at 1 in a fresh state folder: callers must use fresh submitit folders.
+if [ -d "$STATE/started" ]; then   # a half-up cluster from an earlier call: stop its daemons
+  PINCHPOINT_SLURM_LOCKED=1 "$(dirname "$0")/slurm_down.sh" --force >&2
+fi
 rm -rf "$STATE"; mkdir -p "$STATE"/{run,log,ctld,spool,started}
 CPUS=${PINCHPOINT_SLURM_CPUS:-$(( $(nproc) > 8 ? $(nproc) : 8 ))}
 MEM_MB=$(awk '/MemAvailable/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
@@ -83,32 +89,33 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   mkdir -p /run/munge /var/lib/munge /var/log/munge
   chown munge:munge /run/munge /var/lib/munge /var/log/munge
   runuser -u munge -- /usr/sbin/munged --force 9>&-
-  cp /run/munge/munged.pid "$STATE/run/munged.pid"; touch "$STATE/started/munged"
+  echo /run/munge/munged.pid >"$STATE/started/munged"
   wait_for 10 munged sh -c 'munge -n | unmunge'
 fi
 
 # --- MariaDB + slurmdbd (accounting: without it sacct fails and a cancelled job hangs result()) --
-mkdir -p "$STATE/mysql"; chown mysql:mysql "$STATE/mysql"
-mariadb-install-db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
+DB=$STATE/mysql   # owned by the mysql user: data, socket, pid and log all live here
+mkdir -p "$DB"; chown mysql:mysql "$DB"
+mariadb-install-db --user=mysql --datadir="$DB/data" --auth-root-authentication-method=socket \
   --skip-test-db >"$STATE/log/mariadb-install.log" 2>&1
-runuser -u mysql -- /usr/sbin/mariadbd --datadir="$STATE/mysql" --socket="$STATE/run/mysql.sock" \
-  --pid-file="$STATE/run/mariadbd.pid" --bind-address=127.0.0.1 --port="$DB_PORT" \
-  --log-error="$STATE/log/mariadbd.log" --innodb-buffer-pool-size=32M </dev/null >/dev/null 2>&1 9>&- &
-touch "$STATE/started/mariadbd"
-wait_for 30 mariadbd mariadb --socket="$STATE/run/mysql.sock" -uroot -e 'select 1'
-mariadb --socket="$STATE/run/mysql.sock" -uroot <<SQL
+runuser -u mysql -- /usr/sbin/mariadbd --datadir="$DB/data" --socket="$DB/mysql.sock" \
+  --pid-file="$DB/mariadbd.pid" --bind-address=127.0.0.1 --port="$DB_PORT" \
+  --log-error="$DB/mariadbd.log" --innodb-buffer-pool-size=32M </dev/null >/dev/null 2>&1 9>&- &
+echo "$DB/mariadbd.pid" >"$STATE/started/mariadbd"
+wait_for 30 mariadbd mariadb --socket="$DB/mysql.sock" -uroot -e 'select 1'
+mariadb --socket="$DB/mysql.sock" -uroot <<SQL
 CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
 CREATE USER 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
 SQL
-/usr/sbin/slurmdbd 9>&-; touch "$STATE/started/slurmdbd"
+/usr/sbin/slurmdbd 9>&-; echo "$STATE/run/slurmdbd.pid" >"$STATE/started/slurmdbd"
 wait_for 30 slurmdbd sacctmgr -n show cluster
 
 # --- slurmctld, then slurmd, then wait for an idle node ------------------------------------------
-/usr/sbin/slurmctld -i 9>&-; touch "$STATE/started/slurmctld"
+/usr/sbin/slurmctld -i 9>&-; echo "$STATE/run/slurmctld.pid" >"$STATE/started/slurmctld"
 wait_for 30 slurmctld sh -c 'scontrol ping | grep -q UP'
-/usr/sbin/slurmd -N "$NODE" 9>&-; touch "$STATE/started/slurmd"
+/usr/sbin/slurmd -N "$NODE" 9>&-; echo "$STATE/run/slurmd.pid" >"$STATE/started/slurmd"
 until=$((SECONDS + 30))
 while [[ ! "$(node_state)" =~ ^idle ]]; do
   if [[ "$(node_state)" =~ ^(drain|down|drng) ]]; then

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A DLRM proxy run that takes a few seconds: 3 small days, a loose target.
 TINY_DLRM = ["dataset.num_days=3", "dataset.samples_per_day=8192", "dataset.batch_size=512",
-             "dataset.eval_batch_size=4096", "dataset.target_margin=0.2",
+             "dataset.eval_batch_size=4096", "dataset.target_margin=0.25",
              "train.evals_per_epoch=4", "tracking.system_metrics=false",
              "train.progress_every_s=1"]
 

@@ -92,10 +92,28 @@ def validate_parallel(cfg: DictConfig) -> None:
     one_of("parallel.embedding_sharding", cfg, ["table_wise", "row_wise"])
 
 
+def check_known_keys(node: DictConfig, path: str = "") -> None:
+    """Keys forced in with Hydra's ``+key=value`` bypass the schema; refuse them here too."""
+    import dataclasses
+
+    schema = OmegaConf.get_type(node)
+    known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) \
+        else None
+    for key in node.keys():
+        full = f"{path}{key}"
+        if known is not None and key not in known:
+            raise ConfigError(full, get(node, str(key)), "a field of " + schema.__name__ +
+                              ": " + ", ".join(sorted(known)))
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_known_keys(child, full + ".")
+
+
 def validate(cfg: DictConfig) -> None:
     """Validate a composed run config; raises ConfigError on the first problem."""
     from pinchpoint.workloads import workload_class
 
+    check_known_keys(cfg)
     validate_common(cfg)
     validate_parallel(cfg)
     workload_class(cfg.model.name).validate(cfg)

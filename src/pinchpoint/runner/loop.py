@@ -55,6 +55,8 @@ class LoopLimits:
         return min(steps, self.max_steps) if self.max_steps else steps
 
     def eval_every(self, sizes: Sizes) -> int:
+        if sizes.eval_every_steps:
+            return sizes.eval_every_steps
         return max(1, sizes.steps_per_epoch // self.evals_per_epoch)
 
 

@@ -5,6 +5,8 @@ import importlib
 
 _REGISTRY = {
     "dlrm_dcnv2": "pinchpoint.workloads.dlrm_dcnv2.workload:DLRMWorkload",
+    "llama31_8b": "pinchpoint.workloads.llama31.workload:Llama31_8B",
+    "llama31_405b": "pinchpoint.workloads.llama31.workload:Llama31_405B",
 }
 
 

@@ -35,6 +35,7 @@ class Sizes:
     steps_per_epoch: int
     train_samples: int       # MLPerf train_samples (one epoch)
     eval_samples: int
+    eval_every_steps: int = 0  # fixed eval cadence (LLMs: every N sequences); 0 = evals_per_epoch
 
 
 @dataclass

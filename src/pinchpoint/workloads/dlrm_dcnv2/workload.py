@@ -38,7 +38,7 @@ class DLRMWorkload(Workload):
     def validate(cls, cfg) -> None:
         require(cfg, "model.scale", lambda v: v in ("proxy", "full"), "one of proxy, full")
         require(cfg, "model.impl", lambda v: v in ("native",),
-                "native (torchrec arrives with the multi-rank work)")
+                "native (the torchrec implementation is not included)")
         scale = f"model.{cfg.model.scale}"
         arch = cfg.model[cfg.model.scale]
         require(cfg, f"{scale}.multi_hot_sizes",
@@ -53,6 +53,7 @@ class DLRMWorkload(Workload):
                 "widths ending at 1 (one logit)")
         require(cfg, f"{scale}.learning_rate", lambda v: v > 0, "a learning rate > 0")
         cls._validate_dataset(cfg)
+        cls._validate_parallel(cfg, len(arch.num_embeddings_per_feature))
         if not cfg.plan_only:
             need = dlrm_plan.training_bytes(arch)["total_bytes"]
             have = psutil.virtual_memory().available
@@ -61,6 +62,31 @@ class DLRMWorkload(Workload):
                                   f"a scale that fits: it needs {need / 2**30:.1f} GiB for "
                                   f"weights, gradients and Adagrad state, {have / 2**30:.1f} GiB "
                                   "is free here (plan it with plan_only=true, or use proxy)")
+
+    @staticmethod
+    def _validate_parallel(cfg, tables: int) -> None:
+        """DLRM parallelism = dense data-parallel over every rank + embedding tables either
+        replicated (ep=1) or sharded over every rank (ep=world_size)."""
+        p = cfg.parallel
+        for key in ("tp", "pp", "cp"):
+            require(cfg, f"parallel.{key}", lambda v: v == 1,
+                    f"1 for DLRM (no tensor/pipeline/context parallelism in DLRM-DCNv2; use "
+                    f"parallel=ddpN or epN)")
+        require(cfg, "parallel.dp", lambda v: v == p.world_size,
+                f"parallel.world_size={p.world_size}: DLRM's dense part is data parallel over "
+                "every rank")
+        require(cfg, "parallel.ep", lambda v: v in (1, p.world_size),
+                f"1 (tables replicated) or parallel.world_size={p.world_size} (tables sharded "
+                "over every rank)")
+        if p.ep > tables:
+            options = [n for n in (2, 4, 8, 16) if n <= tables]
+            raise ConfigError("parallel.ep", p.ep,
+                              f"at most {tables}, the number of embedding tables, with table-wise "
+                              f"sharding (e.g. ep{options[-1]}); beyond that every rank would "
+                              "not own a table")
+        require(cfg, "parallel.embedding_sharding", lambda v: v == "table_wise",
+                "table_wise (the native DLRM shards whole tables; row-wise sharding is "
+                "not implemented)")
 
     @staticmethod
     def _validate_dataset(cfg) -> None:

@@ -1,0 +1,1 @@
+"""Reports from MLflow: tables, plots, crossovers. Reads recorded runs only; imports no torch."""

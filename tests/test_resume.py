@@ -1,0 +1,73 @@
+"""kill -9 mid-run, rerun the same command: it resumes from the newest valid checkpoint, reaches
+the target, and the MLflow run for that point is one complete run (no duplicate metric steps)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY_DLRM, mlflow_client, train
+from pinchpoint.telemetry.mlperf_log import compliance_check
+
+pytestmark = pytest.mark.slow
+# Emulated per-request latency slows each step to ~0.15 s so the kill lands mid-run.
+ARGS = [*TINY_DLRM, "checkpoint.interval=4", "storage=nfs", "storage.emulation.latency_ms=5",
+        "dataset.prefetch=0"]
+
+
+def test_kill_9_then_resume(tmp_path):
+    out = tmp_path / "outputs"
+    cmd = [sys.executable, str(ROOT / "train.py"), *ARGS, f"output_root={out}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    ckpt_root = out / "storage" / "nfs" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ckpt_root.glob("*/step_*.pt.sha256")):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (ckpt_dir,) = list(ckpt_root.iterdir())
+    killed_at = max(int(p.name[5:13]) for p in ckpt_dir.glob("step_*.pt.sha256"))
+
+    second = train(ARGS, out)
+    assert f"resuming run {ckpt_dir.name}" in second.stdout
+    folder = sorted(out.glob("runs/*"))[-1]
+    summary = json.loads((folder / "phase_summary.json").read_text())
+    assert summary["status"] == "success" and summary["restarts"] == 1
+    assert summary["steps"] > killed_at
+    ok, output = compliance_check(str(folder / "mlperf.log"))
+    assert ok, output
+
+    client = mlflow_client(out)
+    exp = client.get_experiment_by_name("dlrm_dcnv2")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]  # continued, not doubled
+    (r,) = runs
+    assert r.info.status == "FINISHED" and r.data.tags["status"] == "success"
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)
+    assert r.data.metrics["restarts"] == 1
+    assert not list(ckpt_dir.glob("step_*"))  # the finished point cleans its checkpoints
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path):
+    import torch
+
+    from pinchpoint.storage.checkpoint import CheckpointManager
+    from pinchpoint.storage.tier import StorageTier
+
+    mgr = CheckpointManager(StorageTier("t", str(tmp_path)), "key", keep=3)
+    mgr.save({"x": torch.ones(3)}, 4)
+    mgr.save({"x": torch.full((3,), 2.0)}, 8)
+    with open(mgr._path(8), "r+b") as f:  # a torn write that somehow got its checksum file
+        f.seek(10)
+        f.write(b"garbage")
+    step, state, _ = mgr.load_latest()
+    assert step == 4 and state["x"].tolist() == [1.0, 1.0, 1.0]
+    open(mgr._path(12), "wb").close()     # data file without checksum: ignored
+    assert mgr.load_latest()[0] == 4
+    assert not list(tmp_path.rglob("*.tmp-*"))
