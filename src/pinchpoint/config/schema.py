@@ -8,7 +8,7 @@ live in ``pinchpoint.config.validate`` because OmegaConf checks types, not value
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -186,6 +186,40 @@ class ClusterConfig:
 
 
 @dataclass
+class ContainerConfig:
+    """A pyxis/enroot container for every task, passed to srun as --container-* options."""
+    image: Optional[str] = None   # e.g. nvcr.io#nvidia/pytorch:25.01-py3 or /shared/img.sqsh
+    mounts: List[str] = field(default_factory=list)   # "src:dst[:flags]", as pyxis spells them
+    workdir: Optional[str] = None
+    python: Optional[str] = None  # python inside the image (default: the submitting interpreter)
+
+
+@dataclass
+class SlurmClusterConfig(ClusterConfig):
+    """What each sweep point asks Slurm for (cluster=slurm); checked against sinfo before submitting
+    (pinchpoint.cluster.preflight). A subclass so that the run schema's ``cluster`` slot takes it."""
+    name: str = "slurm"
+    partition: Optional[str] = None       # None = the cluster's default partition
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    nodes: int = 1
+    tasks_per_node: Optional[int] = None  # None = parallel.world_size / nodes (a task per rank)
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem: Optional[str] = None             # per node, Slurm syntax (16G, 500M); None = default
+    time_limit_min: int = 60
+    constraint: Optional[str] = None
+    array_parallelism: int = 256          # points of one sweep running at once
+    max_num_timeout: int = 3              # requeues on time limit (preemptions do not count)
+    signal_delay_s: int = 120             # USR2 this long before the limit: requeue, resume later
+    sbatch: Dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options {exclusive: true}
+    srun: List[str] = field(default_factory=list)         # extra srun arguments
+    setup: List[str] = field(default_factory=list)        # shell lines before srun (module load)
+    container: ContainerConfig = field(default_factory=ContainerConfig)
+    poll_interval_s: float = 2.0          # how often the submitting command checks its jobs
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     uri: str = "sqlite:///outputs/mlflow.db"
@@ -248,4 +282,5 @@ def register_schemas() -> None:
     cs.store(group="schema/parallel", name="parallel", node=ParallelConfig)
     cs.store(group="schema/storage", name="storage", node=StorageConfig)
     cs.store(group="schema/cluster", name="local", node=ClusterConfig)
+    cs.store(group="schema/cluster", name="slurm", node=SlurmClusterConfig)
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)

@@ -178,7 +178,9 @@ def _log_level() -> int:
 
 def _on_sigterm(signum, frame):
     # The elastic agent SIGTERMs surviving ranks when one fails: unwind through the session's
-    # finally-blocks so rank 0 marks its MLflow run failed instead of dying silently.
+    # finally-blocks so rank 0 marks its MLflow run failed instead of dying silently. Further
+    # SIGTERMs are ignored so they cannot interrupt that clean-up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(f"rank stopped by signal {signum} (another rank failed)")
 
 

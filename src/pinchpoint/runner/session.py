@@ -65,10 +65,15 @@ class Session:
                           t.system_metrics_interval_s)
 
     def _run_name(self) -> str:
+        from pinchpoint.tracking.hydra_callback import read_swept_keys
         from pinchpoint.tracking.naming import run_name
         d = self.cfg.dataset
+        overrides = self.job.overrides
+        swept = read_swept_keys(self.job.sweep_dir)
+        if swept is not None:  # a sweep point: name it by what varies across the sweep
+            overrides = [o for o in overrides if o.lstrip("+~").partition("=")[0] in swept]
         return run_name(self.cfg.model.name, self.cfg.storage.name, self.cfg.parallel.name,
-                        d.get("mmap"), d.get("batch_size"), self.job.overrides)
+                        d.get("mmap"), d.get("batch_size"), overrides)
 
     def _tags(self) -> dict[str, Any]:
         import mlflow
@@ -210,13 +215,17 @@ class Session:
         return on_eval
 
     def _step_hook(self, progress: loop.Progress):
+        # Test hook: fault=raise_at_step:N raises on the last rank (so a failure must travel to
+        # rank 0 and the launcher to be seen).
         fault = self.cfg.get("fault") or ""
         kind, _, at = fault.partition(":")
+        faulty = kind == "raise_at_step" and self.ctx.rank == self.ctx.world_size - 1
 
         def on_step(state: loop.LoopState) -> None:
             progress(state)
-            if kind == "raise_at_step" and state.step == int(at):
-                raise RuntimeError(f"injected fault at step {state.step} (fault={fault})")
+            if faulty and state.step == int(at):
+                raise RuntimeError(f"injected fault on rank {self.ctx.rank} at step "
+                                   f"{state.step} (fault={fault})")
         return on_step
 
     def _save_hook(self, attempt: int):

@@ -61,6 +61,9 @@ class PointChecker:
         cfg = self.compose(overrides)
         if self.validator is None:
             return None
+        from omegaconf import open_dict, read_write
+        with read_write(cfg), open_dict(cfg):  # the task sees its config without hydra's node
+            cfg.pop("hydra", None)
         try:
             self.validator(cfg)
         except ConfigError as err:

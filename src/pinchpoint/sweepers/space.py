@@ -63,7 +63,12 @@ def parse(params: Optional[DictConfig | dict], arguments: list[str]) -> Space:
     written = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
     axes: dict[str, Axis] = {}
     fixed: dict[str, str] = {}
-    for o in OverridesParser.create().parse_overrides(written):
+    from hydra.errors import HydraException
+    try:
+        parsed = OverridesParser.create().parse_overrides(written)
+    except HydraException as err:  # e.g. "empty choice is not legal", with the override
+        raise SweepError(f"search space: {err}") from err
+    for o in parsed:
         key = o.get_key_element()
         axes.pop(key, None)
         fixed.pop(key, None)

@@ -6,6 +6,7 @@ a metric history never holds a step twice.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from typing import Any, Optional
@@ -54,7 +55,18 @@ class RunTracker:
                 experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
                 tags=tags, log_system_metrics=self.system_metrics))
         self.run_id = run.info.run_id
+        # MLflow's own atexit hook would close a run abandoned by an exception as FINISHED;
+        # ours runs first (atexit is LIFO) and closes it as FAILED instead.
+        atexit.register(self._abandoned)
         return self.run_id
+
+    def _abandoned(self) -> None:
+        if self.run_id is not None:
+            try:
+                self.set_tags({"status": "failed"})
+                self.end("failed")
+            except Exception:
+                pass
 
     def _exists(self, run_id: str) -> bool:
         from mlflow.tracking import MlflowClient

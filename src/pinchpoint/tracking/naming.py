@@ -32,3 +32,13 @@ def run_name(model: str, storage: str, parallel: str, mmap, batch_size,
         short = _SHORT.get(key, key.split(".")[-1])
         parts.append(f"{short}={value}")
     return " ".join(parts)
+
+
+def point_labels(points: list[list[str]]) -> list[str]:
+    """Short labels for sweep points: the overrides that are not shared by all of them."""
+    from hydra.core.utils import filter_overrides
+
+    shown = [filter_overrides(p) for p in points]
+    common = set.intersection(*(set(s) for s in shown)) if len(shown) > 1 else set()
+    return [" ".join(o for o in s if o not in common) or " ".join(s) or "(defaults)"
+            for s in shown]

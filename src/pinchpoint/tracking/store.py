@@ -64,6 +64,8 @@ def ensure_store(uri: str) -> None:
     """Create the store's schema (once) under the lock."""
     from mlflow.tracking import MlflowClient
 
+    for name in ("mlflow", "alembic"):  # MLflow configures its own chatty INFO logger
+        logging.getLogger(name).setLevel(logging.WARNING)
     with store_lock(uri):
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 

@@ -121,7 +121,7 @@ class ShardedDLRM(nn.Module):
 
 
 def wrap_ddp(module: nn.Module, profile: CollectiveProfile) -> DistributedDataParallel:
-    ddp = DistributedDataParallel(module, broadcast_buffers=False)
+    ddp = DistributedDataParallel(module)
     ddp.register_comm_hook(torch.distributed.get_world_size(), ddp_comm_hook(profile))
     return ddp
 

@@ -1,0 +1,64 @@
+"""The `pinchpoint` console script. `pinchpoint report` right after a sweep reports that sweep."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="pinchpoint", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="table, CSV and plots of a sweep from MLflow",
+                         description="Table (terminal + CSV) and plots (PNG + HTML) of a sweep, "
+                                     "attached to its parent MLflow run. Default: the latest "
+                                     "sweep in the store.")
+    rep.add_argument("--experiment", help="MLflow experiment (default: the latest sweep's)")
+    rep.add_argument("--parent", help="a sweep's parent run id")
+    rep.add_argument("--all-runs", action="store_true",
+                     help="every run of --experiment, not only its latest sweep")
+    rep.add_argument("--x", help="the swept axis for the plot's x (default: the sweep's)")
+    rep.add_argument("--by", action="append",
+                     help="the alternatives, one line each (repeatable; default: the other "
+                          "swept settings)")
+    rep.add_argument("--metric", default="time_to_train_s", help="default: time_to_train_s")
+    rep.add_argument("--direction", choices=["minimize", "maximize"],
+                     help="which value wins (default: maximize for throughput, else minimize)")
+    rep.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
+    rep.add_argument("--out", help="folder for the files (default outputs/reports/...)")
+    rep.add_argument("--no-log", action="store_true", help="do not attach to the parent run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return report(args)
+
+
+def report(args) -> int:
+    from pinchpoint.analysis.report import make
+    from pinchpoint.analysis.runs import ReportError
+
+    try:
+        r = make(args.tracking_uri, args.experiment, args.parent, args.x, args.by, args.metric,
+                 args.direction, args.out, not args.no_log, args.all_runs)
+    except ReportError as err:
+        print(f"pinchpoint report: {err}", file=sys.stderr)
+        return 2
+    where = f"sweep {r.source.parent_id}" if r.source.parent_id else "all runs"
+    print(f"{r.source.experiment} ({where}): {len(r.source.runs)} runs, {r.metric} vs {r.x}"
+          + (f" by {', '.join(r.by)}" if r.by else ""))
+    print(r.text)
+    for c in r.crossovers:
+        print(f"crossover: {c['below']} -> {c['above']} between {r.x}={c['low']} and "
+              f"{c['high']} (~{c['x_estimate']:,.0f})")
+    if not r.crossovers:
+        print("crossover: none in the measured range")
+    print("files: " + ", ".join(r.files))
+    if r.logged:
+        print(f"attached to MLflow run {r.source.parent_id} (artifacts/report)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What Slurm says about submitted jobs: state per array task and the history of its attempts.
+
+sacct (accounting) is the source: it knows finished, cancelled and requeued jobs. Without
+accounting (sacct fails) squeue says which jobs are still queued or running, and a job that left
+the queue is judged by its submitit result file.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Optional
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+            "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}
+GONE = "GONE"   # not in squeue and no accounting to ask
+
+
+@dataclass
+class Attempt:
+    state: str
+    submit: Optional[datetime]
+    start: Optional[datetime]
+    end: Optional[datetime]
+    nodes: str = ""
+
+
+@dataclass
+class JobHistory:
+    """All attempts of one job (requeues keep the job id), oldest first."""
+    job_id: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.attempts[-1].state if self.attempts else "UNKNOWN"
+
+    @property
+    def requeues(self) -> int:
+        return sum(a.state in ("REQUEUED", "PREEMPTED") for a in self.attempts[:-1])
+
+    def queue_wait_s(self) -> Optional[float]:
+        """Submission to the first start (what the scheduler added before any work began)."""
+        a = self.attempts[0] if self.attempts else None
+        return _seconds(a.submit, a.start) if a else None
+
+    def requeue_to_start_s(self) -> list[float]:
+        """For each requeue: end of the interrupted attempt to the start of the next one."""
+        pairs = zip(self.attempts, self.attempts[1:])
+        return [s for a, b in pairs if (s := _seconds(a.end, b.start)) is not None]
+
+    def wall_time_s(self) -> Optional[float]:
+        """First start to last end: work, requeue waits and restarts together."""
+        if not self.attempts:
+            return None
+        return _seconds(self.attempts[0].start, self.attempts[-1].end)
+
+
+def _time(text: str) -> Optional[datetime]:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:   # Unknown, None, empty
+        return None
+
+
+def _seconds(a: Optional[datetime], b: Optional[datetime]) -> Optional[float]:
+    return (b - a).total_seconds() if a and b else None
+
+
+def _run(cmd: list[str]) -> Optional[str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def histories(array_ids: Iterable[str]) -> Optional[dict[str, JobHistory]]:
+    """{"12_0": JobHistory, ...} for the given array job ids, or None when sacct fails."""
+    ids = sorted(set(array_ids))
+    if not ids:
+        return {}
+    # -D: every attempt of a requeued job; -X: allocations only, not steps.
+    out = _run(["sacct", "-D", "-X", "-P", "-n", "-j", ",".join(ids),
+                "-o", "JobID,State,Submit,Start,End,NodeList"])
+    if out is None:
+        return None
+    found: dict[str, JobHistory] = {}
+    for line in out.splitlines():
+        job, state, submit, start, end, nodes = (line.split("|") + [""] * 6)[:6]
+        if "[" in job:   # a pending range of array tasks (12_[1-3]): not started, nothing to say
+            continue
+        state = state.split()[0] if state else "UNKNOWN"   # "CANCELLED by 0" -> CANCELLED
+        found.setdefault(job, JobHistory(job)).attempts.append(
+            Attempt(state, _time(submit), _time(start), _time(end), nodes))
+    return found
+
+
+def queued(array_ids: Iterable[str]) -> Optional[dict[str, str]]:
+    """squeue's view (no accounting): {"12_0": "PENDING"|"RUNNING"|...} for jobs still listed."""
+    ids = sorted(set(array_ids))
+    out = _run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T"]) if ids else ""
+    if out is None:
+        return None
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)

@@ -1,0 +1,86 @@
+"""Translate a point's ``cluster`` config (cluster=slurm) into submitit's SlurmExecutor arguments.
+
+One Slurm task per rank: a point with parallel.world_size N on ``nodes`` nodes runs N / nodes tasks
+per node, each adopted as a rank by pinchpoint.parallel (JobEnvironment). Points whose requests
+are equal share one job array.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from pinchpoint.config.validate import ConfigError
+
+_MEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
+_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def mem_mb(text: str) -> float:
+    """Slurm memory syntax (16G, 500M, 1024 = MB) in MB; raises ValueError."""
+    m = _MEM.match(str(text).strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _MB[m.group(2).upper()]
+
+
+def tasks_per_node(cfg: DictConfig) -> int:
+    """Ranks per node: cluster.tasks_per_node, or parallel.world_size / cluster.nodes."""
+    c, world = cfg.cluster, cfg.parallel.world_size
+    if c.nodes < 1:
+        raise ConfigError("cluster.nodes", c.nodes, "a positive integer")
+    if c.tasks_per_node is not None:
+        if c.tasks_per_node * c.nodes != world:
+            raise ConfigError("cluster.tasks_per_node", c.tasks_per_node,
+                              f"parallel.world_size / cluster.nodes = {world} / {c.nodes} "
+                              "(one task per rank), or null to derive it")
+        return c.tasks_per_node
+    if world % c.nodes:
+        raise ConfigError("cluster.nodes", c.nodes,
+                          f"a divisor of parallel.world_size={world} (every node runs the same "
+                          "number of ranks)")
+    return world // c.nodes
+
+
+@dataclass
+class SlurmRequest:
+    """SlurmExecutor constructor and update_parameters() arguments for one point."""
+    init: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return json.dumps([self.init, self.params], sort_keys=True, default=str)
+
+
+def container_srun_args(container: DictConfig) -> list[str]:
+    if not container.image:
+        return []
+    args = [f"--container-image={container.image}"]
+    if container.mounts:
+        args.append("--container-mounts=" + ",".join(container.mounts))
+    if container.workdir:
+        args.append(f"--container-workdir={container.workdir}")
+    return args
+
+
+def slurm_request(cfg: DictConfig, job_name: str) -> SlurmRequest:
+    c = cfg.cluster
+    # max_num_timeout belongs to the executor's constructor: update_parameters() ignores it.
+    init: dict[str, Any] = {"max_num_timeout": c.max_num_timeout}
+    python: Optional[str] = c.container.python
+    if python:
+        init["python"] = python
+    params: dict[str, Any] = {
+        "job_name": job_name, "partition": c.partition, "account": c.account, "qos": c.qos,
+        "nodes": c.nodes, "ntasks_per_node": tasks_per_node(cfg),
+        "cpus_per_task": c.cpus_per_task, "gpus_per_node": c.gpus_per_node or None,
+        "mem": c.mem, "time": c.time_limit_min, "constraint": c.constraint,
+        "array_parallelism": c.array_parallelism, "signal_delay_s": c.signal_delay_s,
+        "additional_parameters": OmegaConf.to_container(c.sbatch, resolve=True) or None,
+        "srun_args": [*container_srun_args(c.container), *c.srun] or None,
+        "setup": list(c.setup) or None,
+    }
+    return SlurmRequest(init, {k: v for k, v in params.items() if v is not None})

@@ -1,0 +1,127 @@
+"""Grid sweeper with sweep resume: Hydra's BasicSweeper (same ``a=1,2 b=x,y`` grid) plus
+
+- every point composed and validated (pinchpoint.config.validate) before any is launched, so a
+  bad value fails the sweep up front, naming the point and the field;
+- resume: a point whose run key (runner/run_key.py) already has a successful run in the point's
+  MLflow experiment is skipped; failed, aborted, unfinished and missing points run (a failed
+  point with a checkpoint resumes it and continues its MLflow run);
+- dry run (``hydra.sweeper.dry_run=true``): list what would run and why, launch nothing;
+- every point runs even when an earlier one fails; the command then exits non-zero naming the
+  failed points (after the sweep's MLflow parent run is closed).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from hydra.errors import CompactHydraException
+from omegaconf import OmegaConf, open_dict
+
+log = logging.getLogger("pinchpoint.sweep")
+
+
+class SweepError(CompactHydraException):
+    """A sweep that was refused up front or had failed points (exit status 1)."""
+
+
+@dataclass
+class PlannedPoint:
+    overrides: List[str]
+    label: str
+    run: bool
+    reason: str
+
+
+class GridSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int] = None,
+                 params: Optional[Dict[str, str]] = None, resume: bool = True,
+                 dry_run: bool = False) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.resume, self.dry_run = resume, dry_run
+
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        points = [p for batch in self.split_arguments(overrides, None) for p in batch]
+        plan = self.plan(points)
+        todo = [p for p in plan if p.run]
+        log.info("sweep: %d point(s), %d to run, %d already succeeded%s", len(plan), len(todo),
+                 len(plan) - len(todo), " (dry run: nothing is launched)" if self.dry_run else "")
+        for p in plan:
+            log.info("  %s %-44s %s", "run " if p.run else "skip", p.label, p.reason)
+        if self.dry_run:
+            return []
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self._tag_parent(plan)
+        returns = []
+        size = self.max_batch_size or len(todo) or 1
+        for start in range(0, len(todo), size):
+            batch = [p.overrides for p in todo[start:start + size]]
+            returns.append(self.launcher.launch(batch, initial_job_idx=start))
+        self._fail_if_any(todo, [r for batch in returns for r in batch])
+        return returns
+
+    # --- before launching anything ---------------------------------------------------------------
+    def plan(self, points: List[List[str]]) -> List[PlannedPoint]:
+        from pinchpoint.config import ConfigError, validate
+        from pinchpoint.runner.run_key import run_key
+        from pinchpoint.tracking.naming import point_labels
+        from pinchpoint.tracking.points import Decision, decide, point_runs
+
+        loader = self.hydra_context.config_loader
+        labels = point_labels(points)
+        planned = []
+        for overrides, label in zip(points, labels):
+            try:
+                cfg = loader.load_sweep_config(self.config, list(overrides))
+                with open_dict(cfg):
+                    del cfg["hydra"]   # what the job's task function will see
+                validate(cfg)
+            except ConfigError as err:
+                raise SweepError(f"sweep refused, nothing launched: point ({label}): {err}"
+                                 ) from None
+            decision = Decision(True, "resume off (hydra.sweeper.resume=false)")
+            if self.resume and cfg.tracking.enabled:
+                decision = decide(point_runs(cfg.tracking.uri, cfg.tracking.experiment,
+                                             run_key(cfg)))
+            planned.append(PlannedPoint(list(overrides), label, decision.run, decision.reason))
+        return planned
+
+    def _tag_parent(self, plan: List[PlannedPoint]) -> None:
+        from pinchpoint.tracking.hydra_callback import parent_run_id
+        from pinchpoint.tracking.points import tag_sweep
+
+        parent = parent_run_id(self.config.hydra.sweep.dir)
+        skipped = [p for p in plan if not p.run]
+        if parent and self.config.tracking.enabled:
+            tag_sweep(self.config.tracking.uri, parent, {
+                "pinchpoint.points_planned": len(plan),
+                "pinchpoint.points_skipped": len(skipped),
+                "pinchpoint.skipped": "; ".join(f"{p.label}: {p.reason}" for p in skipped)[:5000]})
+
+    # --- after -------------------------------------------------------------------------------------
+    def _fail_if_any(self, todo: List[PlannedPoint], results: list) -> None:
+        failed = [(p, r) for p, r in zip(todo, results) if r.status != JobStatus.COMPLETED]
+        if not failed:
+            return
+        lines = [f"  {p.label}: {_why(r)}" for p, r in failed]
+        # Hydra calls on_multirun_end only when the sweep returns; close the MLflow parent
+        # ourselves before failing the command.
+        self.hydra_context.callbacks.on_multirun_end(config=self.config)
+        raise SweepError(f"{len(failed)} of {len(results)} point(s) failed:\n" + "\n".join(lines)
+                         + "\nRe-run the same command to rerun only these (succeeded points "
+                         "are skipped).")
+
+
+def _why(ret) -> str:
+    err = ret._return_value
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:400]

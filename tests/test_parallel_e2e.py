@@ -1,0 +1,75 @@
+"""Multi-rank runs end to end: the signature sweep, submitit-adopted ranks, a failing rank."""
+import json
+
+import psutil
+import pytest
+
+from conftest import TINY_DLRM, compose, mlflow_client, train
+
+pytestmark = pytest.mark.slow
+FAST = [*TINY_DLRM, "train.evals_per_epoch=2"]
+
+
+def _children(out):
+    client = mlflow_client(out)
+    exp = client.get_experiment_by_name("dlrm_dcnv2")
+    runs = client.search_runs([exp.experiment_id])
+    return [r for r in runs if r.data.tags.get("pinchpoint.kind") == "point"]
+
+
+def test_signature_sweep_ep8_on_nvme_and_nfs(tmp_path):
+    """python train.py -m model=dlrm parallel=ep8 storage=nvme,nfs (at test scale)."""
+    from omegaconf import OmegaConf
+
+    from pinchpoint.workloads.dlrm_dcnv2.parallelize import all_to_all_bytes_per_step
+
+    out = tmp_path / "outputs"
+    train(["-m", "model=dlrm", "parallel=ep8", "storage=nvme,nfs", *FAST], out, timeout=600)
+    children = _children(out)
+    assert sorted(c.info.run_name for c in children) == [
+        "dlrm_dcnv2 nfs ep8 mmap=on bs=512", "dlrm_dcnv2 nvme ep8 mmap=on bs=512"]
+    arch = OmegaConf.to_object(compose(["model=dlrm"]).model).proxy
+    expected = all_to_all_bytes_per_step(arch, world=8, per_rank_batch=512 // 8, rank=0)
+    for c in children:
+        m = c.data.metrics
+        assert c.data.tags["status"] == "success" and m["world_size"] == 8
+        assert c.data.tags["launcher"] == "spawn"
+        assert m["comm_all_to_all_bytes_per_step"] == expected > 0
+        assert m["comm_all_to_all_calls_per_step"] == 3
+        assert m["comm_all_reduce_bytes_per_step"] > 0 and m["communication_fraction"] > 0
+        assert m["data_wait_s_max"] >= m["data_wait_s_mean"] >= m["data_wait_s_min"]
+
+
+def test_submitit_local_ranks_are_adopted(tmp_path):
+    out = tmp_path / "outputs"
+    train(["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=8",
+           "parallel=ep8", *FAST], out, timeout=600)
+    (child,) = _children(out)
+    assert child.data.tags["launcher"] == "submitit"  # adopted, not spawned again
+    assert child.data.metrics["world_size"] == 8 and child.data.tags["status"] == "success"
+    logs = list(out.glob("sweeps/*/.submitit/*/*_log.out"))
+    assert len(logs) == 8  # submitit's 8 tasks are the 8 ranks
+
+
+def test_failing_rank_fails_the_run_fast_and_leaves_nothing(tmp_path):
+    out = tmp_path / "outputs"
+    proc = train(["parallel=ddp2", "fault=raise_at_step:3", *FAST], out, check=False,
+                 timeout=300)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "rank 1 of 2 failed" in text and "injected fault on rank 1 at step 3" in text
+    client = mlflow_client(out)
+    (run,) = client.search_runs([client.get_experiment_by_name("dlrm_dcnv2").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["status"] == "failed"
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if any(str(out) in part for part in (p.info["cmdline"] or []))]
+    assert not leftovers, leftovers
+
+
+def test_submitit_task_count_mismatch_is_a_clear_error(tmp_path):
+    out = tmp_path / "outputs"
+    proc = train(["-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+                  "parallel=ep4", *FAST], out, check=False, timeout=300)
+    assert proc.returncode != 0
+    logs = "".join(p.read_text() for p in out.glob("sweeps/*/.submitit/*/*_log.err"))
+    assert "hydra.launcher.tasks_per_node=4" in logs + proc.stderr
