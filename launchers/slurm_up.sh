@@ -8,9 +8,11 @@
 #   launchers/slurm_up.sh            # then: export SLURM_CONF=/tmp/pinchpoint-slurm/slurm.conf
 #
 # Env: PINCHPOINT_SLURM_STATE (state folder, default /tmp/pinchpoint-slurm),
-#      PINCHPOINT_SLURM_CPUS (CPUs the node offers; default max(nproc, 8) so that 8 jobs can run
-#      at once on a laptop, oversubscribing its cores), PINCHPOINT_SLURM_HOLDER (a pid that uses
-#      the cluster; slurm_down.sh stops it only when no holder is alive; default: the caller).
+#      PINCHPOINT_SLURM_CPUS (CPUs the node offers; default max(nproc, 16) so that the tests' 8
+#      simultaneous jobs plus a few more run at once on a laptop, oversubscribing its cores),
+#      PINCHPOINT_SLURM_HOLDER (a pid that uses the cluster; slurm_down.sh stops it only when no
+#      holder is alive; default: the caller).
+# Exit status: 0 up, 3 cannot install or start here (not root, no apt), 1 anything else.
 set -euo pipefail
 STATE=${PINCHPOINT_SLURM_STATE:-/tmp/pinchpoint-slurm}
 HOLDER=${PINCHPOINT_SLURM_HOLDER:-$PPID}
@@ -20,6 +22,7 @@ DB_PORT=${PINCHPOINT_SLURM_DB_PORT:-3307}
 
 log() { echo "slurm_up: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+cannot() { log "CANNOT START: $*"; exit 3; }
 mkdir -p "$(dirname "$STATE")"
 # One up/down at a time (other sessions share this machine). Daemons get `9>&-` so that they do
 # not inherit the lock.
@@ -52,13 +55,15 @@ PKGS=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
+  [ "$(id -u)" = 0 ] || cannot "need root to install ${missing[*]}"
+  command -v apt-get >/dev/null || cannot "no apt-get to install ${missing[*]} (not Debian/Ubuntu)"
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
+    cannot "apt-get could not install ${missing[*]} (offline?)"
 fi
-[ "$(id -u)" = 0 ] || die "run as root (daemons run as root/munge/mysql on this test cluster)"
+[ "$(id -u)" = 0 ] || cannot "run as root (the daemons run as root/munge/mysql on this test cluster)"
 
 # --- fresh state folder and configuration --------------------------------------------------------
 # Job ids restart at 1 in a fresh state folder: callers must use fresh submitit folders.
@@ -66,7 +71,7 @@ if [ -d "$STATE/started" ]; then   # a half-up cluster from an earlier call: sto
   PINCHPOINT_SLURM_LOCKED=1 "$(dirname "$0")/slurm_down.sh" --force >&2
 fi
 rm -rf "$STATE"; mkdir -p "$STATE"/{run,log,ctld,spool,started}
-CPUS=${PINCHPOINT_SLURM_CPUS:-$(( $(nproc) > 8 ? $(nproc) : 8 ))}
+CPUS=${PINCHPOINT_SLURM_CPUS:-$(( $(nproc) > 16 ? $(nproc) : 16 ))}
 MEM_MB=$(awk '/MemAvailable/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 sed -e "s|@STATE@|$STATE|g" -e "s|@NODE@|$NODE|g" -e "s|@CPUS@|$CPUS|g" \
     -e "s|@MEM_MB@|$MEM_MB|g" "$(dirname "$0")/slurm/slurm.conf.in" >"$STATE/slurm.conf"

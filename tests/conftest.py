@@ -51,3 +51,6 @@ def mlflow_client(output_root: Path):
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
+
+
+from slurm_cluster import slurm_cluster  # noqa: E402,F401  (session fixture for -m slurm tests)

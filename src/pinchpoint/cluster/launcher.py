@@ -168,9 +168,13 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
             p.state = state
             log.info("#%d %s: %s", p.idx, p.label, self._outcome(p))
             self._record(p)
-        elif state != p.state:
-            self._announce(p, state)
-            p.state = state
+        else:
+            h = p.history
+            if state == "PENDING" and h and len(h.attempts) > 1:
+                state = "REQUEUED"   # the next attempt waits; announce the requeue once
+            if state != p.state:
+                self._announce(p, state)
+                p.state = state
 
     def _outcome(self, p: Point) -> str:
         took = p.history.wall_time_s() if p.history else None
@@ -184,18 +188,16 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
                        ttt != float("inf") else ", target not reached (aborted)")
 
     def _announce(self, p: Point, state: str) -> None:
-        extra = ""
-        h = p.history
+        extra, h = "", p.history
         if state == "RUNNING" and h and h.attempts:
-            a = h.attempts[-1]
-            wait = h.queue_wait_s() if len(h.attempts) == 1 else (h.requeue_to_start_s() or [None])[-1]
-            extra = f" on {a.nodes}" + (f" ({'queued' if len(h.attempts) == 1 else 'requeue to start'} "
-                                        f"{wait:.0f} s)" if wait is not None else "")
-            if len(h.attempts) > 1:
-                extra += f", attempt {len(h.attempts)}"
-        elif state == "PENDING" and h and len(h.attempts) > 1:
-            state, extra = "REQUEUED", f" (attempt {len(h.attempts) - 1} stopped: time limit or " \
-                                       "preemption; resumes from its checkpoint)"
+            n = len(h.attempts)
+            wait = h.queue_wait_s() if n == 1 else (h.requeue_to_start_s() or [None])[-1]
+            extra = f" on {h.attempts[-1].nodes}"
+            if wait is not None:
+                extra += f" ({'queued' if n == 1 else 'requeue to start'} {wait:.0f} s)"
+            extra += f", attempt {n}" if n > 1 else ""
+        elif state == "REQUEUED":
+            extra = " (time limit or preemption: resumes from its newest checkpoint)"
         log.info("#%d %s: %s%s", p.idx, p.label, state, extra)
 
     def _result(self, p: Point, state: str) -> JobReturn:

@@ -33,6 +33,7 @@ class Resume:
     step: int
     state: dict
     load_seconds: float
+    load_bytes: int = 0
 
 
 class Session:
@@ -143,6 +144,13 @@ class Session:
         state = loop.LoopState()
         if resume:
             w.load_state_dict(resume.state["workload"])
+            if resume.state.get("sharded"):  # every rank loads its shards (any layout)
+                from pinchpoint.storage import distributed_checkpoint as dcp_io
+                template = w.distributed_state_dict()
+                read = dcp_io.load(template, self.checkpoints.sharded_path(resume.step))
+                w.load_distributed_state_dict(template)
+                resume.load_seconds += read.seconds
+                resume.load_bytes = read.nbytes
             loop.set_rng_state(resume.state["rng"])
             state = loop.LoopState(**resume.state["loop"])
             self.phases.totals.update(resume.state["phase_totals"])
@@ -230,20 +238,28 @@ class Session:
 
     def _save_hook(self, attempt: int):
         def save(state: loop.LoopState) -> None:
+            started = time.perf_counter()
             workload_state = self.workload.state_dict()  # every rank: it may gather shards
+            sharded, shards = self.workload.distributed_state_dict(), None
+            if sharded is not None:  # every rank writes its own shards through DCP
+                from pinchpoint.storage import distributed_checkpoint as dcp_io
+                shards = dcp_io.save(sharded, self.checkpoints.sharded_path(state.step),
+                                     self.ctx.is_main)
             if not self.ctx.is_main:
                 return
             import torch
             self.timeline.instant("checkpoint_start", "checkpoint")
-            started = time.perf_counter()
             payload = {"workload": workload_state, "rng": loop.rng_state(),
                        "loop": state.to_dict(), "phase_totals": dict(self.phases.totals),
                        "step_times": list(self.phases.step_times), "attempt": attempt,
                        "mlflow_run_id": self.tracker.run_id if self.tracker else None,
                        "mlperf_log": os.path.abspath(self.mlperf_path),
                        "mlperf_log_bytes": self.mlperf.size(),
-                       "torch_version": torch.__version__}
+                       "torch_version": torch.__version__, "sharded": shards is not None}
             write = self.checkpoints.save(payload, state.step)
+            if shards is not None:  # one write = shards + the rank-0 file, timed from the start
+                write.nbytes += shards.nbytes
+                write.seconds = time.perf_counter() - started
             self.checkpoint_writes.append(write)
             self.timeline.span(f"checkpoint step {state.step}", "checkpoint", started,
                                time.perf_counter(), {"bytes": write.nbytes})
@@ -277,6 +293,7 @@ class Session:
             "train_loop_seconds": p.loop_seconds(), "attempt_seconds": loop_seconds,
             "bottleneck": p.bottleneck(), "restarts": attempt, "steps_redone": steps_redone,
             "checkpoint_load_seconds": resume.load_seconds if resume else 0.0,
+            "checkpoint_load_bytes": resume.load_bytes if resume else 0,
             **{f"phase_{k}_s": v for k, v in p.totals.items()},
             **{f"{k}_fraction": v for k, v in p.fractions().items()},
             **p.percentiles(),

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -53,6 +54,10 @@ class CheckpointManager:
         self._prune()
         return CheckpointWrite(step, path, w.nbytes, time.perf_counter() - started)
 
+    def sharded_path(self, step: int) -> str:
+        """Folder of the step's DCP shards (workloads with distributed_state_dict)."""
+        return os.path.join(self.dir, f"step_{step:08d}.dcp")
+
     def steps(self) -> list[int]:
         found = (_NAME.search(p) for p in glob.glob(os.path.join(self.dir, "step_*.pt")))
         return sorted((int(m.group(1)) for m in found if m), reverse=True)
@@ -75,6 +80,11 @@ class CheckpointManager:
                             self._path(step))
                 continue
             state = torch.load(self._path(step), map_location="cpu", weights_only=False)
+            if state.get("sharded") and not os.path.exists(
+                    os.path.join(self.sharded_path(step), ".metadata")):
+                log.warning("ignoring checkpoint %s: its shards %s are incomplete",
+                            self._path(step), self.sharded_path(step))
+                continue
             return step, state, time.perf_counter() - started
         return None
 
@@ -86,7 +96,11 @@ class CheckpointManager:
                     os.remove(self._path(step) + suffix)
                 except FileNotFoundError:
                     pass
+            shutil.rmtree(self.sharded_path(step), ignore_errors=True)
 
     def clear(self) -> None:
         for path in glob.glob(os.path.join(self.dir, "step_*")):
-            os.remove(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)

@@ -39,6 +39,8 @@ def point_labels(points: list[list[str]]) -> list[str]:
     from hydra.core.utils import filter_overrides
 
     shown = [filter_overrides(p) for p in points]
-    common = set.intersection(*(set(s) for s in shown)) if len(shown) > 1 else set()
+    if len(shown) == 1:
+        return ["(the only point)"]
+    common = set.intersection(*(set(s) for s in shown))
     return [" ".join(o for o in s if o not in common) or " ".join(s) or "(defaults)"
             for s in shown]

@@ -114,5 +114,15 @@ class Workload(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # --- optional: sharded checkpoints ----------------------------------------------------------
+    def distributed_state_dict(self) -> Optional[dict[str, Any]]:
+        """State that every rank saves and loads through torch.distributed.checkpoint (each rank
+        writes its own shards; a load reshards into any layout or world size), beside
+        ``state_dict()``, which still goes to rank 0's file. None (default): no sharded part."""
+        return None
+
+    def load_distributed_state_dict(self, state: dict[str, Any]) -> None:
+        """Apply ``state``: the dict distributed_state_dict() returned, filled in place by DCP."""
+
     def close(self) -> None:
         """Release loader workers and files."""
