@@ -73,3 +73,22 @@ def test_submitit_task_count_mismatch_is_a_clear_error(tmp_path):
     assert proc.returncode != 0
     logs = "".join(p.read_text() for p in out.glob("sweeps/*/.submitit/*/*_log.err"))
     assert "hydra.launcher.tasks_per_node=4" in logs + proc.stderr
+
+
+def test_torchrun_ranks_are_adopted(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from pinchpoint.parallel.launch import _free_port
+    out = tmp_path / "outputs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", str(ROOT / "train.py"), "parallel=ddp2", *FAST,
+           f"output_root={out}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = mlflow_client(out)
+    runs = client.search_runs([client.get_experiment_by_name("dlrm_dcnv2").experiment_id])
+    assert len(runs) == 1  # only rank 0 talks to MLflow
+    assert runs[0].data.tags["launcher"] == "torchrun"
+    assert runs[0].data.metrics["world_size"] == 2

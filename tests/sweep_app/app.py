@@ -1,7 +1,11 @@
 """A fast stand-in for train.py (no torch, no training) with a known answer, for sweeper tests
 and benchmarks/crossover_runs.py: alternative ``a`` costs x seconds, ``b`` a flat ``flat``
 seconds, so ``a`` wins below x=flat and ``b`` above; the dominant phase changes at x=phase_at."""
+import json
+import os
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 
@@ -22,8 +26,11 @@ def main(cfg: DictConfig) -> dict:
     if cfg.fail_at is not None and cfg.x == cfg.fail_at:
         raise RuntimeError(f"injected failure at x={cfg.x}")
     t = cost(cfg.x, cfg.alt, cfg.flat) + 0.001 * cfg.y
-    return {"status": "success", "time_to_train_s": t,
-            "bottleneck": "data_wait" if cfg.x < cfg.phase_at else "forward_backward"}
+    result = {"status": "success", "time_to_train_s": t, "x": cfg.x, "alt": cfg.alt,
+              "bottleneck": "data_wait" if cfg.x < cfg.phase_at else "forward_backward"}
+    with open(os.path.join(HydraConfig.get().runtime.output_dir, "result.json"), "w") as f:
+        json.dump(result, f)   # what a dense grid reads back (benchmarks/crossover_runs.py)
+    return result
 
 
 if __name__ == "__main__":

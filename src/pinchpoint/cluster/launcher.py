@@ -39,6 +39,7 @@ HEARTBEAT_S = 30.0
 
 class ClusterRefused(CompactHydraException):
     """A point asks for something the cluster cannot give; nothing was submitted."""
+    nothing_launched = True   # the sweeper then discards the sweep's empty MLflow parent
 
 
 class PointFailed(RuntimeError):

@@ -83,7 +83,7 @@ class LlamaModelConfig:
 @dataclass
 class TextTeacherConfig:
     """The planted second-order Markov source of synthetic_c4 (see data/synthetic_c4.py)."""
-    successors: int = 6           # candidate next tokens per token
+    successors: int = 4           # candidate next tokens per token
     g1_std: float = 1.0           # bigram logit scale
     g2_std: float = 3.0           # two-back logit scale (what a bigram model cannot capture)
     g2_rank: int = 8
@@ -98,11 +98,11 @@ class MegatronDatasetConfig:
     path: Optional[str] = None    # real data folder (c4); synthetic: on the storage tier
     train_prefix: str = "synthetic_c4_train_text_document"
     validation_prefix: str = "synthetic_c4_validation_text_document"
-    train_tokens: int = 4_000_000          # synthetic corpus sizes
-    validation_tokens: int = 100_000
+    train_tokens: int = 2_000_000          # synthetic corpus sizes
+    validation_tokens: int = 60_000
     num_workers: int = 0
     prefetch: int = 2
-    target_margin: float = 0.15   # synthetic target = teacher entropy + margin
+    target_margin: float = 0.2    # synthetic target = teacher entropy + margin
     teacher: TextTeacherConfig = field(default_factory=TextTeacherConfig)
 
 

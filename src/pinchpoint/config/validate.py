@@ -109,6 +109,41 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
             check_known_keys(child, full + ".")
 
 
+def validate_cluster(cfg: DictConfig) -> None:
+    """What can be checked without asking Slurm (pinchpoint.cluster.preflight asks sinfo)."""
+    if get(cfg, "cluster.name") != "slurm":
+        return
+    from pinchpoint.cluster.request import mem_mb, tasks_per_node
+
+    for key in ("nodes", "cpus_per_task", "array_parallelism"):
+        positive_int(f"cluster.{key}", cfg)
+    require(cfg, "cluster.time_limit_min", lambda v: isinstance(v, int) and v > 0,
+            "a whole number of minutes > 0 (Slurm's --time)")
+    for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
+        require(cfg, f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
+                "an integer >= 0")
+    require(cfg, "cluster.tasks_per_node", lambda v: v is None or (isinstance(v, int) and v > 0),
+            "a positive integer, or null for parallel.world_size / cluster.nodes")
+    mem = get(cfg, "cluster.mem")
+    if mem is not None:
+        try:
+            mem_mb(mem)
+        except ValueError:
+            raise ConfigError("cluster.mem", mem, "Slurm memory per node such as 16G or 500M")
+    tasks_per_node(cfg)
+    if not os.environ.get("SLURM_JOB_ID") and _hydra_mode() == "RUN":
+        raise ConfigError("cluster", "slurm", "a sweep: add -m (python train.py -m cluster=slurm "
+                          "...); Hydra's launchers submit jobs only for multiruns")
+
+
+def _hydra_mode() -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return HydraConfig.get().mode.name
+    except Exception:  # composed without a Hydra job (tests, the sweeper's per-point checks)
+        return None
+
+
 def validate(cfg: DictConfig) -> None:
     """Validate a composed run config; raises ConfigError on the first problem."""
     from pinchpoint.workloads import workload_class
@@ -116,4 +151,5 @@ def validate(cfg: DictConfig) -> None:
     check_known_keys(cfg)
     validate_common(cfg)
     validate_parallel(cfg)
+    validate_cluster(cfg)
     workload_class(cfg.model.name).validate(cfg)

@@ -89,6 +89,8 @@ def _adopt(cfg: DictConfig, job: JobInfo, want: int, launcher: str) -> float:
         raise ConfigError("parallel.world_size", want,
                           f"the {launcher} world size ({world}); launch {want} ranks")
     ctx = init_rank(cfg, launcher)
+    if ctx.rank != 0:  # one voice on the terminal: rank 0's
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return run_rank(cfg, ctx, job)
     finally:

@@ -78,10 +78,10 @@ class PointChecker:
                 raise SweepError(f"point {' '.join(overrides)} is invalid: {err}") from err
 
 
-# --- reading results ----------------------------------------------------------------------------
-def read_results(returns: Sequence[Any], direction_metric: Optional[str] = None
-                 ) -> list[PointResult]:
-    """What each job recorded: its MLflow run, else its phase_summary.json, else its return value."""
+# --- reading results -------------------------------------------------------------------------
+def read_results(returns: Sequence[Any]) -> list[PointResult]:
+    """What each job recorded: its MLflow run, else its phase_summary.json, else its return
+    value."""
     return [read_result(r) for r in returns]
 
 

@@ -49,7 +49,11 @@ class GridSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         points = [p for batch in self.split_arguments(overrides, None) for p in batch]
-        plan = self.plan(points)
+        try:
+            plan = self.plan(points)
+        except SweepError:
+            self._discard_parent()
+            raise
         todo = [p for p in plan if p.run]
         log.info("sweep: %d point(s), %d to run, %d already succeeded%s", len(plan), len(todo),
                  len(plan) - len(todo), " (dry run: nothing is launched)" if self.dry_run else "")
@@ -65,7 +69,12 @@ class GridSweeper(BasicSweeper):
         size = self.max_batch_size or len(todo) or 1
         for start in range(0, len(todo), size):
             batch = [p.overrides for p in todo[start:start + size]]
-            returns.append(self.launcher.launch(batch, initial_job_idx=start))
+            try:
+                returns.append(self.launcher.launch(batch, initial_job_idx=start))
+            except Exception as err:   # e.g. the Slurm launcher's pre-flight refusal
+                if getattr(err, "nothing_launched", False) and not returns:
+                    self._discard_parent()
+                raise
         self._fail_if_any(todo, [r for batch in returns for r in batch])
         return returns
 
@@ -106,6 +115,11 @@ class GridSweeper(BasicSweeper):
                 "pinchpoint.points_planned": len(plan),
                 "pinchpoint.points_skipped": len(skipped),
                 "pinchpoint.skipped": "; ".join(f"{p.label}: {p.reason}" for p in skipped)[:5000]})
+
+    def _discard_parent(self) -> None:
+        if self.config.tracking.enabled and not self.dry_run:
+            from pinchpoint.tracking.points import discard_sweep
+            discard_sweep(self.config.tracking.uri, str(self.config.hydra.sweep.dir))
 
     # --- after -------------------------------------------------------------------------------------
     def _fail_if_any(self, todo: List[PlannedPoint], results: list) -> None:

@@ -106,3 +106,23 @@ def tag_sweep(uri: str, parent_run_id: str, tags: dict[str, Any]) -> None:
     client = _client(uri)
     retrying(lambda: client.log_batch(parent_run_id,
                                       tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+
+
+def discard_sweep(uri: str, sweep_dir: str) -> None:
+    """Undo what on_multirun_start made for a sweep refused before launching anything: its
+    parent run (deleted, so no empty RUNNING sweep is left behind) and its bookkeeping files."""
+    from pinchpoint.tracking.hydra_callback import PARENT_FILE, SWEPT_FILE, parent_run_id
+
+    parent = parent_run_id(sweep_dir)
+    if parent:
+        client = _client(uri)
+        retrying(lambda: client.delete_run(parent))
+    for name in (PARENT_FILE, SWEPT_FILE, "multirun.yaml"):
+        try:
+            os.remove(os.path.join(sweep_dir, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(sweep_dir)
+    except OSError:
+        pass   # not empty: something else lives there

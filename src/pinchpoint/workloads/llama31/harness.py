@@ -1,0 +1,96 @@
+"""Drive the Llama workload outside the runner, on ranks spawned here: what the loss-equivalence
+tests and the layout benchmark share. Each rank joins a gloo group through a FileStore, builds
+the workload exactly as a run would (same config, same seed), and trains a few steps."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def compose(overrides: list[str], output_root: str):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from pinchpoint.config import setup
+    setup()
+    conf = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "conf")
+    with initialize_config_dir(config_dir=os.path.abspath(conf), version_base="1.3"):
+        return hydra_compose(config_name="train",
+                             overrides=[*overrides, f"output_root={output_root}"])
+
+
+def make_workload(cfg, rank: int = 0, world: int = 1):
+    from omegaconf import OmegaConf
+
+    from pinchpoint.parallel.context import RankContext
+    from pinchpoint.storage.tier import StorageTier
+    from pinchpoint.telemetry.phases import PhaseTimer
+    from pinchpoint.workloads import workload_class
+    from pinchpoint.workloads.base import RunInputs
+    ctx = RankContext(rank, world, 0, torch.device("cpu"), "gloo" if world > 1 else "none",
+                      "spawn" if world > 1 else "in_process")
+    phases = PhaseTimer()
+    phases.begin()
+    inputs = RunInputs(model=OmegaConf.to_object(cfg.model),
+                       dataset=OmegaConf.to_object(cfg.dataset),
+                       parallel=OmegaConf.to_object(cfg.parallel), seed=cfg.seed, ctx=ctx,
+                       tier=StorageTier.from_config(cfg.storage), phases=phases)
+    return workload_class(cfg.model.name)(inputs)
+
+
+def train_steps(w, steps: int, start: int = 0) -> dict[str, Any]:
+    """``steps`` optimizer steps from ``start``; losses and tokens/s (after the first step)."""
+    losses, began = [], None
+    batches = iter(w.batches(start))
+    for i in range(steps):
+        if i == 1:
+            began = time.perf_counter()
+        loss = w.forward_backward(next(batches))
+        w.optimizer_step()
+        losses.append(float(loss))
+    w.close()
+    seconds = time.perf_counter() - began if began else float("nan")
+    a = w.arch
+    tokens = (steps - 1) * a.global_batch_size * a.seq_len
+    return {"losses": losses, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def run_layout(overrides: list[str], output_root: str, steps: int,
+               body: Optional[Callable] = None) -> dict[str, Any]:
+    """Train ``steps`` steps of the config on its world size; rank 0's result."""
+    cfg = compose(overrides, output_root)
+    world = cfg.parallel.world_size
+    if world == 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+        return (body or _default_body)(cfg, 0, 1, steps)
+    store = os.path.join(output_root, f"store-{os.getpid()}-{time.monotonic_ns()}")
+    os.makedirs(output_root, exist_ok=True)
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_rank, args=(world, store, overrides, output_root, steps, body, queue),
+                       nprocs=world, start_method="spawn", join=True)
+    return queue.get()
+
+
+def _default_body(cfg, rank: int, world: int, steps: int) -> dict[str, Any]:
+    w = make_workload(cfg, rank, world)
+    w.prepare_data()
+    w.build()
+    w.open_data()
+    return train_steps(w, steps)
+
+
+def _rank(rank: int, world: int, store: str, overrides, output_root, steps, body, queue):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank,
+                            world_size=world)
+    try:
+        cfg = compose(overrides, output_root)
+        result = (body or _default_body)(cfg, rank, world, steps)
+        if rank == 0:
+            queue.put(result)
+    finally:
+        dist.destroy_process_group()
