@@ -112,7 +112,7 @@ def test_ddp2_point_runs_as_two_slurm_tasks_of_one_job(out):
     tags = points[0].data.tags
     assert tags["world_size"] == "2" and tags["launcher"] == "submitit"
     logs = submitit_logs(out)
-    assert [os.path.basename(l).split("_")[-3] for l in logs] == ["0", "1"]   # task ids
+    assert [os.path.basename(l).split("_")[-2] for l in logs] == ["0", "1"]   # task ids
     ranks = sorted(re.search(r"global_rank=(\d\(\d\))", open(l).read()).group(1) for l in logs)
     assert ranks == ["0(2)", "1(2)"]
     assert {r[0] for r in sacct("-j", tags["slurm_job_id"], "-o", "JobID")} == \

@@ -77,9 +77,11 @@ def test_sweep_validates_and_runs_tiny(name, shared_out):
     out = shared_out
     axes = parse(cfg.hydra.sweeper.get("params") or {}, []).axes
     cut, runs, grid = plan(cfg)
-    for point in itertools.product(*grid.values()):     # every grid point is a valid config
-        from conftest import compose
-        validate(compose([f"+sweep={name}", *(f"{k}={v}" for k, v in zip(grid, point))], out))
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for point in itertools.product(*grid.values()):  # every grid point is a valid config
+            validate(compose("train", [f"+sweep={name}", f"output_root={out}",
+                                       *(f"{k}={v}" for k, v in zip(grid, point))]))
     tiny = [o for o in TINY[model] if o.split("=")[0] not in {a.lstrip("+") for a in axes}]
     proc = train(["-m", f"+sweep={name}", *tiny, *cut], out, timeout=400)
     client = mlflow_client(out)

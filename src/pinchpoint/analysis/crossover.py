@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 TIE = "tie"
+NONE = "none"      # no alternative has a result (e.g. none reached the quality target)
 
 
 @dataclass
@@ -21,14 +22,20 @@ class Crossover:
         return asdict(self)
 
     def describe(self, axis: str) -> str:
-        return f"{self.below} -> {self.above} between {axis}={self.low} and {axis}={self.high}"
+        between = f"between {axis}={self.low} and {axis}={self.high}"
+        if self.above == NONE:
+            return f"{self.below} until no alternative has a result ({between})"
+        if self.below == NONE:
+            return f"no alternative has a result, then {self.above} ({between})"
+        return f"{self.below} -> {self.above} {between}"
 
 
 def winner(values: Mapping[str, float], direction: str = "minimize") -> str:
-    """The alternative with the best value; ``tie`` when the best is shared or none is finite."""
+    """The alternative with the best value; ``tie`` when the best is shared, ``none`` when no
+    alternative has a finite value."""
     finite = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
     if not finite:
-        return TIE
+        return NONE
     best = (min if direction == "minimize" else max)(finite.values())
     leaders = [k for k, v in finite.items() if v == best]
     return leaders[0] if len(leaders) == 1 else TIE

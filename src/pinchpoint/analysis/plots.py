@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from pinchpoint.analysis.crossover import Crossover, crossing_x, crossovers, winner
+from pinchpoint.analysis.crossover import NONE, Crossover, crossing_x, crossovers, winner
 from pinchpoint.analysis.table import PHASES, Point
 
 LABELS = {"time_to_train_s": "time to train (s)",
@@ -50,6 +50,8 @@ def find_crossovers(pts: list[Point], direction: str, log_x: bool) -> list[Marke
     labels = [winner({a: table[(x, a)].value() for a in alts}, direction) for x in full]
     marks = []
     for c in crossovers(full, labels):
+        if NONE in (c.below, c.above):  # where results stop is not a crossover (shown as x)
+            continue
         a, b = c.below, c.above
         if a in alts and b in alts:
             lo, hi = (table[(c.low, a)].value() - table[(c.low, b)].value(),
@@ -99,7 +101,8 @@ def save_png(pts: list[Point], x: str, metric: str, marks: list[Marked], title: 
         missed = [p for p in mine if not math.isfinite(p.value())]
         if missed:  # never reached the target (or failed): drawn on the axis floor
             top.plot([pos(p.x) for p in missed], [0] * len(missed), "x", ms=10, mew=2,
-                     color=top.lines[-1].get_color(), label=f"{alt or metric}: no result")
+                     clip_on=False, color=top.lines[-1].get_color(),
+                     label=f"{alt or metric}: no result ({missed[0].status})")
     for i, m in enumerate(marks):
         c = m.crossover
         top.axvline(m.x, color="k", ls="--", lw=1, label="crossover" if i == 0 else None)
@@ -119,7 +122,7 @@ def save_png(pts: list[Point], x: str, metric: str, marks: list[Marked], title: 
     top.set_ylabel(label(metric))
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="lower right")
+    top.legend(fontsize=8, loc="best")
     top.set_title(title)
     _phase_bars(bottom, pts)
     fig.tight_layout()

@@ -183,7 +183,8 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         if p.history and p.history.requeues:
             text += f" ({p.history.requeues} requeue(s))"
         if p.result.status != JobStatus.COMPLETED:
-            return f"{text}, point FAILED: {_first_line(p.result._return_value)}"
+            return (f"{text}, point FAILED: {_first_line(p.result._return_value)} "
+                    f"(job output: {_task_paths(p)[0].stderr})")
         ttt = p.result.return_value
         return text + (f", time_to_train_s {ttt:.1f}" if isinstance(ttt, float) and
                        ttt != float("inf") else ", target not reached (aborted)")
@@ -207,8 +208,11 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
             try:
                 return p.job.results()[0]
             except Exception as err:   # the task died with an error submitit recorded
-                return self._failed(p, f"Slurm job {p.job.job_id} {state}: {_first_line(err)}",
-                                    err)
+                why = _first_line(err)
+                if "timed-out too many times" in why:
+                    why = (f"hit its time limit {p.cfg.cluster.max_num_timeout + 1} times "
+                           "(raise cluster.time_limit_min or cluster.max_num_timeout)")
+                return self._failed(p, f"Slurm job {p.job.job_id} {state}: {why}", err)
         why = {"CANCELLED": "cancelled (scancel or preemption without requeue)",
                "TIMEOUT": "hit its time limit and was not requeued (cluster.max_num_timeout "
                           "used up, or no checkpoint hook ran)",

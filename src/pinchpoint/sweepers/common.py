@@ -2,6 +2,7 @@
 point recorded, and write to the sweep's parent MLflow run."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -113,11 +114,9 @@ def _from_mlflow(ret) -> Optional[PointResult]:
     out = _output_dir(ret)
     if cfg is None or out is None or not OmegaConf.select(cfg, "tracking.enabled", default=False):
         return None
-    from mlflow.tracking import MlflowClient
-
     from pinchpoint.tracking.store import absolute_uri, retrying
 
-    client = MlflowClient(absolute_uri(cfg.tracking.uri))
+    client = _client(absolute_uri(cfg.tracking.uri))
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
         return None
@@ -129,6 +128,13 @@ def _from_mlflow(ret) -> Optional[PointResult]:
     run = runs[0]
     return PointResult(list(ret.overrides or []), run.data.tags.get("status", "failed"),
                        dict(run.data.metrics), run.data.tags.get("bottleneck"), run.info.run_id)
+
+
+@functools.lru_cache(maxsize=4)
+def _client(uri: str):
+    """One client per store for the whole sweep (a new one per point costs a store check)."""
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(uri)
 
 
 def _from_summary_file(ret) -> Optional[PointResult]:

@@ -127,9 +127,16 @@ class GridSweeper(BasicSweeper):
         if not failed:
             return
         lines = [f"  {p.label}: {_why(r)}" for p, r in failed]
+        for p, r in failed:
+            err = r._return_value
+            log.error("point %s failed", p.label, exc_info=(type(err), err, err.__traceback__))
         # Hydra calls on_multirun_end only when the sweep returns; close the MLflow parent
-        # ourselves before failing the command.
+        # ourselves (FAILED, naming the points) before failing the command.
         self.hydra_context.callbacks.on_multirun_end(config=self.config)
+        if self.config.tracking.enabled:
+            from pinchpoint.tracking.points import fail_sweep
+            fail_sweep(self.config.tracking.uri, str(self.config.hydra.sweep.dir),
+                       [p.label for p, _ in failed])
         raise SweepError(f"{len(failed)} of {len(results)} point(s) failed:\n" + "\n".join(lines)
                          + "\nRe-run the same command to rerun only these (succeeded points "
                          "are skipped).")

@@ -53,7 +53,8 @@ class RunTracker:
         else:
             run = retrying(lambda: mlflow.start_run(
                 experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
-                tags=tags, log_system_metrics=self.system_metrics))
+                tags={k: str(v) for k, v in tags.items()},  # a REST store takes str only
+                log_system_metrics=self.system_metrics))
         self.run_id = run.info.run_id
         # MLflow's own atexit hook would close a run abandoned by an exception as FINISHED;
         # ours runs first (atexit is LIFO) and closes it as FAILED instead.

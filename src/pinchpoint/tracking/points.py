@@ -126,3 +126,19 @@ def discard_sweep(uri: str, sweep_dir: str) -> None:
         os.rmdir(sweep_dir)
     except OSError:
         pass   # not empty: something else lives there
+
+
+def fail_sweep(uri: str, sweep_dir: str, failed: list[str]) -> None:
+    """Close a sweep's parent FAILED, naming its failed points (some may have no MLflow run:
+    cancelled while queued, or crashed before tracking started)."""
+    from mlflow.entities import RunTag
+
+    from pinchpoint.tracking.hydra_callback import parent_run_id
+
+    parent = parent_run_id(sweep_dir)
+    if not parent:
+        return
+    client = _client(uri)
+    retrying(lambda: client.log_batch(parent, tags=[
+        RunTag("pinchpoint.failed_points", "; ".join(failed)[:5000])]))
+    retrying(lambda: client.set_terminated(parent, "FAILED"))

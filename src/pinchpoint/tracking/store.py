@@ -79,8 +79,9 @@ def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = None
-        if "://" not in artifact_root:
+        if ":/" in artifact_root:   # a URI: s3://..., mlflow-artifacts:/ (a tracking server)
+            location = artifact_root.rstrip("/") + "/" + name
+        else:
             location = "file://" + os.path.join(os.path.abspath(artifact_root), name)
         exp_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         client.set_experiment_tag(exp_id, "mlflow.note.content",

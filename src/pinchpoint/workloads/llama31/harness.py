@@ -62,15 +62,25 @@ def train_steps(w, steps: int, start: int = 0) -> dict[str, Any]:
 def run_layout(overrides: list[str], output_root: str, steps: int,
                body: Optional[Callable] = None) -> dict[str, Any]:
     """Train ``steps`` steps of the config on its world size; rank 0's result."""
-    cfg = compose(overrides, output_root)
-    world = cfg.parallel.world_size
+    return run_layouts([(overrides, body)], output_root, steps)[0]
+
+
+def run_layouts(jobs: list[tuple[list[str], Optional[Callable]]], output_root: str,
+                steps: int) -> list[dict[str, Any]]:
+    """Several (overrides, body) jobs of one world size, one after another on one set of spawned
+    ranks (spawning and importing torch costs more than a tiny layout's steps)."""
+    worlds = {compose(o, output_root).parallel.world_size for o, _ in jobs}
+    if len(worlds) != 1:
+        raise ValueError(f"jobs mix world sizes {sorted(worlds)}")
+    world = worlds.pop()
     if world == 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1)))
-        return (body or _default_body)(cfg, 0, 1, steps)
+        return [(body or _default_body)(compose(o, output_root), 0, 1, steps)
+                for o, body in jobs]
     store = os.path.join(output_root, f"store-{os.getpid()}-{time.monotonic_ns()}")
     os.makedirs(output_root, exist_ok=True)
     queue = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_rank, args=(world, store, overrides, output_root, steps, body, queue),
+    mp.start_processes(_rank, args=(world, store, jobs, output_root, steps, queue),
                        nprocs=world, start_method="spawn", join=True)
     return queue.get()
 
@@ -83,14 +93,44 @@ def _default_body(cfg, rank: int, world: int, steps: int) -> dict[str, Any]:
     return train_steps(w, steps)
 
 
-def _rank(rank: int, world: int, store: str, overrides, output_root, steps, body, queue):
+def _rank(rank: int, world: int, store: str, jobs, output_root, steps, queue):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank,
                             world_size=world)
     try:
-        cfg = compose(overrides, output_root)
-        result = (body or _default_body)(cfg, rank, world, steps)
+        results = [(body or _default_body)(compose(o, output_root), rank, world, steps)
+                   for o, body in jobs]
         if rank == 0:
-            queue.put(result)
+            queue.put(results)
     finally:
         dist.destroy_process_group()
+
+
+# --- distributed checkpoint round trips (tests: resume into another layout) -----------------------
+def save_then_continue(path: str, at: int, cfg, rank: int, world: int, steps: int) -> dict:
+    """Train ``at`` steps, save model + optimizer through DCP, train to ``steps``."""
+    from pinchpoint.storage import distributed_checkpoint as dcp_io
+    w = make_workload(cfg, rank, world)
+    w.prepare_data()
+    w.build()
+    w.open_data()
+    first = train_steps(w, at)
+    written = dcp_io.save(w.distributed_state_dict(), path, rank == 0)
+    rest = train_steps(w, steps - at, start=at)
+    return {"losses": first["losses"] + rest["losses"], "write_bytes": written.nbytes,
+            "write_seconds": written.seconds}
+
+
+def load_and_continue(path: str, at: int, cfg, rank: int, world: int, steps: int) -> dict:
+    """Build in this layout, load the DCP checkpoint saved at step ``at``, train to ``steps``."""
+    from pinchpoint.storage import distributed_checkpoint as dcp_io
+    w = make_workload(cfg, rank, world)
+    w.prepare_data()
+    w.build()
+    template = w.distributed_state_dict()
+    read = dcp_io.load(template, path)
+    w.load_distributed_state_dict(template)
+    w.load_state_dict({"step": at})
+    w.open_data()
+    rest = train_steps(w, steps - at, start=at)
+    return {"losses": rest["losses"], "read_bytes": read.nbytes, "read_seconds": read.seconds}

@@ -1,0 +1,63 @@
+"""The pre-flight planner: published parameter counts, memory refusal, arithmetic only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import compose, train
+from pinchpoint.config import ConfigError, validate
+from pinchpoint.plan import llama as plan
+
+REFERENCE_405B = ["model=llama31_405b", "model.scale=full", "parallel.tp=8", "parallel.pp=9",
+                  "parallel.dp=2", "parallel.world_size=144"]
+
+
+def test_published_parameter_counts(out):
+    eight = compose(["model=llama31_8b", "model.scale=full"], out)
+    assert plan.parameter_counts(eight.model.full)["total"] == 8_030_261_248      # 8.03 B
+    big = compose(["model=llama31_405b", "model.scale=full", "model.full.vocab_size=128256"],
+                  out)
+    assert round(plan.parameter_counts(big.model.full)["total"] / 1e9, 1) == 405.9
+    mlperf = compose(["model=llama31_405b", "model.scale=full"], out)      # 32000-token vocab
+    assert plan.parameter_counts(mlperf.model.full)["total"] < 405.9e9
+
+
+def test_plan_only_prints_the_plan(out):
+    proc = train(["model=llama31_405b", "model.scale=full", "plan_only=true",
+                  *REFERENCE_405B[2:], "+gpu=h100"], out, timeout=120)
+    p = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert p["gpu"]["name"] == "H100" and p["layout"]["world"] == 144
+    assert p["memory_per_device"]["worst_stage"]["micro_batches_in_flight"] == 9
+    assert set(p["communication_per_step"]) >= {"fsdp_all_gather", "fsdp_reduce_scatter",
+                                                "tp_all_gather", "tp_reduce_scatter",
+                                                "pp_send_recv"}
+    assert p["fits"] and p["step_time"]["compute_seconds"] > 0
+
+
+def test_a_layout_that_does_not_fit_is_refused_with_the_memory_it_needs(out):
+    cfg = compose(["model=llama31_405b", "model.scale=full", "parallel.tp=8",
+                   "parallel.world_size=8"], out)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.field == "gpu.memory_gib"
+    need = plan.describe(cfg)["memory_needed_gib"]
+    assert f"at least {need + cfg.gpu.reserved_gib:.1f} GiB" in str(err.value)
+    assert need > 5 * cfg.gpu.memory_gib   # 405 B parameters over 8 devices
+    validate(compose(REFERENCE_405B, out))   # the reference layout passes (H200 default)
+
+
+def test_memory_shrinks_with_each_degree_and_recompute(out):
+    base = compose(["model=llama31_8b", "model.scale=full"], out)
+    a = base.model.full
+
+    def need(**kw):
+        lay = plan.Layout(**{"micro_batch": 2, "global_batch": 32, "seq_len": 8192, **kw})
+        return plan.memory_per_device(a, lay)["worst_stage"]["total_bytes"]
+    one = need()
+    assert need(dp=8) < one and need(tp=4) < one and need(pp=4, global_batch=64) < one
+    assert need(recompute=True) < one - 50 * 2**30   # recompute drops >50 GiB of activations
+    # activations scale with micro-batch and sequence length
+    lay = plan.Layout(micro_batch=1, seq_len=4096)
+    lay2 = plan.Layout(micro_batch=2, seq_len=4096)
+    assert plan.activation_bytes_per_layer(a, lay2) == 2 * plan.activation_bytes_per_layer(a, lay)
