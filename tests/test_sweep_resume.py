@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
-
 from conftest import TINY_DLRM, compose, mlflow_client, train
 from pinchpoint.runner.run_key import run_key
 from pinchpoint.tracking.points import decide
@@ -63,23 +61,23 @@ def test_dry_run_lists_what_would_run_and_why_and_launches_nothing(out):
     assert "run  seed=2" in text and "missing" in text
     assert "run  seed=3" in text and "aborted" in text
     assert len(points(out)) == 3 and not (out / "sweeps").exists()  # no parent, no job
+    off = train(["-m", *QUICK, "seed=0", "hydra.sweeper.resume=false",
+                 "hydra.sweeper.dry_run=true"], out, timeout=120)
+    assert "1 to run, 0 already succeeded" in off.stdout + off.stderr
 
 
-def test_rerun_skips_succeeded_points_and_runs_only_the_missing_one(out):
-    seed_store(out, {0: ("FINISHED", "success")})
-    proc = train(["-m", *QUICK, "seed=0,1"], out, timeout=300)
-    assert "2 point(s), 1 to run, 1 already succeeded" in proc.stdout + proc.stderr
-    runs = points(out)
-    assert len(runs) == 2   # the seeded success and one new run, for seed=1
-    new = [r for r in runs if r.data.tags.get("status") != "success" or
-           r.data.params.get("seed") == "1"]
-    assert {r.data.params.get("seed") for r in runs if r.data.params} == {"1"}
-    assert new and new[0].data.tags["pinchpoint.run_key"] == run_key(compose([*QUICK, "seed=1"],
-                                                                              out))
+def test_a_rerun_of_a_sweep_that_succeeded_launches_nothing(out):
+    """(Rerunning only the failed point of a sweep: test_slurm_cluster.py's scancel test.)"""
+    seed_store(out, {0: ("FINISHED", "success"), 1: ("FINISHED", "success")})
+    proc = train(["-m", *QUICK, "seed=0,1"], out, timeout=120)
+    assert "2 point(s), 0 to run, 2 already succeeded" in proc.stdout + proc.stderr
     client = mlflow_client(out)
-    parent = client.get_run(new[0].data.tags["mlflow.parentRunId"])
-    assert parent.data.tags["pinchpoint.points_skipped"] == "1"
-    assert "seed=0: succeeded" in parent.data.tags["pinchpoint.skipped"]
+    exp = client.get_experiment_by_name("dlrm_dcnv2")
+    [parent] = client.search_runs([exp.experiment_id], "tags.`pinchpoint.kind` = 'sweep'")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["points"] == 0
+    assert parent.data.tags["pinchpoint.points_skipped"] == "2"
+    assert "seed=0: succeeded in run" in parent.data.tags["pinchpoint.skipped"]
+    assert len(points(out)) == 2 and not list((out / "sweeps").rglob("mlperf.log"))
 
 
 def test_every_point_is_validated_before_any_is_launched(out):
@@ -88,11 +86,3 @@ def test_every_point_is_validated_before_any_is_launched(out):
     text = proc.stdout + proc.stderr
     assert "sweep refused, nothing launched" in text and "train.max_epochs=-1" in text
     assert not (out / "sweeps").exists() or not any((out / "sweeps").rglob("mlperf.log"))
-
-
-@pytest.mark.parametrize("resume", ["false"])
-def test_resume_off_reruns_everything(out, resume):
-    seed_store(out, {0: ("FINISHED", "success")})
-    proc = train(["-m", *QUICK, "seed=0", f"hydra.sweeper.resume={resume}",
-                  "hydra.sweeper.dry_run=true"], out, timeout=120)
-    assert "1 to run, 0 already succeeded" in proc.stdout + proc.stderr

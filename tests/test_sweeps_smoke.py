@@ -36,6 +36,9 @@ def test_every_sweep_is_found_and_says_what_it_answers():
         text = (ROOT / "sweeps" / f"{name}.yaml").read_text()
         assert text.startswith("# @package _global_\n# Question:"), name
         assert f"experiment: {name}" in text, name
+        # train.yaml's own override of hydra/sweeper wins over a sweep file's (Hydra keeps the
+        # first), so a sweep picks its sweeper with `override /sweeper: NAME` (conf/sweeper/).
+        assert "override /hydra/sweeper:" not in text, f"{name}: use override /sweeper: NAME"
 
 
 def plan(cfg) -> tuple[list[str], int, dict]:

@@ -34,6 +34,8 @@ def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = N
          all_runs: bool = False) -> Report:
     src = load(uri, experiment, parent, all_runs)
     swept = swept_keys(src.runs)
+    declared = src.parent_tags.get("pinchpoint.axes", "").split(",")  # the sweep's own order
+    swept.sort(key=lambda k: declared.index(k) if k in declared else len(declared))
     x = x or src.parent_tags.get("pinchpoint.x") or _first_numeric(src, swept) or \
         (swept[0] if swept else None)
     if x is None:

@@ -97,6 +97,15 @@ class Session:
                               "SLURM_JOB_NODELIST", "SLURM_JOB_PARTITION")})
         return tags
 
+    def _requeued_run_id(self) -> Optional[str]:
+        """A Slurm job requeued before its first checkpoint: continue the MLflow run its earlier
+        attempt opened (training restarts from step 0; metric steps already logged are skipped)."""
+        path = os.path.join(self.job.output_dir, "mlflow_run_id")
+        if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return f.read().strip() or None
+
     def _find_resume(self) -> Optional[Resume]:
         if self.checkpoints is None:
             return None
@@ -113,7 +122,8 @@ class Session:
         resume = self._find_resume()
         if self.tracker is not None:
             self.tracker.start(self._run_name(), self._tags(), parent_run_id(self.job.sweep_dir),
-                               resume.state["mlflow_run_id"] if resume else None)
+                               resume.state["mlflow_run_id"] if resume else
+                               self._requeued_run_id())
             self.tracker.log_params(flatten(resolved_dict(self.cfg)))
             with open(os.path.join(self.job.output_dir, "mlflow_run_id"), "w") as f:
                 f.write(self.tracker.run_id)

@@ -134,3 +134,47 @@ def load_and_continue(path: str, at: int, cfg, rank: int, world: int, steps: int
     w.open_data()
     rest = train_steps(w, steps - at, start=at)
     return {"losses": rest["losses"], "read_bytes": read.nbytes, "read_seconds": read.seconds}
+
+
+# --- memory model check ---------------------------------------------------------------------------
+def measure_peak_memory(overrides: list[str], output_root: str, steps: int = 3) -> dict:
+    """Run in a fresh process (peak RSS is per process): RSS growth from just before the model
+    is built to the peak over ``steps`` training steps, against the planner's fp32 estimate."""
+    import json
+    import subprocess
+    import sys
+    code = ("import json, sys; from pinchpoint.workloads.llama31.harness import _peak_body; "
+            "print('RESULT', json.dumps(_peak_body(json.loads(sys.argv[1]), sys.argv[2], "
+            "int(sys.argv[3]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(overrides), output_root,
+                           str(steps)], capture_output=True, text=True, check=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def _peak_body(overrides: list[str], output_root: str, steps: int) -> dict:
+    import resource
+
+    import psutil
+    from omegaconf import OmegaConf
+
+    from pinchpoint.plan import llama as plan
+    cfg = compose(overrides, output_root)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    w = make_workload(cfg)
+    w.prepare_data()
+    w.open_data()
+    batch = torch.from_numpy(w.train.batch(range(w.arch.global_batch_size)))  # before baseline
+    base = psutil.Process().memory_info().rss
+    w.build()
+    for _ in range(steps):
+        w.forward_backward(batch)
+        w.optimizer_step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    lay = plan.layout_from(cfg)
+    lay.precision = "fp32"
+    model = plan.memory_per_device(OmegaConf.to_object(cfg.model[cfg.model.scale]), lay)
+    worst = model["worst_stage"]
+    return {"measured_bytes": peak - base, "modelled_bytes": worst["total_bytes"],
+            "modelled": {k: v for k, v in worst.items() if k.endswith("_bytes")},
+            "error": worst["total_bytes"] / (peak - base) - 1}

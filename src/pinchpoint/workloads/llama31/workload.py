@@ -202,12 +202,18 @@ class LlamaWorkload(Workload):
         the ranks that hold it (last pipeline stage, TP rank 0)."""
         if not self.ctx.distributed:
             return value
-        with self.inputs.phases.carve("communication"):
-            out = value.detach().float().cpu() if self.par_state.reports_loss else \
-                torch.zeros(())
-            out = out.to(self.ctx.device)
-            dist.all_reduce(out)
+        out = value.detach().float().clone() if self.par_state.reports_loss else torch.zeros(())
+        out = self._all_reduce(out.to(self.ctx.device))
         return out / self.par.dp
+
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Through the runner's collective profile when there is one (counted, carved out of
+        the phase into communication). FSDP/TP/PP collectives run inside torch and stay in
+        forward_backward; the planner gives their volume."""
+        if self.inputs.collectives is not None:
+            return self.inputs.collectives.all_reduce(tensor)
+        dist.all_reduce(tensor)
+        return tensor
 
     def _autocast(self):
         if self.arch.precision == "bf16" and self.ctx.device.type == "cuda":
@@ -251,7 +257,7 @@ class LlamaWorkload(Workload):
         self.model.train()
         if self.ctx.distributed:
             total = total if ps.reports_loss else torch.zeros((), dtype=torch.float64)
-            dist.all_reduce(total)
+            self._all_reduce(total)
         return float(total) / (share * self.par.dp)
 
     # --- checkpoints ---------------------------------------------------------------------------
