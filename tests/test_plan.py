@@ -61,3 +61,17 @@ def test_memory_shrinks_with_each_degree_and_recompute(out):
     lay = plan.Layout(micro_batch=1, seq_len=4096)
     lay2 = plan.Layout(micro_batch=2, seq_len=4096)
     assert plan.activation_bytes_per_layer(a, lay2) == 2 * plan.activation_bytes_per_layer(a, lay)
+
+
+def test_memory_model_against_the_proxys_measured_peak(out):
+    """Tensor accounting is a lower bound of the CPU peak: measured (benchmarks/
+    llama_memory_model.py) it is 15-45 % under, the rest being autograd transients and
+    allocator slack. Stated error: modelled within -50 % .. 0 % of measured."""
+    from pinchpoint.workloads.llama31.harness import measure_peak_memory
+    r = measure_peak_memory(["model=llama31_8b", "tracking.enabled=false",
+                             "model.proxy.seq_len=512", "model.proxy.micro_batch_size=8",
+                             "model.proxy.global_batch_size=8", "model.proxy.eval_samples=64",
+                             "model.proxy.eval_every_samples=800",
+                             "dataset.train_tokens=300000", "dataset.validation_tokens=40000"],
+                            str(out))
+    assert -0.5 < r["error"] < 0.0, r

@@ -244,15 +244,17 @@ def test_time_limit_requeues_and_resumes_the_same_mlflow_run(background):
         steps = [h.step for h in client.get_metric_history(run.info.run_id, metric)]
         assert steps == sorted(set(steps)), f"{metric} steps repeated: {steps}"
     # requeue-to-resume: the job's requeue to the next attempt's first resumed training line.
+    # ("starting run" when it was requeued before its first checkpoint: the run continues but
+    # training starts over.)
     lines = open(submitit_logs(out)[0]).read().splitlines()
     requeued = [_clock(l) for l in lines if "Requeued job" in l and l.startswith("submitit")]
-    resumed = [_clock(l) for l in lines if "resuming run" in l]
-    gaps = [b - a for a, b in zip(requeued, resumed)]
+    trains = [_clock(l) for l in lines if re.search(r"(resuming|starting) run", l)]
+    gaps = [min(t for t in trains if t > r) - r for r in requeued]
     print(f"\nrequeue: {int(m['slurm_requeues'])} requeue(s), Slurm requeue-to-start "
           f"{m['slurm_requeue_to_start_s']:.0f} s, requeue-to-resumed-training "
           f"{[round(g) for g in gaps]} s, steps redone {m['steps_redone']:.0f}, "
           f"wall {m['wall_time_s']:.0f} s, time_to_train_s {m['time_to_train_s']:.1f}")
-    assert gaps and all(0 < g < 120 for g in gaps)
+    assert gaps and all(0 < g < 300 for g in gaps)
 
 
 def _clock(line: str) -> float:

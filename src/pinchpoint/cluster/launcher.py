@@ -57,7 +57,6 @@ class Point:
     state: str = "SUBMITTING"
     history: Optional[accounting.JobHistory] = None
     result: Optional[JobReturn] = None
-    started: Optional[float] = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -84,7 +83,13 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._submit(points)
-        self._watch(points)
+        try:
+            self._watch(points)
+        except KeyboardInterrupt:
+            log.warning("interrupted: the submitted jobs keep running and still record to MLflow "
+                        "(stop them: scancel %s)",
+                        " ".join(p.job.job_id for p in points if not p.done))
+            raise
         return [p.result for p in points]
 
     def _points(self, job_overrides, initial_job_idx: int) -> list[Point]:
@@ -124,10 +129,9 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
             executor.update_parameters(**req.params)
             args = [(p.overrides, "hydra.sweep.dir", p.idx, f"job_id_for_{p.idx}",
                      Singleton.get_state()) for p in group]
-            submitted = time.time()
             jobs = executor.map_array(self, *zip(*args))
             for p, job in zip(group, jobs):
-                p.job, p.started = job, submitted
+                p.job = job
             log.info("submitted %d point(s) as Slurm array %s (%s)", len(group),
                      jobs[0].job_id.split("_")[0], _describe(req))
         for p in points:

@@ -7,11 +7,14 @@ Memory model (per device, worst pipeline stage):
   12 fp32 master/m/v), plus the transient all-gather of two blocks (current + prefetched);
 - activations saved for backward per layer and micro-batch, counted tensor by tensor for this
   block (RMSNorm inputs, the all-gathered normed inputs of the column-parallel projections,
-  q/k/v/attention output, SwiGLU's four ffn-wide tensors), divided by tp except the gathered
+  q/k before and after RoPE, v, the attention output and its copy, SwiGLU's four ffn-wide
+  tensors), divided by tp except the gathered
   inputs (DTensor saves them whole); attention scores are not stored (fused SDPA). Full
   recompute keeps only each block's input plus one block's activations. Micro-batches in flight:
   1 without PP, pp (1F1B) or all of them (GPipe) with PP; the last stage adds the logits
-  (activation dtype + the fp32 log-softmax cross-entropy saves).
+  (activation dtype + fp32 log-softmax + its gradient). Not modelled: the runtime itself (CUDA
+  context, NCCL buffers, allocator slack: ``gpu.reserved_gib``) and transient backward buffers;
+  benchmarks/llama_memory_model.py measures what that leaves out on CPU.
 Communication: bytes each device puts on the wire per optimizer step (ring algorithms:
 (n - 1) / n of the buffer), per collective, with the link each group uses (tp innermost, then
 dp, then pp, as the device mesh is laid out).
@@ -76,7 +79,8 @@ def activation_bytes_per_layer(a, lay: Layout) -> float:
         return tokens * a.dim * e / t          # the block input (sequence-sharded under SP)
     norm_inputs = 2 * a.dim / t                # SP: norms see a sequence shard
     gathered = 2 * a.dim if t > 1 else 2 * a.dim  # normed inputs of wq/wk/wv and w1/w3
-    attention = (a.dim + 2 * a.n_kv_heads * hd + a.dim) / t  # q, k, v, attention output
+    # q and k before and after RoPE, v, the SDPA output and its contiguous copy fed to wo
+    attention = (4 * a.dim + 3 * a.n_kv_heads * hd) / t
     mlp = 4 * a.ffn_dim / t                    # w1 out, silu out, w3 out, product
     return tokens * (norm_inputs + gathered + attention + mlp) * e
 
@@ -106,7 +110,9 @@ def memory_per_device(a, lay: Layout) -> dict[str, Any]:
             full = Layout(**{**lay.__dict__, "recompute": False})
             acts += activation_bytes_per_layer(a, full)
         tokens = lay.micro_batch * lay.seq_len / lay.cp
-        logits = tokens * a.vocab_size * (b["activation"] + 4) if last else 0.0
+        # logits, their fp32 log-softmax (saved by cross-entropy) and its gradient (at the
+        # start of backward all three are alive)
+        logits = tokens * a.vocab_size * (b["activation"] + 8) if last else 0.0
         total = sum(state.values()) + gather + acts + logits
         stages.append({"stage": stage, "parameters_per_device": params_local,
                        **{f"{k}_bytes": v for k, v in state.items()},

@@ -3,6 +3,7 @@ tests and the layout benchmark share. Each rank joins a gloo group through a Fil
 the workload exactly as a run would (same config, same seed), and trains a few steps."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Callable, Optional
@@ -10,6 +11,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+log = logging.getLogger(__name__)
 
 
 def compose(overrides: list[str], output_root: str):
@@ -42,12 +45,15 @@ def make_workload(cfg, rank: int = 0, world: int = 1):
     return workload_class(cfg.model.name)(inputs)
 
 
-def train_steps(w, steps: int, start: int = 0) -> dict[str, Any]:
-    """``steps`` optimizer steps from ``start``; losses and tokens/s (after the first step)."""
+def train_steps(w, steps: int, start: int = 0, warmup: int = 3) -> dict[str, Any]:
+    """``steps`` optimizer steps from ``start``; losses, and tokens/s over the steps after the
+    first ``warmup`` (the first steps of a process run several times slower: allocator growth,
+    kernel selection)."""
+    warmup = max(0, min(warmup, steps - 1))
     losses, began = [], None
     batches = iter(w.batches(start))
     for i in range(steps):
-        if i == 1:
+        if i == warmup:
             began = time.perf_counter()
         loss = w.forward_backward(next(batches))
         w.optimizer_step()
@@ -55,7 +61,7 @@ def train_steps(w, steps: int, start: int = 0) -> dict[str, Any]:
     w.close()
     seconds = time.perf_counter() - began if began else float("nan")
     a = w.arch
-    tokens = (steps - 1) * a.global_batch_size * a.seq_len
+    tokens = (steps - warmup) * a.global_batch_size * a.seq_len
     return {"losses": losses, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
@@ -77,12 +83,22 @@ def run_layouts(jobs: list[tuple[list[str], Optional[Callable]]], output_root: s
         torch.set_num_threads(max(1, (os.cpu_count() or 1)))
         return [(body or _default_body)(compose(o, output_root), 0, 1, steps)
                 for o, body in jobs]
-    store = os.path.join(output_root, f"store-{os.getpid()}-{time.monotonic_ns()}")
-    os.makedirs(output_root, exist_ok=True)
-    queue = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_rank, args=(world, store, jobs, output_root, steps, queue),
-                       nprocs=world, start_method="spawn", join=True)
-    return queue.get()
+    for attempt in range(2):
+        store = os.path.join(output_root, f"store-{os.getpid()}-{time.monotonic_ns()}")
+        os.makedirs(output_root, exist_ok=True)
+        queue = mp.get_context("spawn").SimpleQueue()
+        try:
+            mp.start_processes(_rank, args=(world, store, jobs, output_root, steps, queue),
+                               nprocs=world, start_method="spawn", join=True)
+            return queue.get()
+        except mp.ProcessExitedException as err:
+            # Known gap: 4 gloo ranks on 2 cores (tp2pp2) sometimes die in C++ with
+            # "terminate called without an active exception" (SIGABRT), not root-caused yet.
+            # One retry, loudly; any other failure, or a second abort, is raised.
+            if attempt or "SIGABRT" not in str(err):
+                raise
+            log.warning("a rank aborted (%s); retrying the layout once", err)
+    raise AssertionError("unreachable")
 
 
 def _default_body(cfg, rank: int, world: int, steps: int) -> dict[str, Any]:
@@ -102,6 +118,7 @@ def _rank(rank: int, world: int, store: str, jobs, output_root, steps, queue):
                    for o, body in jobs]
         if rank == 0:
             queue.put(results)
+        dist.barrier()   # no rank tears gloo down while a peer's last messages are in flight
     finally:
         dist.destroy_process_group()
 
@@ -165,6 +182,7 @@ def _peak_body(overrides: list[str], output_root: str, steps: int) -> dict:
     w.prepare_data()
     w.open_data()
     batch = torch.from_numpy(w.train.batch(range(w.arch.global_batch_size)))  # before baseline
+    _warm_up(batch)   # thread pools, kernels, autograd engine: runtime cost, not the model's
     base = psutil.Process().memory_info().rss
     w.build()
     for _ in range(steps):
@@ -178,3 +196,16 @@ def _peak_body(overrides: list[str], output_root: str, steps: int) -> dict:
     return {"measured_bytes": peak - base, "modelled_bytes": worst["total_bytes"],
             "modelled": {k: v for k, v in worst.items() if k.endswith("_bytes")},
             "error": worst["total_bytes"] / (peak - base) - 1}
+
+
+def _warm_up(batch: torch.Tensor) -> None:
+    import torch.nn.functional as F
+
+    from pinchpoint.workloads.llama31.model import Llama, LlamaArgs
+    tiny = Llama(LlamaArgs(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=32,
+                           vocab_size=int(batch.max()) + 1, max_seq_len=batch.shape[1]))
+    opt = torch.optim.AdamW(tiny.parameters())
+    for _ in range(2):
+        x = batch[:1, :8]
+        F.cross_entropy(tiny(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+        opt.step()
