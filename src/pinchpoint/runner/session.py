@@ -129,7 +129,9 @@ class Session:
                 f.write(self.tracker.run_id)
         if resume:
             self._restore_mlperf_log(resume)
-        self.mlperf = MLPerfLog(self.mlperf_path, self.timeline if self.ctx.is_main else None) \
+        # A resumed run continues its log; any other start (first attempt, or a requeue before
+        # the first checkpoint, which trains from scratch) writes a fresh one.
+        self.mlperf = MLPerfLog(self.mlperf_path, self.timeline, append=resume is not None) \
             if self.ctx.is_main else _NullLog()
         status, summary = "failed", None
         try:
@@ -171,8 +173,10 @@ class Session:
             m.start(C.RUN_START)
         attempt = (resume.state["attempt"] + 1) if resume else 0
         steps_redone = 0
-        if resume and self.tracker is not None:
-            steps_redone = max(0, self.tracker.step_floor - resume.step)
+        if resume:  # work lost = steps reached before the interruption - checkpointed step
+            reached = max(self._progress_marker(), self.tracker.step_floor if self.tracker
+                          else -1)
+            steps_redone = max(0, reached - resume.step)
         log.info("%s run %s: %s, target %s %s %.5f%s", "resuming" if resume else "starting",
                  self.key, self._run_name(), quality.metric,
                  ">=" if quality.higher_is_better else "<=", quality.target,
@@ -239,12 +243,37 @@ class Session:
         kind, _, at = fault.partition(":")
         faulty = kind == "raise_at_step" and self.ctx.rank == self.ctx.world_size - 1
 
+        marker = {"last": 0.0}
+
         def on_step(state: loop.LoopState) -> None:
             progress(state)
+            now = time.perf_counter()
+            if self.checkpoints is not None and self.ctx.is_main and now - marker["last"] > 0.5:
+                marker["last"] = now  # how far we got, for steps_redone after a crash
+                self._write_progress_marker(state.step)
             if faulty and state.step == int(at):
                 raise RuntimeError(f"injected fault on rank {self.ctx.rank} at step "
                                    f"{state.step} (fault={fault})")
         return on_step
+
+    def _progress_path(self) -> str:
+        return os.path.join(self.checkpoints.dir, "progress.json")
+
+    def _write_progress_marker(self, step: int) -> None:
+        import json
+        os.makedirs(self.checkpoints.dir, exist_ok=True)
+        tmp = self._progress_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"step": step}, f)
+        os.replace(tmp, self._progress_path())
+
+    def _progress_marker(self) -> int:
+        import json
+        try:
+            with open(self._progress_path()) as f:
+                return int(json.load(f)["step"])
+        except (OSError, ValueError, KeyError):
+            return -1
 
     def _save_hook(self, attempt: int):
         def save(state: loop.LoopState) -> None:

@@ -99,7 +99,8 @@ class CheckpointManager:
             shutil.rmtree(self.sharded_path(step), ignore_errors=True)
 
     def clear(self) -> None:
-        for path in glob.glob(os.path.join(self.dir, "step_*")):
+        for path in glob.glob(os.path.join(self.dir, "step_*")) + \
+                glob.glob(os.path.join(self.dir, "progress.json")):
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:

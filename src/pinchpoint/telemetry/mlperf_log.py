@@ -18,13 +18,13 @@ C = constants
 class MLPerfLog:
     """One run's MLPerf log file (appended to on resume). Events are mirrored on the timeline."""
 
-    def __init__(self, path: str, timeline: Optional[Timeline] = None):
+    def __init__(self, path: str, timeline: Optional[Timeline] = None, append: bool = False):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.logger = logging.getLogger(f"pinchpoint.mllog.{os.getpid()}.{next(_ids)}")
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
-        self.handler = logging.FileHandler(path, mode="a")
+        self.handler = logging.FileHandler(path, mode="a" if append else "w")
         self.logger.addHandler(self.handler)
         self.mll = MLLogger(logger=self.logger, default_stack_offset=2)
         self.timeline = timeline

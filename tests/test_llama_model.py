@@ -1,0 +1,64 @@
+"""The Llama 3.1 decoder: RoPE 3.1 scaling, GQA, causality, parameter count = the planner's."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pinchpoint.plan.llama import parameter_counts
+from pinchpoint.workloads.llama31.model import Llama, LlamaArgs, rope_frequencies
+
+ARGS = LlamaArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, ffn_dim=160, vocab_size=97,
+                 max_seq_len=64)
+
+
+def _meta_apply_scaling(freqs, factor=8, low=1, high=4, old_context=8192):
+    """Meta's llama3 reference (models/llama3/reference_impl/model.py apply_scaling), scalar."""
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            out.append(freq)
+        elif wavelen > low_wavelen:
+            out.append(freq / factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            out.append((1 - smooth) * freq / factor + smooth * freq)
+    return out
+
+
+def test_rope_scaling_matches_meta_reference():
+    plain = rope_frequencies(128, 500000.0, scaling=False)
+    scaled = rope_frequencies(128, 500000.0, scaling=True)
+    expected = _meta_apply_scaling(plain.tolist())
+    assert torch.allclose(scaled, torch.tensor(expected, dtype=torch.float64), rtol=1e-12)
+    assert scaled[0] == plain[0] and scaled[-1] == plain[-1] / 8   # high kept, low slowed
+
+
+def test_forward_is_causal_and_counts_match_the_planner():
+    torch.manual_seed(0)
+    model = Llama(ARGS)
+    assert sum(p.numel() for p in model.parameters()) == parameter_counts(ARGS)["total"]
+    assert model.output.weight.data_ptr() != model.tok_embeddings.weight.data_ptr()  # untied
+    tokens = torch.randint(0, 97, (2, 16))
+    logits = model(tokens)
+    assert logits.shape == (2, 16, 97)
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 97
+    assert torch.allclose(model(changed)[:, :10], logits[:, :10], atol=1e-6)
+    assert not torch.allclose(model(changed)[:, 10:], logits[:, 10:])
+    assert model.layers["0"].attention.wk.weight.shape == (2 * 8, 64)    # 2 KV heads of dim 8
+
+
+def test_recompute_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = Llama(ARGS)
+    tokens = torch.randint(0, 97, (2, 16))
+    model(tokens).sum().backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.recompute = True
+    model(tokens).sum().backward()
+    for a, b in zip(plain, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-6)
