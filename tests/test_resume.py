@@ -72,3 +72,29 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path):
     open(mgr._path(12), "wb").close()     # data file without checksum: ignored
     assert mgr.load_latest()[0] == 4
     assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_resume_into_another_world_size(tmp_path):
+    """An ep2 run dies after its step-4 checkpoint; a single-process run continues it."""
+    out = tmp_path / "outputs"
+    failed = train([*TINY_DLRM, "parallel=ep2", "checkpoint.interval=4",
+                    "fault=raise_at_step:6"], out, check=False)
+    assert failed.returncode != 0
+    (ckpt_dir,) = list((out / "storage" / "local" / "checkpoints").iterdir())
+    assert list(ckpt_dir.glob("step_00000004.pt"))
+    second = train([*TINY_DLRM, "parallel=single", "checkpoint.interval=4",
+                    f"checkpoint.resume_from={ckpt_dir.name}"], out)
+    summary = json.loads((sorted(out.glob("runs/*"))[-1] / "phase_summary.json").read_text())
+    assert summary["status"] == "success" and summary["restarts"] == 1
+    assert summary["world_size"] == 1 and summary["steps"] > 4
+    client = mlflow_client(out)
+    runs = client.search_runs([client.get_experiment_by_name("dlrm_dcnv2").experiment_id],
+                              "tags.status = 'success'")
+    assert runs[0].data.tags["resumed_from"].endswith("@step4")
+
+
+def test_resume_from_nothing_is_a_clear_error(tmp_path):
+    proc = train([*TINY_DLRM, "checkpoint.resume_from=no-such-run"], tmp_path / "out",
+                 check=False)
+    assert proc.returncode != 0
+    assert "checkpoint.resume_from='no-such-run' is not allowed" in proc.stdout + proc.stderr

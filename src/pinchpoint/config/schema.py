@@ -244,6 +244,10 @@ class TrainConfig:
 class CheckpointConfig:
     interval: int = 0             # steps between checkpoints; 0 = off
     keep: int = 2                 # newest valid checkpoints kept on the tier
+    # Start from another run's newest valid checkpoint (its run key, the folder name under
+    # <tier>/checkpoints/, or a path), e.g. to continue an ep8 run as ep2: checkpoints are
+    # layout-independent (DLRM) or resharded on load (torch.distributed.checkpoint, Llama).
+    resume_from: Optional[str] = None
 
 
 @dataclass

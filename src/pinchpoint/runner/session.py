@@ -34,6 +34,8 @@ class Resume:
     state: dict
     load_seconds: float
     load_bytes: int = 0
+    source: Optional[CheckpointManager] = None
+    imported: bool = False     # from another run (checkpoint.resume_from): a new MLflow run
 
 
 class Session:
@@ -107,13 +109,22 @@ class Session:
             return f.read().strip() or None
 
     def _find_resume(self) -> Optional[Resume]:
-        if self.checkpoints is None:
+        """This run's newest valid checkpoint; else, when asked, another run's
+        (checkpoint.resume_from). Every rank reads the same files on the tier."""
+        own = self.checkpoints.load_latest() if self.checkpoints is not None else None
+        if own is not None:
+            return Resume(*own, source=self.checkpoints)
+        where = self.cfg.checkpoint.get("resume_from")
+        if not where:
             return None
-        found = self.checkpoints.load_latest()  # every rank reads the same files on the tier
+        source = CheckpointManager.source(self.tier, where)
+        found = source.load_latest()
         if found is None:
-            return None
-        step, state, seconds = found
-        return Resume(step, state, seconds)
+            from pinchpoint.config import ConfigError
+            raise ConfigError("checkpoint.resume_from", where,
+                              f"a run key or folder holding a valid checkpoint ({source.dir} "
+                              "has none)")
+        return Resume(*found, source=source, imported=True)
 
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -121,9 +132,13 @@ class Session:
 
         resume = self._find_resume()
         if self.tracker is not None:
-            self.tracker.start(self._run_name(), self._tags(), parent_run_id(self.job.sweep_dir),
-                               resume.state["mlflow_run_id"] if resume else
-                               self._requeued_run_id())
+            continuing = resume.state["mlflow_run_id"] if resume and not resume.imported \
+                else self._requeued_run_id()
+            tags = self._tags()
+            if resume and resume.imported:
+                tags["resumed_from"] = f"{resume.source.dir}@step{resume.step}"
+            self.tracker.start(self._run_name(), tags, parent_run_id(self.job.sweep_dir),
+                               continuing)
             self.tracker.log_params(flatten(resolved_dict(self.cfg)))
             with open(os.path.join(self.job.output_dir, "mlflow_run_id"), "w") as f:
                 f.write(self.tracker.run_id)
@@ -159,7 +174,7 @@ class Session:
             if resume.state.get("sharded"):  # every rank loads its shards (any layout)
                 from pinchpoint.storage import distributed_checkpoint as dcp_io
                 template = w.distributed_state_dict()
-                read = dcp_io.load(template, self.checkpoints.sharded_path(resume.step))
+                read = dcp_io.load(template, resume.source.sharded_path(resume.step))
                 w.load_distributed_state_dict(template)
                 resume.load_seconds += read.seconds
                 resume.load_bytes = read.nbytes

@@ -39,6 +39,13 @@ class CheckpointManager:
         self.tier, self.keep = tier, keep
         self.dir = tier.checkpoints_dir(run_key)
 
+    @classmethod
+    def source(cls, tier: StorageTier, where: str) -> "CheckpointManager":
+        """Another run's checkpoints, by run key (a folder under the tier) or by path."""
+        manager = cls(tier, "unused")
+        manager.dir = where if os.path.isabs(where) else tier.checkpoints_dir(where)
+        return manager
+
     def _path(self, step: int) -> str:
         return os.path.join(self.dir, f"step_{step:08d}.pt")
 
