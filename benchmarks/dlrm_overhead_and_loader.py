@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def compose_cfg(out: Path, steps: int, batch: int, prefetch: int = 2):
+def compose_cfg(out: Path, steps: int, batch: int, prefetch: int = 2, system_metrics=True):
     from conftest import compose
-    return compose(["tracking.system_metrics=true", f"train.max_steps={steps}",
+    return compose([f"tracking.system_metrics={str(system_metrics).lower()}", f"train.max_steps={steps}",
                     "train.evals_per_epoch=1", f"dataset.batch_size={batch}",
                     f"dataset.prefetch={prefetch}", "train.progress_every_s=1000"], out)
 
@@ -77,18 +77,21 @@ def overhead(out: Path, steps: int, repeats: int, batch: int) -> None:
     folder, _ = synthetic_criteo.ensure(os.path.join(cfg.storage.root, "datasets"),
                                         _gen_params(cfg))
     synchronous = compose_cfg(out, steps, batch, prefetch=0)  # loads inline, like the bare loop
+    quiet = compose_cfg(out, steps, batch, prefetch=0, system_metrics=False)
     results = {"bare PyTorch loop": [], "pinchpoint, prefetch=0": [],
+               "pinchpoint, prefetch=0, no sys metrics": [],
                "pinchpoint, prefetch=2 (default)": []}
     for _ in range(repeats):
         results["bare PyTorch loop"].append(bare(cfg, folder, steps))
         results["pinchpoint, prefetch=0"].append(instrumented(synchronous, out))
+        results["pinchpoint, prefetch=0, no sys metrics"].append(instrumented(quiet, out))
         results["pinchpoint, prefetch=2 (default)"].append(instrumented(cfg, out))
     medians = {k: statistics.median(v) for k, v in results.items()}
     base = medians["bare PyTorch loop"]
     print(f"\n== instrumentation overhead ({steps} steps x batch {batch}, {repeats} alternating "
           "runs each, medians; eval excluded) ==")
     for name, runs in results.items():
-        print(f"{name:<34}{medians[name]:>10,.0f} samples/s  {medians[name] / base:6.3f}x bare"
+        print(f"{name:<40}{medians[name]:>10,.0f} samples/s  {medians[name] / base:6.3f}x bare"
               "   runs: " + ", ".join(f"{x:,.0f}" for x in runs))
     print("goal: pinchpoint, prefetch=0 >= 0.98x bare (same synchronous loading)")
 
