@@ -69,7 +69,6 @@ def bare(cfg, folder: str, steps: int) -> float:
 
 def overhead(out: Path, steps: int, repeats: int, batch: int) -> None:
     from pinchpoint.data import synthetic_criteo
-    from pinchpoint.workloads.dlrm_dcnv2.workload import DLRMWorkload
 
     cfg = compose_cfg(out, steps, batch)
     from pinchpoint.config import validate

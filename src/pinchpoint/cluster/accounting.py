@@ -6,10 +6,11 @@ the queue is judged by its submitit result file.
 """
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Optional
+
+from pinchpoint.cluster.commands import slurm_output
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}
@@ -67,21 +68,13 @@ def _seconds(a: Optional[datetime], b: Optional[datetime]) -> Optional[float]:
     return (b - a).total_seconds() if a and b else None
 
 
-def _run(cmd: list[str]) -> Optional[str]:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def histories(array_ids: Iterable[str]) -> Optional[dict[str, JobHistory]]:
     """{"12_0": JobHistory, ...} for the given array job ids, or None when sacct fails."""
     ids = sorted(set(array_ids))
     if not ids:
         return {}
     # -D: every attempt of a requeued job; -X: allocations only, not steps.
-    out = _run(["sacct", "-D", "-X", "-P", "-n", "-j", ",".join(ids),
+    out = slurm_output(["sacct", "-D", "-X", "-P", "-n", "-j", ",".join(ids),
                 "-o", "JobID,State,Submit,Start,End,NodeList"])
     if out is None:
         return None
@@ -99,7 +92,7 @@ def histories(array_ids: Iterable[str]) -> Optional[dict[str, JobHistory]]:
 def queued(array_ids: Iterable[str]) -> Optional[dict[str, str]]:
     """squeue's view (no accounting): {"12_0": "PENDING"|"RUNNING"|...} for jobs still listed."""
     ids = sorted(set(array_ids))
-    out = _run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T"]) if ids else ""
+    out = slurm_output(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T"]) if ids else ""
     if out is None:
         return None
     return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)

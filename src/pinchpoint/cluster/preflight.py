@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from typing import Optional
 
 from omegaconf import DictConfig
 
+from pinchpoint.cluster.commands import slurm_output
 from pinchpoint.cluster.request import mem_mb, tasks_per_node
 from pinchpoint.config.validate import ConfigError
 
@@ -82,28 +82,20 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
     return out
 
 
-def _run(cmd: list[str]) -> Optional[str]:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def read_cluster() -> ClusterInfo:
     """Ask this machine's Slurm what it has; ConfigError when there is no Slurm to ask."""
     if shutil.which("sinfo") is None:
         raise ConfigError("cluster", "slurm", "a machine with Slurm's client tools (sinfo is not "
                           "on PATH; for a local test cluster run launchers/slurm_up.sh)")
-    text = _run(["sinfo", "-h", "-N", "-o", SINFO_FORMAT])
+    text = slurm_output(["sinfo", "-h", "-N", "-o", SINFO_FORMAT])
     if text is None:
         raise ConfigError("cluster", "slurm", "a reachable Slurm controller (sinfo failed; is "
                           "SLURM_CONF set, is slurmctld up? scontrol ping)")
-    srun_help = _run(["srun", "--help"]) or ""
+    srun_help = slurm_output(["srun", "--help"]) or ""
     names = lambda out: None if out is None else {l.strip() for l in out.splitlines() if l.strip()}
     return ClusterInfo(parse_sinfo(text), "--container-image" in srun_help,
-                       names(_run(["sacctmgr", "-nP", "show", "qos", "format=name"])),
-                       names(_run(["sacctmgr", "-nP", "show", "account", "format=account"])))
+                       names(slurm_output(["sacctmgr", "-nP", "show", "qos", "format=name"])),
+                       names(slurm_output(["sacctmgr", "-nP", "show", "account", "format=account"])))
 
 
 def check(cfg: DictConfig, info: ClusterInfo) -> None:

@@ -142,9 +142,11 @@ class CriteoSplit:
 
 
 def open_splits(folder: str, num_days: int, multi_hot_sizes: Sequence[int], mmap: bool,
-                tier=None) -> tuple[CriteoSplit, CriteoSplit]:
+                tier=None, layouts: Optional[list[DayLayout]] = None
+                ) -> tuple[CriteoSplit, CriteoSplit]:
     """(train, validation) as the reference splits them. Up-front loads are charged to ``tier``."""
-    layouts = [inspect_day(folder, d, multi_hot_sizes) for d in range(num_days)]
+    if layouts is None:  # callers that already checked the headers pass what they found
+        layouts = [inspect_day(folder, d, multi_hot_sizes) for d in range(num_days)]
     began = time.perf_counter()
     train_days = [CriteoDay(layout, mmap) for layout in layouts[:-1]]
     last = layouts[-1]

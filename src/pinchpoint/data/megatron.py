@@ -20,7 +20,6 @@ import json
 import os
 import struct
 import time
-from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import numpy as np

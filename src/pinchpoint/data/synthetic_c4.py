@@ -14,20 +14,18 @@ files, manifest last, rename (the synthetic_criteo pattern); a lock serialises g
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
 
 from pinchpoint.data import megatron
-from pinchpoint.data.synthetic_criteo import _locked, params_hash
-from pinchpoint.storage.atomic import sha256_file, write_text_atomic
+from pinchpoint.data import generated
+from pinchpoint.data.generated import params_hash
+from pinchpoint.storage.atomic import sha256_file
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 TRAIN, VALIDATION = "synthetic_c4_train_text_document", "synthetic_c4_validation_text_document"
 
@@ -148,45 +146,12 @@ def generate(folder: str, params: dict) -> dict:
 def ensure(datasets_dir: str, params: dict) -> tuple[str, dict]:
     """Folder and manifest for ``params``, generating once (lock, temp folder, rename)."""
     params = dict(params, format_version=FORMAT_VERSION)
-    name = f"synthetic_c4_{params_hash(params)}"
-    folder = os.path.join(datasets_dir, name)
-    with _locked(os.path.join(datasets_dir, ".generate.lock")):
-        manifest = read_manifest(folder)
-        if manifest is not None and manifest["params"] == params:
-            return folder, manifest
-        for debris in os.listdir(datasets_dir):
-            if debris.startswith(name + ".tmp"):
-                shutil.rmtree(os.path.join(datasets_dir, debris), ignore_errors=True)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        tmp = f"{folder}.tmp-{os.getpid()}"
-        started = time.perf_counter()
-        log.info("generating synthetic C4 (Megatron format) in %s (first time only)", folder)
-        try:
-            manifest = generate(tmp, params)
-            write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1))
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("generated %d train tokens in %.1f s; teacher entropy %.4f nats, bigram %.4f",
-                 manifest["datasets"][TRAIN]["tokens"], time.perf_counter() - started,
-                 manifest["teacher_entropy_nats"], manifest["bigram_log_perplexity"])
-        return folder, manifest
-
-
-def read_manifest(folder: str):
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        manifest = json.load(f)
-    for name, meta in manifest["files"].items():
-        file = os.path.join(folder, name)
-        if not os.path.exists(file) or os.path.getsize(file) != meta["bytes"]:
-            log.warning("dataset %s: %s missing or resized; regenerating", folder, name)
-            return None
-    return manifest
+    folder, manifest, fresh = generated.ensure(datasets_dir, "synthetic_c4", params, generate)
+    if fresh:
+        log.info("%d train tokens; teacher entropy %.4f nats, bigram %.4f",
+                 manifest["datasets"][TRAIN]["tokens"], manifest["teacher_entropy_nats"],
+                 manifest["bigram_log_perplexity"])
+    return folder, manifest
 
 
 def best_log_perplexity(folder: str, seq_len: int, samples: int) -> float:

@@ -7,19 +7,13 @@ Labels are Bernoulli(sigmoid(teacher logit)): the label noise is the Bernoulli d
 the teacher's own probability is the Bayes-optimal score and its validation AUROC is the best
 any model can reach. That number goes into the manifest; the proxy target sits a margin below.
 
-Generated once per storage root into a folder named by a hash of the parameters, written to a
-temp folder and renamed into place with a checksum manifest last: a folder with a manifest is
-complete, anything else is debris from a crash and is removed by the next generation.
+Generated once per storage root (data/generated.py: one folder per parameter hash, checksum
+manifest written last).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 from typing import Sequence
 
@@ -27,16 +21,13 @@ import numpy as np
 import torch
 
 from pinchpoint.data.criteo import NUM_DENSE, day_files, write_day
-from pinchpoint.storage.atomic import sha256_file, write_text_atomic
+from pinchpoint.data import generated
+from pinchpoint.data.generated import params_hash
+from pinchpoint.storage.atomic import sha256_file
 from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # bump when the generator changes, so old data is not reused
-
-
-def params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Teacher:
@@ -107,64 +98,15 @@ def generate(folder: str, params: dict) -> dict:
             "positive_rate": positives / (n * days), "created": time.time()}
 
 
-@contextlib.contextmanager
-def _locked(path: str):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure(datasets_dir: str, params: dict, verify_checksums: bool = False) -> tuple[str, dict]:
-    """Folder and manifest of the dataset for ``params``, generating it if absent.
-
-    Safe under concurrency (a file lock serialises generators; others wait and reuse) and under
-    crashes (temp folder + rename; stale temp folders are removed)."""
+    """Folder and manifest of the dataset for ``params``, generating it if absent (safe under
+    concurrency and crashes: see data/generated.py)."""
     params = dict(params, format_version=FORMAT_VERSION)
-    name = f"synthetic_criteo_{params_hash(params)}"
-    folder = os.path.join(datasets_dir, name)
-    with _locked(os.path.join(datasets_dir, ".generate.lock")):
-        manifest = read_manifest(folder, verify_checksums)
-        if manifest is not None and manifest["params"] == params:
-            return folder, manifest
-        for debris in os.listdir(datasets_dir):
-            if debris.startswith(name + ".tmp"):
-                shutil.rmtree(os.path.join(datasets_dir, debris), ignore_errors=True)
-        if os.path.exists(folder):  # incomplete or mismatching: regenerate
-            shutil.rmtree(folder)
-        tmp = f"{folder}.tmp-{os.getpid()}"
-        started = time.perf_counter()
-        log.info("generating synthetic Criteo multi-hot data in %s (first time only)", folder)
-        try:
-            manifest = generate(tmp, params)
-            write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1))
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("generated %d days in %.1f s; best reachable AUROC %.4f", params["num_days"],
-                 time.perf_counter() - started, manifest["best_auroc"])
-        return folder, manifest
-
-
-def read_manifest(folder: str, verify_checksums: bool = False):
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        manifest = json.load(f)
-    for name, meta in manifest["files"].items():
-        file = os.path.join(folder, name)
-        if not os.path.exists(file) or os.path.getsize(file) != meta["bytes"]:
-            log.warning("dataset %s: %s missing or resized; regenerating", folder, name)
-            return None
-        if verify_checksums and sha256_file(file) != meta["sha256"]:
-            log.warning("dataset %s: %s checksum mismatch; regenerating", folder, name)
-            return None
-    return manifest
+    folder, manifest, fresh = generated.ensure(datasets_dir, "synthetic_criteo", params, generate,
+                                               verify_checksums)
+    if fresh:
+        log.info("best reachable AUROC %.4f", manifest["best_auroc"])
+    return folder, manifest
 
 
 def expected_files(num_days: int) -> list[str]:

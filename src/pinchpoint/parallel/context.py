@@ -1,7 +1,6 @@
 """Where this process sits in the run: rank, world size, device, process group."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +33,3 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
     return torch.device("cpu")
-
-
-def single_process(device: str) -> RankContext:
-    return RankContext(device=pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))

@@ -21,7 +21,6 @@ dp, then pp, as the device mesh is laid out).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 

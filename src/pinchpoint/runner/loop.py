@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -26,13 +26,15 @@ class LoopState:
     step: int = 0                      # optimizer steps done (global)
     samples: int = 0                   # training samples consumed (global)
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, quality)
-    loss_sum: float = 0.0
+    loss_sum: Any = 0.0                # float, or a tensor summed on-device between evals
     loss_count: int = 0
     status: str = "aborted"
     samples_to_target: Optional[int] = None
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["loss_sum"] = float(out["loss_sum"])
+        return out
 
 
 @dataclass
@@ -75,7 +77,7 @@ def train(workload: Workload, phases: PhaseTimer, mlperf: MLPerfLog, sizes: Size
             loss = workload.forward_backward(batch)
             phases.mark("forward_backward")
             workload.optimizer_step()
-            state.loss_sum += float(loss)
+            state.loss_sum = state.loss_sum + loss  # no host sync per step (GPU)
             state.loss_count += 1
             phases.mark("optimizer")
             state.step += 1
@@ -105,7 +107,7 @@ def _evaluate(workload: Workload, mlperf: MLPerfLog, sizes: Sizes, quality: Qual
     value = workload.evaluate()
     mlperf.end(C.EVAL_STOP, metadata=meta)
     mlperf.event(C.EVAL_ACCURACY, value=value, metadata=meta)
-    train_loss = state.loss_sum / max(state.loss_count, 1)
+    train_loss = float(state.loss_sum) / max(state.loss_count, 1)
     state.loss_sum, state.loss_count = 0.0, 0
     state.evals.append((state.step, value))
     if quality.reached(value) and state.samples_to_target is None:

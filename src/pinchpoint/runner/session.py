@@ -56,7 +56,6 @@ class Session:
         self.tracker = self._make_tracker()
         self.mlperf_path = os.path.join(job.output_dir, "mlperf.log")
         self.checkpoint_writes: list = []
-        self.attempt_started = time.time()
 
     # --- wiring ------------------------------------------------------------------------------
     def _make_tracker(self):

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from pinchpoint.sweepers.space import SweepError
@@ -37,6 +38,17 @@ class PointResult:
         return worst if v is None or math.isnan(v) else float(v)
 
 
+class LaunchingSweeper(Sweeper):
+    """A Hydra sweeper that hands its points to whatever launcher the config selects."""
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+
 class PointChecker:
     """Composes each point's config as the launcher will, then runs the pre-flight validator."""
 
@@ -55,16 +67,23 @@ class PointChecker:
         except Exception as err:  # Hydra's own message says which override and what exists
             raise SweepError(f"point {' '.join(overrides)} does not compose: {err}") from err
 
+    def task_config(self, overrides: Sequence[str]) -> DictConfig:
+        """The point's config as its task function will see it (without Hydra's node)."""
+        from omegaconf import open_dict, read_write
+
+        cfg = self.compose(overrides)
+        with read_write(cfg), open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
     def problem(self, overrides: Sequence[str]):
         """None when the point can run, else the ConfigError (naming the field) it raises."""
         from pinchpoint.config import ConfigError
 
-        cfg = self.compose(overrides)
         if self.validator is None:
+            self.compose(overrides)
             return None
-        from omegaconf import open_dict, read_write
-        with read_write(cfg), open_dict(cfg):  # the task sees its config without hydra's node
-            cfg.pop("hydra", None)
+        cfg = self.task_config(overrides)
         try:
             self.validator(cfg)
         except ConfigError as err:

@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
 from pinchpoint.analysis.crossover import Crossover, crossovers, winner
@@ -79,7 +78,7 @@ def dense_values(axis: Axis, resolution: Optional[float]) -> list:
 
 
 # --- the Hydra sweeper ------------------------------------------------------------------------
-class CrossoverSearch(Sweeper):
+class CrossoverSearch(common.LaunchingSweeper):
     def __init__(self, axis: Optional[str] = None, by: Optional[str] = None,
                  metric: str = "time_to_train_s", direction: str = "minimize", coarse: int = 3,
                  resolution: Optional[float] = None, params: Optional[DictConfig] = None,
@@ -92,13 +91,6 @@ class CrossoverSearch(Sweeper):
         self.metric, self.direction, self.coarse = metric, direction, coarse
         self.resolution, self.params, self.validator = resolution, params, validator
         self.job_idx = 0
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[common.PointResult]:
         space = parse(self.params, arguments)

@@ -20,7 +20,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.errors import CompactHydraException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 log = logging.getLogger("pinchpoint.sweep")
 
@@ -85,14 +85,14 @@ class GridSweeper(BasicSweeper):
         from pinchpoint.tracking.naming import point_labels
         from pinchpoint.tracking.points import Decision, decide, point_runs
 
-        loader = self.hydra_context.config_loader
+        from pinchpoint.sweepers.common import PointChecker
+
+        checker = PointChecker(self.hydra_context, self.config, validator=None)
         labels = point_labels(points)
         planned = []
         for overrides, label in zip(points, labels):
             try:
-                cfg = loader.load_sweep_config(self.config, list(overrides))
-                with open_dict(cfg):
-                    del cfg["hydra"]   # what the job's task function will see
+                cfg = checker.task_config(overrides)
                 validate(cfg)
             except ConfigError as err:
                 raise SweepError(f"sweep refused, nothing launched: point ({label}): {err}"

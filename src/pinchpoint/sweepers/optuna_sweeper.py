@@ -20,7 +20,6 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
-from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pinchpoint.sweepers import common
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 PROPOSALS = 64   # re-asks before falling back to an unseen grid point
 
 
-class OptunaSearch(Sweeper):
+class OptunaSearch(common.LaunchingSweeper):
     def __init__(self, sampler: Any, direction: Any = "minimize",
                  objective: Any = "time_to_train_s", storage: Optional[str] = None,
                  study_name: Optional[str] = None, n_trials: int = 20, n_jobs: int = 2,
@@ -55,13 +54,6 @@ class OptunaSearch(Sweeper):
         self.custom_search_space = custom_search_space
         self.validator, self.plots = validator, plots
         self.job_idx = 0
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
 
     # --- the sweep ---------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[common.PointResult]:

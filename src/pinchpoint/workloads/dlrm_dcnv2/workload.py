@@ -70,8 +70,8 @@ class DLRMWorkload(Workload):
         p = cfg.parallel
         for key in ("tp", "pp", "cp"):
             require(cfg, f"parallel.{key}", lambda v: v == 1,
-                    f"1 for DLRM (no tensor/pipeline/context parallelism in DLRM-DCNv2; use "
-                    f"parallel=ddpN or epN)")
+                    "1 for DLRM (no tensor/pipeline/context parallelism in DLRM-DCNv2; use "
+                    "parallel=ddpN or epN)")
         require(cfg, "parallel.dp", lambda v: v == p.world_size,
                 f"parallel.world_size={p.world_size}: DLRM's dense part is data parallel over "
                 "every rank")
@@ -206,7 +206,7 @@ class DLRMWorkload(Workload):
         d = self.cfg_data
         self.train, self.val = criteo.open_splits(self.folder, d.num_days,
                                                   self.arch.multi_hot_sizes, d.mmap,
-                                                  self.inputs.tier)
+                                                  self.inputs.tier, self.layouts)
         self.per_rank_batch = d.batch_size // self.ctx.world_size
         self.rows = np.asarray(self.arch.num_embeddings_per_feature, dtype=np.int64)
         self.needs_modulo = not d.synthetic  # real ids index the full tables; fold onto proxy
