@@ -10,9 +10,12 @@ allocator slack) shows as a negative error.
 """
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 
-from pinchpoint.workloads.llama31 import harness
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from memory_probe import measure_peak_memory  # noqa: E402  (the tests' probe, one copy)
 
 BASE = ["model=llama31_8b", "tracking.enabled=false", "model.proxy.seq_len=512",
         "model.proxy.micro_batch_size=8", "model.proxy.global_batch_size=8",
@@ -28,7 +31,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="llama_memory_")
     print(f"{'case':<30}{'measured MiB':>14}{'modelled MiB':>14}{'error':>9}")
     for name, extra in CASES.items():
-        r = harness.measure_peak_memory(BASE + extra, root)
+        r = measure_peak_memory(BASE + extra, root)
         print(f"{name:<30}{r['measured_bytes'] / 2**20:>14.1f}"
               f"{r['modelled_bytes'] / 2**20:>14.1f}{r['error']:>+9.1%}")
 

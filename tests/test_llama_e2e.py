@@ -34,7 +34,7 @@ def test_kill_9_resumes_reaches_target_and_the_log_is_compliant(out):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
-        while not glob.glob(f"{out}/storage/local/checkpoints/*/step_00000020.pt.sha256"):
+        while not glob.glob(f"{out}/storage/local/checkpoints/*/step_00000020.json"):
             assert proc.poll() is None, "run ended before its second checkpoint"
             assert time.time() < deadline
             time.sleep(0.2)
@@ -63,7 +63,7 @@ def test_fsdp2_run_resumes_from_sharded_checkpoint(out):
     args = TINY + ["parallel=fsdp2", "checkpoint.interval=5", "train.max_steps=12"]
     failed = train(args + ["fault=raise_at_step:8"], out, timeout=400, check=False)
     assert failed.returncode != 0
-    shards = glob.glob(f"{out}/storage/local/checkpoints/*/step_00000005.dcp/*")
+    shards = glob.glob(f"{out}/storage/local/checkpoints/*/step_00000005/*")
     assert any(p.endswith(".distcp") for p in shards)
     train(args, out, timeout=400)
     s = _summary(out)

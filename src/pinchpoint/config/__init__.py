@@ -4,7 +4,8 @@ import os
 from omegaconf import OmegaConf
 
 from pinchpoint.config.schema import register_schemas
-from pinchpoint.config.validate import ConfigError, validate
+from pinchpoint.config.validate import typed, validate
+from pinchpoint.errors import ConfigError
 
 _done = False
 
@@ -20,4 +21,4 @@ def setup() -> None:
     _done = True
 
 
-__all__ = ["setup", "validate", "ConfigError"]
+__all__ = ["setup", "validate", "typed", "ConfigError"]

@@ -1,9 +1,12 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+"""Typed schemas for the run-level config groups, registered in Hydra's ConfigStore.
+
+Model and dataset schemas live with their workload (``workloads/<name>/config.py``) and are
+registered from there through the workload registry.
 
 Each YAML option under conf/<group>/ names its schema in its defaults list
 (``/schema/<group>/<kind>@_here_``), so an unknown key or a wrong type fails at compose time
 with the field's full path. Range checks (positive sizes, known choices, cross-field rules)
-live in ``pinchpoint.config.validate`` because OmegaConf checks types, not values.
+live in ``pinchpoint.config.validate`` and each workload's validate() because OmegaConf checks types, not values.
 """
 from __future__ import annotations
 
@@ -13,151 +16,40 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-# --- model -------------------------------------------------------------------------------------
-@dataclass
-class DLRMScaleConfig:
-    """One scale (proxy or full) of DLRM-DCNv2: the architecture plus its learning rate."""
-    num_embeddings_per_feature: List[int] = MISSING
-    multi_hot_sizes: List[int] = MISSING
-    embedding_dim: int = MISSING
-    bottom_mlp: List[int] = MISSING
-    dcn_num_layers: int = MISSING
-    dcn_low_rank_dim: int = MISSING
-    top_mlp: List[int] = MISSING
-    learning_rate: float = MISSING
-
-
-@dataclass
-class DLRMModelConfig:
-    name: str = "dlrm_dcnv2"
-    scale: str = "proxy"          # proxy | full
-    impl: str = "native"          # native | torchrec
-    num_dense_features: int = 13
-    adagrad_epsilon: float = 1e-8
-    proxy: DLRMScaleConfig = field(default_factory=DLRMScaleConfig)
-    full: DLRMScaleConfig = field(default_factory=DLRMScaleConfig)
-
-
-@dataclass
-class LlamaScaleConfig:
-    """One scale (proxy or full) of a Llama 3.1 model: architecture plus the training recipe
-    knobs that the reference ties to it (batch sizes, learning rate, eval cadence)."""
-    n_layers: int = MISSING
-    dim: int = MISSING
-    n_heads: int = MISSING
-    n_kv_heads: int = MISSING
-    ffn_dim: int = MISSING
-    vocab_size: int = MISSING
-    max_seq_len: int = 8192       # the model's context (RoPE table); seq_len may not exceed it
-    seq_len: int = MISSING        # training sequence length (MLPerf max_sequence_length)
-    rope_theta: float = 500000.0
-    global_batch_size: int = MISSING   # sequences per optimizer step, all ranks
-    micro_batch_size: int = MISSING    # sequences per forward/backward per rank
-    learning_rate: float = MISSING
-    warmup_samples: int = MISSING      # linear warmup, in sequences
-    decay_samples: int = MISSING       # cosine decay to min_lr_ratio x lr, in sequences (warmup incl.)
-    eval_every_samples: int = MISSING  # evaluation cadence, in training sequences
-    eval_samples: int = MISSING        # first N validation sequences, unshuffled
-    target_log_perplexity: float = MISSING  # real-data target (synthetic: entropy + margin)
-    recompute: bool = False            # activation checkpointing per block
-    precision: str = "fp32"            # fp32 | bf16 (autocast; GPU)
-
-
-@dataclass
-class LlamaModelConfig:
-    name: str = "llama31_8b"
-    scale: str = "proxy"          # proxy | full
-    min_lr_ratio: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_epsilon: float = 1e-5
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    pipeline_schedule: str = "1f1b"  # gpipe | 1f1b (when parallel.pp > 1)
-    proxy: LlamaScaleConfig = field(default_factory=LlamaScaleConfig)
-    full: LlamaScaleConfig = field(default_factory=LlamaScaleConfig)
-
-
-# --- dataset -----------------------------------------------------------------------------------
-@dataclass
-class TextTeacherConfig:
-    """The planted second-order Markov source of synthetic_c4 (see data/synthetic_c4.py)."""
-    successors: int = 4           # candidate next tokens per token
-    g1_std: float = 1.0           # bigram logit scale
-    g2_std: float = 3.0           # two-back logit scale (what a bigram model cannot capture)
-    g2_rank: int = 8
-    mean_doc_tokens: float = 200.0
-    seed: int = 1234
-
-
-@dataclass
-class MegatronDatasetConfig:
-    name: str = "synthetic_c4"
-    synthetic: bool = True
-    path: Optional[str] = None    # real data folder (c4); synthetic: on the storage tier
-    train_prefix: str = "synthetic_c4_train_text_document"
-    validation_prefix: str = "synthetic_c4_validation_text_document"
-    train_tokens: int = 2_000_000          # synthetic corpus sizes
-    validation_tokens: int = 60_000
-    num_workers: int = 0
-    prefetch: int = 2
-    target_margin: float = 0.2    # synthetic target = teacher entropy + margin
-    teacher: TextTeacherConfig = field(default_factory=TextTeacherConfig)
+from pinchpoint.plan.settings import PlanConfig
 
 
 @dataclass
 class GPUConfig:
     """One accelerator type for the planner: memory, peak dense FLOP rate, link bandwidths."""
-    name: str = "H200"
-    memory_gib: float = 141.0
+    name: str = "H200"               # presets with their sources: conf/gpu/*.yaml (+gpu=gb200)
+    architecture: str = "hopper"     # selects the calibrated achieved fraction (plan/calibration.py)
+    memory_gib: float = 131.3
     peak_tflops: float = 989.0         # dense BF16
-    mfu: float = 0.40                  # achieved fraction of peak assumed for the step estimate
-    intra_node_gb_per_s: float = 450.0  # per GPU, one direction (NVLink)
+    peak_tflops_fp8: Optional[float] = 1979.0   # dense; null = no FP8 tensor cores
+    peak_tflops_fp4: Optional[float] = None     # dense NVFP4/MXFP4; null = none
+    memory_tb_per_s: float = 4.8       # HBM bandwidth
+    mfu: Optional[float] = None        # null = calibrated achieved fraction of peak; a number overrides it
+    intra_node_gb_per_s: float = 450.0  # per GPU, one direction, inside the NVLink domain
+    nvlink_domain: int = 8             # GPUs per NVLink domain (HGX 8, NVL72 72)
     inter_node_gb_per_s: float = 50.0   # per GPU (400 Gb/s NIC)
     gpus_per_node: int = 8
     reserved_gib: float = 6.0          # CUDA context, allocator fragmentation, NCCL buffers
 
 
-# --- dataset -----------------------------------------------------------------------------------
-@dataclass
-class TeacherConfig:
-    """The planted teacher DLRM that labels synthetic data (see data/synthetic_criteo.py)."""
-    embedding_dim: int = 2
-    logit_std: float = 2.0        # sharper teacher -> higher best-reachable AUROC
-    logit_bias: float = -1.0      # sets the click-through rate (~0.32)
-    id_skew: float = 3.0          # ids = floor(rows * u**skew): power-law popularity as in Criteo
-    seed: int = 1234
-
-
-@dataclass
-class CriteoDatasetConfig:
-    name: str = "synthetic_criteo"
-    synthetic: bool = True
-    path: Optional[str] = None    # real data folder (criteo_multihot); synthetic: on the storage tier
-    num_days: int = 8             # the last day's first half is validation, as in the reference
-    samples_per_day: int = 81920
-    batch_size: int = 2048        # global batch (ranks x per-rank batch)
-    eval_batch_size: int = 16384
-    mmap: bool = True             # reference mmap_mode: dense/labels memory-mapped instead of loaded
-    num_workers: int = 0          # DataLoader worker processes (0 = load in the training process)
-    prefetch: int = 2             # batches in flight per worker (DataLoader prefetch_factor)
-    pin_memory: bool = False
-    verify_checksums: bool = False
-    target_margin: float = 0.05   # synthetic target = best reachable AUROC - margin
-    target_auroc: Optional[float] = None  # explicit target (real data: 0.80275)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-
-
 # --- parallel, storage, cluster, tracking ------------------------------------------------------
 @dataclass
 class ParallelConfig:
+    """Degrees of parallelism (checked once by pinchpoint.parallel.dims.ParallelDims):
+    dp_replicate x dp_shard x cp x tp x pp = world_size; ep shards the sparse part (DLRM tables,
+    MoE experts) over ranks borrowed from the non-pipeline ones."""
     name: str = "single"
-    world_size: int = 1
-    dp: int = 1
+    world_size: Optional[int] = None   # None: the product of the degrees
+    dp_replicate: int = 1     # DDP replicas (HSDP's outer dimension)
+    dp_shard: int = 1         # FSDP2 shards (HSDP's inner dimension); -1 = what world_size leaves
+    cp: int = 1
     tp: int = 1
     pp: int = 1
-    cp: int = 1
     ep: int = 1
     embedding_sharding: str = "table_wise"  # table_wise | row_wise
     backend: str = "auto"                   # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
@@ -173,11 +65,24 @@ class EmulationConfig:
 
 
 @dataclass
+class ObjectStoreConfig:
+    """An S3 endpoint (storage=object; see pinchpoint.storage.object_store). Credentials come
+    from boto3's usual environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)."""
+    endpoint: str = "http://127.0.0.1:8333"
+    bucket: str = "pinchpoint"
+    prefix: str = ""               # key prefix inside the bucket
+    region: str = "us-east-1"
+    connect_timeout_s: float = 2.0
+    create_bucket: bool = False    # create a missing bucket (our own loopback server only)
+
+
+@dataclass
 class StorageConfig:
     name: str = "local"
     root: str = "outputs/storage/local"
     cache_clear: str = "fadvise"   # none | fadvise | drop_caches
     emulation: EmulationConfig = field(default_factory=EmulationConfig)
+    object_store: Optional[ObjectStoreConfig] = None   # set: data + checkpoints via S3
 
 
 @dataclass
@@ -274,15 +179,14 @@ class RunConfig:
     output_root: str = "outputs"
     fault: Optional[str] = None   # test hook: "raise_at_step:N" or "kill_at_step:N"
     gpu: GPUConfig = field(default_factory=GPUConfig)  # what plan_only plans for
+    plan: PlanConfig = field(default_factory=PlanConfig)  # planner-only knobs (plan/settings.py)
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="schema/model", name="dlrm_dcnv2", node=DLRMModelConfig)
-    cs.store(group="schema/model", name="llama31", node=LlamaModelConfig)
-    cs.store(group="schema/dataset", name="criteo", node=CriteoDatasetConfig)
-    cs.store(group="schema/dataset", name="megatron", node=MegatronDatasetConfig)
+    from pinchpoint.workloads.registry import register_schemas as register_workload_schemas
+    register_workload_schemas(cs)  # every workload's model/dataset schemas, from its folder
     cs.store(group="schema/parallel", name="parallel", node=ParallelConfig)
     cs.store(group="schema/storage", name="storage", node=StorageConfig)
     cs.store(group="schema/cluster", name="local", node=ClusterConfig)

@@ -2,49 +2,27 @@
 
 OmegaConf's structured configs already reject unknown keys and wrong types at compose time;
 this module checks ranges, choices and cross-field rules before any data, process or job exists.
+The run-level groups are checked here; the model and dataset are checked by the workload's own
+``validate(run)``, on the typed config (``run.model`` is the workload's dataclass).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
-
-class ConfigError(ValueError):
-    """A config value that cannot run. ``field`` is the dotted path the user would override."""
-
-    def __init__(self, field: str, value: Any, allowed: str):
-        self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"{field}={value!r} is not allowed: {allowed}")
+from pinchpoint.errors import ConfigError, non_negative, one_of, positive_int, require
+from pinchpoint.parallel.dims import ParallelDims
 
 
 def get(cfg: DictConfig, path: str) -> Any:
     return OmegaConf.select(cfg, path, throw_on_missing=False)
 
 
-def require(cfg: DictConfig, path: str, ok: Callable[[Any], bool], allowed: str) -> None:
-    value = get(cfg, path)
-    if not ok(value):
-        raise ConfigError(path, value, allowed)
-
-
-def positive_int(path: str, cfg: DictConfig) -> None:
-    require(cfg, path, lambda v: isinstance(v, int) and v > 0, "a positive integer")
-
-
-def non_negative(path: str, cfg: DictConfig) -> None:
-    require(cfg, path, lambda v: v is not None and v >= 0, "a number >= 0")
-
-
-def one_of(path: str, cfg: DictConfig, choices: Iterable[str]) -> None:
-    choices = list(choices)
-    require(cfg, path, lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
-
-
-def writable_dir(path: str, cfg: DictConfig) -> None:
+def writable_dir(value: Any, field: str) -> None:
     """The directory exists and is writable, or can be created (checked without creating it)."""
-    value = get(cfg, path)
     target = os.path.abspath(os.path.expanduser(str(value)))
     probe = target
     while not os.path.exists(probe):
@@ -53,49 +31,55 @@ def writable_dir(path: str, cfg: DictConfig) -> None:
             break
         probe = parent
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(path, value, f"a writable directory ({probe} is not writable)")
+        raise ConfigError(field, value, f"a writable directory ({probe} is not writable)")
 
 
-def validate_common(cfg: DictConfig) -> None:
-    non_negative("seed", cfg)
-    positive_int("train.evals_per_epoch", cfg)
-    require(cfg, "train.max_epochs", lambda v: v is not None and v > 0, "a number > 0")
-    non_negative("train.max_steps", cfg)
-    one_of("train.device", cfg, ["auto", "cpu", "cuda"])
-    if get(cfg, "train.device") == "cuda":
+def validate_common(run: Any) -> None:
+    t = run.train
+    non_negative(run.seed, "seed")
+    positive_int(t.evals_per_epoch, "train.evals_per_epoch")
+    require(t.max_epochs, "train.max_epochs", lambda v: v > 0, "a number > 0")
+    non_negative(t.max_steps, "train.max_steps")
+    one_of(t.device, "train.device", ["auto", "cpu", "cuda"])
+    if t.device == "cuda":
         import torch
         if not torch.cuda.is_available():
             raise ConfigError("train.device", "cuda", "auto or cpu (no CUDA device is visible here)")
-    non_negative("train.threads", cfg)
-    require(cfg, "checkpoint.interval", lambda v: isinstance(v, int) and v >= 0,
+    non_negative(t.threads, "train.threads")
+    require(run.checkpoint.interval, "checkpoint.interval", lambda v: isinstance(v, int) and v >= 0,
             "an integer >= 0 (steps between checkpoints; 0 = off)")
-    positive_int("checkpoint.keep", cfg)
-    validate_storage(cfg)
-    one_of("mlperf.submission_division", cfg, ["open", "closed"])
-    writable_dir("output_root", cfg)
+    positive_int(run.checkpoint.keep, "checkpoint.keep")
+    validate_storage(run.storage)
+    one_of(run.mlperf.submission_division, "mlperf.submission_division", ["open", "closed"])
+    writable_dir(run.output_root, "output_root")
 
 
-def validate_storage(cfg: DictConfig) -> None:
-    one_of("storage.cache_clear", cfg, ["none", "fadvise", "drop_caches"])
-    writable_dir("storage.root", cfg)
-    if get(cfg, "storage.emulation.enabled"):
+def validate_storage(storage: Any) -> None:
+    one_of(storage.cache_clear, "storage.cache_clear", ["none", "fadvise", "drop_caches"])
+    writable_dir(storage.root, "storage.root")
+    e = storage.emulation
+    if e.enabled:
         for key in ("read_mb_per_s", "write_mb_per_s"):
-            require(cfg, f"storage.emulation.{key}", lambda v: v is not None and v > 0,
+            require(getattr(e, key), f"storage.emulation.{key}", lambda v: v > 0,
                     "a bandwidth > 0 MB/s (or storage.emulation.enabled=false)")
-        non_negative("storage.emulation.latency_ms", cfg)
+        non_negative(e.latency_ms, "storage.emulation.latency_ms")
 
 
-def validate_parallel(cfg: DictConfig) -> None:
-    for key in ("world_size", "dp", "tp", "pp", "cp", "ep"):
-        positive_int(f"parallel.{key}", cfg)
-    one_of("parallel.backend", cfg, ["auto", "gloo", "nccl"])
-    one_of("parallel.embedding_sharding", cfg, ["table_wise", "row_wise"])
+def validate_parallel(cfg: DictConfig) -> ParallelDims:
+    """Check the degrees once and write the derived world size back into the config, so the
+    launchers and Slurm requests read it."""
+    dims = ParallelDims.from_config(cfg.parallel)
+    with read_write(cfg):
+        cfg.parallel.world_size = dims.world_size
+        cfg.parallel.dp_shard = dims.dp_shard
+    one_of(cfg.parallel.backend, "parallel.backend", ["auto", "gloo", "nccl"])
+    one_of(cfg.parallel.embedding_sharding, "parallel.embedding_sharding",
+           ["table_wise", "row_wise"])
+    return dims
 
 
 def check_known_keys(node: DictConfig, path: str = "") -> None:
     """Keys forced in with Hydra's ``+key=value`` bypass the schema; refuse them here too."""
-    import dataclasses
-
     schema = OmegaConf.get_type(node)
     known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) \
         else None
@@ -115,21 +99,22 @@ def validate_cluster(cfg: DictConfig) -> None:
         return
     from pinchpoint.cluster.request import mem_mb, tasks_per_node
 
+    c = cfg.cluster
     for key in ("nodes", "cpus_per_task", "array_parallelism"):
-        positive_int(f"cluster.{key}", cfg)
-    require(cfg, "cluster.time_limit_min", lambda v: isinstance(v, int) and v > 0,
+        positive_int(c[key], f"cluster.{key}")
+    require(c.time_limit_min, "cluster.time_limit_min", lambda v: isinstance(v, int) and v > 0,
             "a whole number of minutes > 0 (Slurm's --time)")
     for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
-        require(cfg, f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
+        require(c[key], f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
                 "an integer >= 0")
-    require(cfg, "cluster.tasks_per_node", lambda v: v is None or (isinstance(v, int) and v > 0),
+    require(c.tasks_per_node, "cluster.tasks_per_node",
+            lambda v: v is None or (isinstance(v, int) and v > 0),
             "a positive integer, or null for parallel.world_size / cluster.nodes")
-    mem = get(cfg, "cluster.mem")
-    if mem is not None:
+    if c.mem is not None:
         try:
-            mem_mb(mem)
+            mem_mb(c.mem)
         except ValueError:
-            raise ConfigError("cluster.mem", mem, "Slurm memory per node such as 16G or 500M")
+            raise ConfigError("cluster.mem", c.mem, "Slurm memory per node such as 16G or 500M")
     tasks_per_node(cfg)
     if not os.environ.get("SLURM_JOB_ID") and _hydra_mode() == "RUN":
         raise ConfigError("cluster", "slurm", "a sweep: add -m (python train.py -m cluster=slurm "
@@ -144,12 +129,20 @@ def _hydra_mode() -> str | None:
         return None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Validate a composed run config; raises ConfigError on the first problem."""
+def typed(cfg: DictConfig) -> Any:
+    """The run config as dataclass objects (``run.model`` is the workload's schema)."""
+    return OmegaConf.to_object(cfg)
+
+
+def validate(cfg: DictConfig) -> Any:
+    """Validate a composed run config; raises ConfigError on the first problem. Returns the
+    typed run config (with ``parallel.world_size`` derived)."""
     from pinchpoint.workloads import workload_class
 
     check_known_keys(cfg)
-    validate_common(cfg)
     validate_parallel(cfg)
+    run = typed(cfg)
+    validate_common(run)
     validate_cluster(cfg)
-    workload_class(cfg.model.name).validate(cfg)
+    workload_class(run.model.name).validate(run)
+    return run

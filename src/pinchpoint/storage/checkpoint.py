@@ -1,29 +1,35 @@
-"""Atomic, checksummed checkpoints on a storage tier, and finding the newest valid one.
+"""Checkpoints of every workload through torch.distributed.checkpoint (DCP), atomic and verified.
 
-Layout under ``<tier>/checkpoints/<run_key>/``: ``step_00000120.pt`` (torch.save) beside
-``step_00000120.pt.sha256``. A checkpoint is valid when both exist and the digest matches; the
-checksum file is written after the data file is renamed into place, so a crash at any instant
-leaves either a valid checkpoint or one that is ignored (and cleaned up).
+Layout under ``<tier>/checkpoints/<run_key>/``: ``step_00000120/`` (every rank's shard files
+and DCP's ``.metadata``) beside ``step_00000120.json``, the manifest: the runner's small state
+(loop position, attempt, MLflow run id, MLPerf log offset) and the size and sha256 of every
+file of the step. Crash safety: ranks write into ``step_N.tmp/``; rank 0 renames it into place
+once the collective save has returned (every shard is on disk), then publishes the manifest,
+last. A step is valid when its manifest exists and every file matches it, so a kill -9 at any
+instant leaves either a valid checkpoint or debris that is ignored and cleaned up. DCP keys
+tensors by name and global shape, so a load reshards into any layout or world size.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
-import io
+import json
 import logging
 import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
+import torch.distributed as dist
 
-from pinchpoint.storage.atomic import atomic_write, sha256_file, write_text_atomic
+from pinchpoint.storage.atomic import fsync_dir, sha256_file, write_text_atomic
 from pinchpoint.storage.tier import StorageTier
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(r"step_(\d{8})\.pt$")
+_MANIFEST = re.compile(r"step_(\d{8})\.json$")
 
 
 @dataclass
@@ -32,6 +38,37 @@ class CheckpointWrite:
     path: str
     nbytes: int
     seconds: float
+
+
+@dataclass
+class CheckpointRead:
+    step: int
+    nbytes: int
+    seconds: float
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def _one_process_ok():
+    """DCP warns when it runs without a process group; for a single-process run that is the
+    intent (the same format, one writer), so keep the warning out of the user's terminal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _files(folder: str) -> dict[str, list]:
+    """{relative name: [bytes, sha256]} of every file of a DCP folder."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = [os.path.getsize(path), sha256_file(path)]
+    return out
 
 
 class CheckpointManager:
@@ -46,64 +83,92 @@ class CheckpointManager:
         manager.dir = where if os.path.isabs(where) else tier.checkpoints_dir(where)
         return manager
 
-    def _path(self, step: int) -> str:
-        return os.path.join(self.dir, f"step_{step:08d}.pt")
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.dir, f"step_{step:08d}")
 
-    def save(self, state: dict[str, Any], step: int) -> CheckpointWrite:
+    def manifest_path(self, step: int) -> str:
+        return self.step_dir(step) + ".json"
+
+    # --- writing (collective: every rank calls it with its own part of the state) -------------
+    def save(self, state: dict[str, Any], meta: dict[str, Any], step: int,
+             is_main: bool) -> Optional[CheckpointWrite]:
+        import torch.distributed.checkpoint as dcp
         started = time.perf_counter()
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        path = self._path(step)
-        with atomic_write(path) as w:
-            w.write(buffer.getbuffer())
-        write_text_atomic(path + ".sha256", w.sha256.hexdigest() + "\n")
-        self.tier.charge_write(w.nbytes, requests=2, started=started)
+        final, tmp = self.step_dir(step), self.step_dir(step) + ".tmp"
+        if is_main:
+            for stale in (self.manifest_path(step), tmp, final):  # a killed save, a redone step
+                if os.path.isdir(stale):
+                    shutil.rmtree(stale, ignore_errors=True)
+                elif os.path.exists(stale):
+                    os.remove(stale)
+            os.makedirs(tmp)
+        _barrier()
+        with _one_process_ok():
+            dcp.save(state, checkpoint_id=tmp)
+        _barrier()
+        if not is_main:
+            return None
+        os.replace(tmp, final)
+        fsync_dir(self.dir)
+        files = _files(final)
+        nbytes = sum(size for size, _ in files.values())
+        manifest = {"step": step, "files": files, **meta}
+        write_text_atomic(self.manifest_path(step), json.dumps(manifest, default=str))
+        self.tier.charge_write(nbytes, requests=len(files) + 1, started=started)
         self._prune()
-        return CheckpointWrite(step, path, w.nbytes, time.perf_counter() - started)
+        return CheckpointWrite(step, final, nbytes, time.perf_counter() - started)
 
-    def sharded_path(self, step: int) -> str:
-        """Folder of the step's DCP shards (workloads with distributed_state_dict)."""
-        return os.path.join(self.dir, f"step_{step:08d}.dcp")
-
+    # --- finding and reading -------------------------------------------------------------------
     def steps(self) -> list[int]:
-        found = (_NAME.search(p) for p in glob.glob(os.path.join(self.dir, "step_*.pt")))
+        found = (_MANIFEST.search(p) for p in glob.glob(os.path.join(self.dir, "step_*.json")))
         return sorted((int(m.group(1)) for m in found if m), reverse=True)
 
-    def is_valid(self, step: int) -> bool:
-        path = self._path(step)
+    def manifest(self, step: int) -> Optional[dict[str, Any]]:
+        """The step's manifest when every file it lists is present and intact, else None."""
         try:
-            with open(path + ".sha256") as f:
-                expected = f.read().strip()
-        except FileNotFoundError:
-            return False
-        return sha256_file(path) == expected
+            with open(self.manifest_path(step)) as f:
+                manifest = json.load(f)
+        except (OSError, ValueError):
+            return None
+        folder = self.step_dir(step)
+        for name, (size, digest) in manifest.get("files", {}).items():
+            path = os.path.join(folder, name)
+            if not os.path.exists(path) or os.path.getsize(path) != size \
+                    or sha256_file(path) != digest:
+                log.warning("ignoring checkpoint %s: %s is missing or damaged", folder, name)
+                return None
+        return manifest if ".metadata" in manifest.get("files", {}) else None
 
-    def load_latest(self) -> Optional[tuple[int, dict[str, Any], float]]:
-        """(step, state, load seconds) of the newest valid checkpoint, or None."""
+    def latest(self) -> Optional[dict[str, Any]]:
+        """The manifest of the newest valid checkpoint, or None."""
         for step in self.steps():
-            started = time.perf_counter()
-            if not self.is_valid(step):
-                log.warning("ignoring invalid checkpoint %s (checksum missing or wrong)",
-                            self._path(step))
-                continue
-            state = torch.load(self._path(step), map_location="cpu", weights_only=False)
-            if state.get("sharded") and not os.path.exists(
-                    os.path.join(self.sharded_path(step), ".metadata")):
-                log.warning("ignoring checkpoint %s: its shards %s are incomplete",
-                            self._path(step), self.sharded_path(step))
-                continue
-            return step, state, time.perf_counter() - started
+            found = self.manifest(step)
+            if found is not None:
+                return found
         return None
 
+    def load(self, template: dict[str, Any], step: int) -> CheckpointRead:
+        """Collective: fill ``template`` (this rank's part, any layout) in place."""
+        import torch.distributed.checkpoint as dcp
+        started = time.perf_counter()
+        folder = self.step_dir(step)
+        with _one_process_ok():
+            dcp.load(template, checkpoint_id=folder)
+        nbytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder)
+                     for f in fs)
+        return CheckpointRead(step, nbytes, time.perf_counter() - started)
+
+    # --- housekeeping --------------------------------------------------------------------------
     def _prune(self) -> None:
-        valid = [s for s in self.steps() if os.path.exists(self._path(s) + ".sha256")]
-        for step in valid[self.keep:]:
-            for suffix in (".sha256", ""):  # checksum first: a half-pruned step is simply invalid
-                try:
-                    os.remove(self._path(step) + suffix)
-                except FileNotFoundError:
-                    pass
-            shutil.rmtree(self.sharded_path(step), ignore_errors=True)
+        for step in self.steps()[self.keep:]:
+            # Manifest first: a half-pruned step is simply invalid.
+            try:
+                os.remove(self.manifest_path(step))
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(self.step_dir(step), ignore_errors=True)
+        for debris in glob.glob(os.path.join(self.dir, "step_*.tmp")):
+            shutil.rmtree(debris, ignore_errors=True)
 
     def clear(self) -> None:
         for path in glob.glob(os.path.join(self.dir, "step_*")) + \

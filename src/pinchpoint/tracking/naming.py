@@ -5,32 +5,37 @@ from typing import Iterable
 
 # Overrides already spelled by the fixed part of the name, or that change nothing a reader cares
 # about in a runs table.
-_SHOWN = {"model", "storage", "parallel", "dataset.mmap", "dataset.batch_size"}
+_SHOWN = {"model", "storage", "parallel"}
+_SHOWN_PREFIXES = ("parallel.",)   # the layout (from the degrees) is in the fixed part
 _HIDDEN_PREFIXES = ("tracking.", "hydra.", "output_root", "train.progress_every_s", "+sweep",
                     "sweep")
 _SHORT = {"checkpoint.interval": "ckpt", "dataset.num_workers": "workers",
-          "dataset.prefetch": "prefetch", "dataset.pin_memory": "pin", "model.scale": "scale"}
+          "dataset.prefetch": "prefetch", "dataset.pin_memory": "pin", "model.scale": "scale",
+          "dataset.batch_size": "bs", "dataset.mmap": "mmap"}
 
 
 def _flag(value) -> str:
-    return {True: "on", False: "off"}.get(value, str(value))
+    return {True: "on", False: "off", "true": "on", "false": "off"}.get(value, str(value))
 
 
-def run_name(model: str, storage: str, parallel: str, mmap, batch_size,
+def _short(key: str) -> str:
+    return _SHORT.get(key, key.split(".")[-1])
+
+
+def run_name(model: str, storage: str, layout: str, details: dict | None = None,
              overrides: Iterable[str] = ()) -> str:
+    """``details``: what the workload says a reader should see, keyed by config path
+    (e.g. {"dataset.mmap": True, "dataset.batch_size": 4096} for DLRM)."""
+    details = details or {}
     parts = [model, storage]
-    if parallel and parallel != "single":
-        parts.append(parallel)
-    if mmap is not None:
-        parts.append(f"mmap={_flag(mmap)}")
-    if batch_size is not None:
-        parts.append(f"bs={batch_size}")
+    if layout and layout != "single":
+        parts.append(layout)
+    parts += [f"{_short(k)}={_flag(v)}" for k, v in details.items()]
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in _SHOWN or key.startswith(_HIDDEN_PREFIXES):
+        if key in _SHOWN or key in details or key.startswith(_SHOWN_PREFIXES + _HIDDEN_PREFIXES):
             continue
-        short = _SHORT.get(key, key.split(".")[-1])
-        parts.append(f"{short}={value}")
+        parts.append(f"{_short(key)}={_flag(value)}")
     return " ".join(parts)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from pinchpoint.parallel.context import RankContext
+from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.telemetry.phases import PhaseTimer
 
@@ -43,7 +44,8 @@ class RunInputs:
     """What the runner hands a workload."""
     model: Any               # the model group's dataclass
     dataset: Any             # the dataset group's dataclass
-    parallel: Any
+    parallel: Any            # the parallel group's dataclass (degrees: use ``dims``)
+    dims: ParallelDims       # the checked degrees and world size
     seed: int
     ctx: RankContext
     tier: StorageTier
@@ -60,12 +62,19 @@ class Workload(ABC):
 
     # --- before anything runs (pure checks and arithmetic, no allocation) --------------------
     @classmethod
-    def validate(cls, cfg) -> None:
-        """Raise pinchpoint.config.ConfigError for values this workload cannot run."""
+    def validate(cls, run) -> None:
+        """Raise pinchpoint.errors.ConfigError (naming the dotted field) for values this
+        workload cannot run. ``run`` is the typed run config: ``run.model`` is this workload's
+        model dataclass, ``run.dataset``, ``run.parallel``, ``run.train`` ... likewise."""
 
     @classmethod
-    def plan(cls, cfg) -> dict[str, Any]:
+    def plan(cls, run) -> dict[str, Any]:
         """Pre-flight description (parameter count, bytes, ...) without allocating."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """What a run name should show besides model, tier and layout, keyed by config path
+        (e.g. {"dataset.batch_size": 4096}); a sweep's own axes are added to the name anyway."""
         return {}
 
     # --- init (untimed, between init_start and init_stop) -------------------------------------
@@ -107,22 +116,16 @@ class Workload(ABC):
     def evaluate(self) -> float:
         """The quality metric on the validation set (same value on every rank)."""
 
+    # --- checkpoints (torch.distributed.checkpoint, written and read by the runner) ----------
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """Checkpoint state. Called on every rank (it may gather); rank 0's result is saved."""
+        """Called on every rank. A nested dict of tensors (DTensors, or rank-local tensors under
+        layout-independent names: the same name whichever rank or layout holds it) and plain
+        values. DCP writes each rank's part; a load reshards into any layout or world size."""
 
     @abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-    # --- optional: sharded checkpoints ----------------------------------------------------------
-    def distributed_state_dict(self) -> Optional[dict[str, Any]]:
-        """State that every rank saves and loads through torch.distributed.checkpoint (each rank
-        writes its own shards; a load reshards into any layout or world size), beside
-        ``state_dict()``, which still goes to rank 0's file. None (default): no sharded part."""
-        return None
-
-    def load_distributed_state_dict(self, state: dict[str, Any]) -> None:
-        """Apply ``state``: the dict distributed_state_dict() returned, filled in place by DCP."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Apply ``state``: the structure state_dict() returns, filled in place from disk."""
 
     def close(self) -> None:
         """Release loader workers and files."""

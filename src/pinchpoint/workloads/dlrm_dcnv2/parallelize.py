@@ -14,9 +14,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from pinchpoint.parallel.collectives import CollectiveProfile, ddp_comm_hook
+from pinchpoint.parallel.collectives import CollectiveProfile
+from pinchpoint.parallel.ddp import wrap_ddp
 from pinchpoint.workloads.dlrm_dcnv2.model import SparseArch, build_dense
 
 
@@ -118,12 +118,6 @@ class ShardedDLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.dense(dense, self.sparse(sparse))
-
-
-def wrap_ddp(module: nn.Module, profile: CollectiveProfile) -> DistributedDataParallel:
-    ddp = DistributedDataParallel(module)
-    ddp.register_comm_hook(torch.distributed.get_world_size(), ddp_comm_hook(profile))
-    return ddp
 
 
 def all_to_all_bytes_per_step(arch, world: int, per_rank_batch: int, rank: int) -> int:

@@ -5,19 +5,18 @@ import os
 from typing import Any, Iterator
 
 import numpy as np
-import psutil
 import torch
 from omegaconf import OmegaConf
 
-from pinchpoint.config.validate import ConfigError, get, positive_int, require
 from pinchpoint.data import criteo, synthetic_criteo
 from pinchpoint.data.loader import BatchStream
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
 from pinchpoint.workloads.dlrm_dcnv2 import plan as dlrm_plan
-from pinchpoint.workloads.dlrm_dcnv2.checkpoint import (canonical_parameters, gather_state,
-                                                        load_state)
+from pinchpoint.workloads.dlrm_dcnv2 import validation
+from pinchpoint.workloads.dlrm_dcnv2.checkpoint import canonical_parameters, checkpoint_state
 from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
-from pinchpoint.workloads.dlrm_dcnv2.parallelize import ShardedDLRM, wrap_ddp
+from pinchpoint.parallel.ddp import wrap_ddp
+from pinchpoint.workloads.dlrm_dcnv2.parallelize import ShardedDLRM
 
 
 class DLRMWorkload(Workload):
@@ -35,95 +34,15 @@ class DLRMWorkload(Workload):
 
     # --- pre-flight --------------------------------------------------------------------------
     @classmethod
-    def validate(cls, cfg) -> None:
-        require(cfg, "model.scale", lambda v: v in ("proxy", "full"), "one of proxy, full")
-        require(cfg, "model.impl", lambda v: v in ("native",),
-                "native (the torchrec implementation is not included)")
-        scale = f"model.{cfg.model.scale}"
-        arch = cfg.model[cfg.model.scale]
-        require(cfg, f"{scale}.multi_hot_sizes",
-                lambda v: len(v) == len(arch.num_embeddings_per_feature) and min(v) > 0,
-                f"{len(arch.num_embeddings_per_feature)} positive sizes, one per table")
-        require(cfg, f"{scale}.num_embeddings_per_feature", lambda v: len(v) > 0 and min(v) > 0,
-                "positive row counts")
-        positive_int(f"{scale}.embedding_dim", cfg)
-        require(cfg, f"{scale}.bottom_mlp", lambda v: len(v) > 0 and v[-1] == arch.embedding_dim,
-                f"widths ending at embedding_dim={arch.embedding_dim}")
-        require(cfg, f"{scale}.top_mlp", lambda v: len(v) > 0 and v[-1] == 1,
-                "widths ending at 1 (one logit)")
-        require(cfg, f"{scale}.learning_rate", lambda v: v > 0, "a learning rate > 0")
-        cls._validate_dataset(cfg)
-        cls._validate_parallel(cfg, len(arch.num_embeddings_per_feature))
-        if not cfg.plan_only:
-            need = dlrm_plan.training_bytes(arch)["total_bytes"]
-            have = psutil.virtual_memory().available
-            if need > have:
-                raise ConfigError("model.scale", cfg.model.scale,
-                                  f"a scale that fits: it needs {need / 2**30:.1f} GiB for "
-                                  f"weights, gradients and Adagrad state, {have / 2**30:.1f} GiB "
-                                  "is free here (plan it with plan_only=true, or use proxy)")
-
-    @staticmethod
-    def _validate_parallel(cfg, tables: int) -> None:
-        """DLRM parallelism = dense data-parallel over every rank + embedding tables either
-        replicated (ep=1) or sharded over every rank (ep=world_size)."""
-        p = cfg.parallel
-        for key in ("tp", "pp", "cp"):
-            require(cfg, f"parallel.{key}", lambda v: v == 1,
-                    "1 for DLRM (no tensor/pipeline/context parallelism in DLRM-DCNv2; use "
-                    "parallel=ddpN or epN)")
-        require(cfg, "parallel.dp", lambda v: v == p.world_size,
-                f"parallel.world_size={p.world_size}: DLRM's dense part is data parallel over "
-                "every rank")
-        require(cfg, "parallel.ep", lambda v: v in (1, p.world_size),
-                f"1 (tables replicated) or parallel.world_size={p.world_size} (tables sharded "
-                "over every rank)")
-        if p.ep > tables:
-            options = [n for n in (2, 4, 8, 16) if n <= tables]
-            raise ConfigError("parallel.ep", p.ep,
-                              f"at most {tables}, the number of embedding tables, with table-wise "
-                              f"sharding (e.g. ep{options[-1]}); beyond that every rank would "
-                              "not own a table")
-        require(cfg, "parallel.embedding_sharding", lambda v: v == "table_wise",
-                "table_wise (the native DLRM shards whole tables; row-wise sharding is "
-                "not implemented)")
-
-    @staticmethod
-    def _validate_dataset(cfg) -> None:
-        for key in ("batch_size", "eval_batch_size", "samples_per_day"):
-            positive_int(f"dataset.{key}", cfg)
-        require(cfg, "dataset.num_days", lambda v: isinstance(v, int) and v >= 2,
-                "an integer >= 2 (the last day holds validation)")
-        world = cfg.parallel.world_size
-        require(cfg, "dataset.batch_size", lambda v: v % world == 0,
-                f"a multiple of parallel.world_size={world} (global batch = ranks x per-rank)")
-        require(cfg, "dataset.num_workers", lambda v: v >= 0, "an integer >= 0")
-        require(cfg, "dataset.prefetch",
-                lambda v: v >= (1 if cfg.dataset.num_workers > 0 else 0),
-                "an integer >= 0 (>= 1 when dataset.num_workers > 0)")
-        train = (cfg.dataset.num_days - 1) * cfg.dataset.samples_per_day
-        require(cfg, "dataset.batch_size", lambda v: v <= train,
-                f"at most the {train} training samples")
-        if cfg.dataset.synthetic:
-            require(cfg, "dataset.target_margin", lambda v: 0 < v < 0.5, "a margin in (0, 0.5)")
-            t = "dataset.teacher"
-            for key in ("embedding_dim",):
-                positive_int(f"{t}.{key}", cfg)
-            require(cfg, f"{t}.logit_std", lambda v: v > 0, "a number > 0")
-            require(cfg, f"{t}.id_skew", lambda v: v >= 1, "a number >= 1 (1 = uniform ids)")
-        else:
-            path = get(cfg, "dataset.path")
-            if not path or not os.path.isdir(str(path)):
-                raise ConfigError("dataset.path", path, "a folder holding day_N_dense.npy, "
-                                  "day_N_labels.npy and day_N_sparse_multi_hot.npz "
-                                  "(or set PINCHPOINT_CRITEO_PATH)")
-        target = get(cfg, "dataset.target_auroc")
-        if target is not None and not 0.5 < target <= 1.0:
-            raise ConfigError("dataset.target_auroc", target, "an AUROC in (0.5, 1]")
+    def validate(cls, run) -> None:
+        validation.validate(run)
 
     @classmethod
-    def plan(cls, cfg) -> dict[str, Any]:
-        return dlrm_plan.describe(OmegaConf.to_object(cfg.model))
+    def plan(cls, run) -> dict[str, Any]:
+        return dlrm_plan.plan_run(run)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset.mmap": self.cfg_data.mmap, "dataset.batch_size": self.cfg_data.batch_size}
 
     # --- init ----------------------------------------------------------------------------------
     def _generator_params(self) -> dict:
@@ -288,12 +207,13 @@ class DLRMWorkload(Workload):
         return torch.cat(parts)
 
     def state_dict(self) -> dict[str, Any]:
-        """Layout-independent: full tables and dense weights with their Adagrad state under
-        single-process names, so a checkpoint resumes into any world size or sharding."""
-        return gather_state(self.params, self.optimizer, self.model, self.ctx)
+        """Every parameter this rank holds with its Adagrad state, under single-process names:
+        a sharded table is saved by its owner only, so a checkpoint resumes into any world size
+        or sharding (DCP finds each table wherever it was written)."""
+        return checkpoint_state(self.params, self.optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_state(self.params, self.optimizer, state)
+        pass  # checkpoint_state() hands DCP views of the live tensors: loading fills them
 
     def close(self) -> None:
         if self.stream is not None:

@@ -1,0 +1,173 @@
+"""Where a run's ranks come from: four interchangeable rank sources, one interface.
+
+    InProcess   world_size 1: this process is the only rank.
+    Spawn       plain ``python train.py parallel=ep8``: spawn the ranks locally with torch's
+                elastic launch API (the engine behind torchrun): it propagates a failing rank's
+                traceback, tears the other ranks down, and leaves no orphans.
+    Submitit    under hydra-submitit-launcher (local or Slurm, tasks_per_node = ranks): adopt
+                the tasks submitit started; never spawn again.
+    Torchrun    under torchrun: adopt its environment.
+
+Each runs ``body(cfg, ctx, job)`` on every rank and returns rank 0's result. The body is the
+runner's session for a run, or a test's function (tests/harness.py) — same spawning either way.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from pinchpoint.errors import ConfigError
+from pinchpoint.parallel.context import RankContext, init_process_group, pick_device, shutdown
+from pinchpoint.runner.info import JobInfo
+
+log = logging.getLogger(__name__)
+Body = Callable[[DictConfig, RankContext, JobInfo], Any]
+
+
+class RankSource(ABC):
+    name: str
+
+    @abstractmethod
+    def run(self, cfg: DictConfig, job: JobInfo, body: Body) -> Any:
+        """Run ``body`` on ``cfg.parallel.world_size`` ranks; rank 0's result."""
+
+
+def rank_source(world: int) -> RankSource:
+    """Who started this process decides: submitit, torchrun, or nobody (spawn if needed)."""
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        return Submitit()
+    if os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("WORLD_SIZE"):
+        return Torchrun()
+    return InProcess() if world == 1 else Spawn()
+
+
+class InProcess(RankSource):
+    name = "in_process"
+
+    def run(self, cfg: DictConfig, job: JobInfo, body: Body) -> Any:
+        return body(cfg, RankContext(device=pick_device(cfg.train.device), launcher=self.name),
+                    job)
+
+
+class Adopted(RankSource):
+    """Ranks someone else started, described by the env:// variables."""
+
+    def run(self, cfg: DictConfig, job: JobInfo, body: Body) -> Any:
+        want, world = cfg.parallel.world_size, int(os.environ["WORLD_SIZE"])
+        if world != want:
+            raise ConfigError("parallel.world_size", want,
+                              f"the {self.name} world size ({world}); launch {want} ranks")
+        return _as_rank(cfg, job, body, self.name)
+
+
+class Torchrun(Adopted):
+    name = "torchrun"
+
+
+class Submitit(Adopted):
+    name = "submitit"
+
+    def run(self, cfg: DictConfig, job: JobInfo, body: Body) -> Any:
+        import submitit
+
+        want, tasks = cfg.parallel.world_size, submitit.JobEnvironment().num_tasks
+        if tasks != want:
+            raise ConfigError("parallel.world_size", want,
+                              f"the number of tasks the launcher started ({tasks}): set "
+                              f"hydra.launcher.tasks_per_node={want} (or the cluster's nodes x "
+                              "tasks_per_node) to match")
+        if want == 1:
+            return body(cfg, RankContext(device=pick_device(cfg.train.device),
+                                         launcher=self.name), job)
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return super().run(cfg, job, body)
+
+
+class Spawn(RankSource):
+    name = "spawn"
+
+    def run(self, cfg: DictConfig, job: JobInfo, body: Body) -> Any:
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+        world = cfg.parallel.world_size
+        resolved = cfg.copy()
+        OmegaConf.resolve(resolved)  # children have no Hydra context to resolve ${...} against
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=world,
+                              run_id=f"pinchpoint-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
+                              rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=0,
+                              monitor_interval=0.1, start_method="spawn")
+        log.info("spawning %d ranks (%s)", world, cfg.parallel.name)
+        try:
+            results = elastic_launch(config, _spawned_rank)(resolved, job, body, _log_level())
+        except ChildFailedError as err:
+            from pinchpoint.tracking.run_record import mark_failed
+            mark_failed(cfg.tracking, job.output_dir)
+            first = err.get_first_failure()[1]
+            raise RuntimeError(f"rank {first.local_rank} of {world} failed "
+                               f"(exit {first.exitcode}):\n{_failure_text(first)}") from None
+        return results[0]
+
+
+def _as_rank(cfg: DictConfig, job: JobInfo, body: Body, launcher: str) -> Any:
+    ctx = init_process_group(cfg.parallel.backend, cfg.train.device, cfg.train.threads, launcher)
+    if ctx.rank != 0:  # one voice on the terminal: rank 0's
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return body(cfg, ctx, job)
+    finally:
+        shutdown()
+
+
+def _spawned_rank(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Optional[Any]:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_spawned_main)(cfg, job, body, level)
+
+
+def _spawned_main(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Optional[Any]:
+    from pinchpoint.config import setup
+
+    setup()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    rank = int(os.environ["RANK"])
+    logging.basicConfig(level=level if rank == 0 else logging.WARNING, stream=sys.stdout,
+                        format=f"[%(asctime)s][rank {rank}][%(name)s] %(message)s",
+                        datefmt="%H:%M:%S")
+    return _as_rank(cfg, job, body, "spawn")
+
+
+def _on_sigterm(signum, frame):
+    # The elastic agent SIGTERMs surviving ranks when one fails: unwind through the session's
+    # finally-blocks so rank 0 marks its MLflow run failed instead of dying silently. Further
+    # SIGTERMs are ignored so they cannot interrupt that clean-up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(f"rank stopped by signal {signum} (another rank failed)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _failure_text(failure) -> str:
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", {})
+        if isinstance(message, dict):
+            extra = message.get("extraInfo", {})
+            return f"{message.get('message', '')}\n{extra.get('py_callstack', '')}".strip()
+    return str(message or failure.error_file)
+
+
+def _log_level() -> int:
+    return logging.getLogger().getEffectiveLevel()

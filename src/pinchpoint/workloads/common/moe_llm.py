@@ -1,0 +1,198 @@
+"""The decoder-LLM workload with mixture-of-experts layers: the shared step of
+``DecoderLLMWorkload`` plus expert parallelism, the balancing loss, the expert-bias rule and
+router statistics. GPT-OSS and DeepSeek V3 subclass it with their model.
+
+Expert parallelism (``parallel.ep``) borrows the data-parallel ranks: each group of ``ep``
+consecutive data-parallel ranks (same pipeline stage, cp and tp coordinates) splits every MoE
+layer's experts, tokens travel with all-to-all (pinchpoint.parallel.expert). FSDP/HSDP shards
+and averages everything else; expert weights are left out of it (``ignored_params``) and get
+their data-parallel mean from ``scale_expert_gradients`` instead; the gradient-norm clip adds
+the expert shards' squares over the EP group.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pinchpoint.errors import ConfigError
+from pinchpoint.parallel.clip import clip_grad_norm
+from pinchpoint.parallel.dims import local_rank
+from pinchpoint.parallel.expert import (apply_expert_parallel, expert_parameters,
+                                        scale_expert_gradients)
+from pinchpoint.parallel.pipeline import build_schedule
+from pinchpoint.workloads.common import moe
+from pinchpoint.workloads.common.llm import DecoderLLMWorkload, Layout, decoder_stage
+
+
+def data_parallel_groups(dims) -> dict[str, Any]:
+    """This rank's process groups over its data-parallel peers (same pp, cp, tp): all of them
+    ("dp"), its expert-parallel group ("ep", ``ep`` consecutive dp ranks) and the ranks that
+    hold the same experts ("replica", every ``ep``-th dp rank). Every rank creates every group
+    in the same order, as torch.distributed requires."""
+    me = dist.get_rank()
+    # The world mesh's row-major rank grid over (pp, dp_replicate, dp_shard, cp, tp), as
+    # init_device_mesh lays it out (it leaves size-1 dims out, which changes no rank).
+    grid = torch.arange(dims.world_size).view(dims.pp, dims.dp_replicate, dims.dp_shard,
+                                              dims.cp, dims.tp)
+    rows = grid.permute(0, 3, 4, 1, 2).reshape(-1, dims.dp)   # (pp*cp*tp, dp) in dp order
+    out: dict[str, Any] = {}
+    for row in rows.tolist():
+        blocks = [row[i:i + dims.ep] for i in range(0, dims.dp, dims.ep)]
+        replicas = [row[i::dims.ep] for i in range(dims.ep)]
+        for kind, groups in (("dp", [row]), ("ep", blocks), ("replica", replicas)):
+            for ranks in groups:
+                group = dist.new_group(ranks)
+                if me in ranks:
+                    out[kind] = group
+    return out
+
+
+class MoEDecoderWorkload(DecoderLLMWorkload):
+    def __init__(self, inputs):
+        super().__init__(inputs)
+        self.expert_parallel = None
+        self.groups: dict[str, Any] = {}
+        self._router_sums: dict[str, float] = {}
+        self._router_steps = 0
+
+    # --- what a MoE model provides ---------------------------------------------------------------
+    def shape(self):
+        """The planner's MoEShape for this scale (parameter counts without allocating)."""
+        raise NotImplementedError
+
+    @property
+    def aux_loss_coeff(self) -> float:
+        return self.arch.aux_loss_coeff
+
+    @property
+    def bias_update_rate(self) -> float:
+        return 0.0
+
+    # --- layout ------------------------------------------------------------------------------------
+    def build(self) -> None:
+        super().build()
+        counts = self.shape().counts()
+        self.inputs.measurements.update({"total_parameters": counts["total"],
+                                         "active_parameters": counts["active"]})
+        # The balancing loss's gradient per micro-batch (the LM loss is divided the same way).
+        for layer in moe.moe_layers(self.model):
+            layer.aux_loss_scale = self.aux_loss_coeff / self.grad_accumulation
+
+    def _parallelize(self, model: nn.Module) -> Layout:
+        """As DecoderLLMWorkload's (PP split, TP, FSDP2/HSDP), with the experts split over the
+        EP group before FSDP and left out of it."""
+        dims, device = self.dims, self.ctx.device
+        model.recompute = self.arch.recompute
+        if not dims.distributed:
+            return Layout(model.to(device))
+        mesh = dims.build_mesh(device.type)
+        out = Layout(model, mesh, dp_rank=dims.dp_rank(mesh), tp_rank=local_rank(mesh, "tp"),
+                     pp_rank=local_rank(mesh, "pp"), pp=dims.pp)
+        part = decoder_stage(model, dims.pp, out.pp_rank) if dims.pp > 1 else model
+        part = part.to(device)
+        part.recompute = self.arch.recompute
+        if dims.tp > 1:
+            self.apply_tensor_parallel(part, mesh["tp"])
+        self.groups = data_parallel_groups(dims)
+        ignored: Optional[set] = None
+        if dims.ep > 1:
+            self.expert_parallel = apply_expert_parallel(part, self.groups["ep"],
+                                                         self.inputs.collectives)
+            ignored = set(expert_parameters(part))
+        self._shard(part, mesh, ignored, reshard_after_forward=dims.pp == 1)
+        out.model = part
+        if dims.pp > 1:
+            out.pp_group = mesh["pp"].get_group()
+            out.schedule = build_schedule(part, out.pp_rank, dims.pp, device, out.pp_group,
+                                          self.cfg_model.pipeline_schedule,
+                                          self.grad_accumulation, self.loss)
+        return out
+
+    def _shard(self, part: nn.Module, mesh, ignored: Optional[set],
+               reshard_after_forward: bool) -> None:
+        if self.dims.dp == 1:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        from pinchpoint.parallel.fsdp import data_parallel_mesh
+        dp_mesh = data_parallel_mesh(mesh, self.dims)
+        for block in part.layers.values():
+            fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward,
+                        ignored_params=ignored)
+        fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard_after_forward,
+                    ignored_params=ignored)
+
+    # --- the step ----------------------------------------------------------------------------------
+    def optimizer_step(self) -> None:
+        if self.expert_parallel is None:
+            return super().optimizer_step()
+        m = self.cfg_model
+        scale_expert_gradients(self.model, self.dims.dp, self.inputs.collectives,
+                               self.groups.get("replica"))
+        norm = self._clip_with_experts(m.grad_clip)
+        self.inputs.measurements["last_grad_norm"] = norm
+        self.optimizer.step()
+        self.step += 1
+        self._set_lr()
+        self.after_step()
+
+    def _clip_with_experts(self, max_norm: float) -> float:
+        """Global gradient norm = FSDP/replicated part (DTensor-reduced) + expert shards summed
+        over the EP group (+ pipeline stages), then every gradient scaled."""
+        from torch.distributed.tensor import DTensor
+        experts = {id(p) for p in expert_parameters(self.model)}
+        grads = [p.grad for p in self.params if p.grad is not None and id(p) not in experts]
+        own = [p.grad for p in self.params if p.grad is not None and id(p) in experts]
+        dense = torch.nn.utils.get_total_norm(grads, 2.0) if grads else torch.zeros(())
+        if isinstance(dense, DTensor):
+            dense = dense.full_tensor()
+        sparse = torch.nn.utils.get_total_norm(own, 2.0) ** 2 if own else torch.zeros(())
+        sparse = self.inputs.collectives.all_reduce(sparse.to(dense.device).float().clone(),
+                                                    group=self.groups["ep"])
+        square = dense.float() ** 2 + sparse
+        if self.layout.pp_group is not None:
+            self.inputs.collectives.all_reduce(square, group=self.layout.pp_group)
+        norm = float(square.sqrt())
+        coef = min(1.0, max_norm / (norm + 1e-6))
+        if coef < 1.0:
+            for g in grads + own:
+                g.mul_(coef)
+        return norm
+
+    def after_step(self) -> None:
+        counts = moe.step_counts(self.model).to(self.ctx.device)
+        if self.bias_update_rate and counts.numel():
+            if self.ctx.distributed and self.dims.dp > 1:
+                self.inputs.collectives.all_reduce(counts, group=self.groups["dp"])
+            moe.update_expert_bias(self.model, self.bias_update_rate, list(counts))
+        self._record_router(counts)
+        moe.reset_step_counts(self.model)
+
+    def _record_router(self, counts: torch.Tensor) -> None:
+        stats = moe.router_summary(self.model, counts if counts.numel() else None)
+        if not stats:
+            return
+        self._router_steps += 1
+        meas = self.inputs.measurements
+        for key, value in stats.items():
+            self._router_sums[key] = self._router_sums.get(key, 0.0) + value
+            meas[key] = self._router_sums[key] / self._router_steps     # mean over steps
+            meas[f"{key}_last"] = value
+        meas["moe_load_imbalance_max"] = max(meas.get("moe_load_imbalance_max", 0.0),
+                                             stats["moe_load_imbalance"])
+        if self.expert_parallel is not None:
+            meas["moe_all_to_all_offrank_bytes_per_step"] = \
+                self.expert_parallel.offrank_bytes / max(self.step, 1)
+
+    def extra_hyperparameters(self) -> dict[str, Any]:
+        return {"expert_parallelism": self.dims.ep,
+                "moe_aux_loss_coeff": self.aux_loss_coeff}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.expert_parallel is not None:
+            raise ConfigError("checkpoint.interval", "> 0", "0 with parallel.ep > 1 (expert-"
+                              "sharded checkpoints are not written yet)")
+        return super().state_dict()

@@ -1,0 +1,91 @@
+"""The workload registry: ``model.name`` -> a WorkloadSpec that its own folder registers.
+
+Each ``pinchpoint/workloads/<name>/__init__.py`` calls ``register(WorkloadSpec(...))`` with its
+config dataclasses and the dotted path of its Workload class (imported only when a run needs
+it, so composing a config never imports torch). ``discover()`` imports every package under
+``pinchpoint.workloads`` plus the modules named in ``PINCHPOINT_WORKLOADS`` (comma-separated,
+for workloads that live outside this package, e.g. in a user's repository or in tests/), so a
+new workload is its folder and its conf/ files: nothing else changes.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinchpoint.errors import ConfigError
+
+ENV_MODULES = "PINCHPOINT_WORKLOADS"
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    name: str                      # model.name, and conf/model/<name>.yaml
+    workload: str                  # "package.module:Class", imported on demand
+    model_schema: type             # registered as schema/model/<schema_name>
+    schema_name: str = ""          # default: name (several models may share one schema)
+    datasets: dict[str, type] = field(default_factory=dict)  # schema/dataset/<key> -> dataclass
+    # Overrides that make a run of this workload take seconds (its smoke scale, small data):
+    # what the conformance suite and the sweep smoke tests add to every run of it.
+    smoke: tuple[str, ...] = ("model.scale=smoke",)
+
+    @property
+    def model_schema_name(self) -> str:
+        return self.schema_name or self.name
+
+
+_SPECS: dict[str, WorkloadSpec] = {}
+_DATASETS: dict[str, type] = {}
+_discovered = False
+
+
+def register(spec: WorkloadSpec) -> WorkloadSpec:
+    _SPECS[spec.name] = spec
+    _DATASETS.update(spec.datasets)
+    return spec
+
+
+def register_dataset(key: str, schema: type) -> None:
+    """A dataset schema shared by several workloads (e.g. Megatron C4 for every decoder LLM)."""
+    _DATASETS[key] = schema
+
+
+def discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import pinchpoint.workloads as package
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.ispkg:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    for module in filter(None, os.environ.get(ENV_MODULES, "").split(",")):
+        importlib.import_module(module.strip())
+
+
+def workload_names() -> list[str]:
+    discover()
+    return sorted(_SPECS)
+
+
+def spec(name: str) -> WorkloadSpec:
+    discover()
+    if name not in _SPECS:
+        raise ConfigError("model.name", name, "one of " + ", ".join(workload_names()))
+    return _SPECS[name]
+
+
+def workload_class(name: str) -> Any:
+    module, attr = spec(name).workload.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_schemas(store: Any) -> None:
+    """Put every registered model and dataset schema into Hydra's ConfigStore."""
+    discover()
+    for s in _SPECS.values():
+        store.store(group="schema/model", name=s.model_schema_name, node=s.model_schema)
+    for key, schema in _DATASETS.items():
+        store.store(group="schema/dataset", name=key, node=schema)
