@@ -1,8 +1,10 @@
 """Every named experiment in sweeps/ composes, validates, and runs at a tiny scale.
 
-The test globs the folder, so a new sweep cannot be left untested. Each sweep is cut down the
-same way: a grid runs its first point, a crossover its first two axis values x two alternatives,
-an Optuna search two trials; training stops after two steps.
+The test globs the folder, so a new sweep cannot be left untested, and takes each model's
+``smoke`` overrides from the workload registry (no table here: a new workload brings its own).
+The sweep's own axes are never overridden: each sweep is cut down along them the same way — a
+grid runs its first point, a crossover its first two axis values x two alternatives, an Optuna
+search two trials — and training stops after two steps.
 """
 from __future__ import annotations
 
@@ -10,12 +12,17 @@ import itertools
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_DLRM, mlflow_client, train
+from conftest import ROOT, mlflow_client, train
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
-TINY = {"dlrm_dcnv2": [*TINY_DLRM, "train.max_steps=2", "train.evals_per_epoch=8"],
-        "llama31_8b": ["train.max_steps=2", "tracking.system_metrics=false",
-                       "train.progress_every_s=1"]}
+FAST = ["train.max_steps=2", "tracking.system_metrics=false", "train.progress_every_s=1"]
+
+
+def smoke_overrides(model: str, axes) -> list[str]:
+    """The model's smoke overrides (from its registry entry) + FAST, minus the swept keys."""
+    from pinchpoint.workloads import spec
+    swept = {a.lstrip("+") for a in axes}
+    return [o for o in (*spec(model).smoke, *FAST) if o.split("=")[0] not in swept]
 
 
 def sweep_config(name: str):
@@ -68,15 +75,8 @@ def test_sweep_validates_and_runs_tiny(name, shared_out):
     from pinchpoint.config import validate
     from pinchpoint.sweepers.space import parse
 
-    try:
-        cfg = sweep_config(name)
-    except Exception as err:
-        if "llama31" in str(err) and "llama" in name:
-            pytest.skip(f"{name}: the Llama 3.1 model config is not here yet ({err})")
-        raise
+    cfg = sweep_config(name)
     model = cfg.model.name
-    if model not in TINY:
-        pytest.skip(f"{name}: no tiny-scale overrides for model {model} yet")
     out = shared_out
     axes = parse(cfg.hydra.sweeper.get("params") or {}, []).axes
     cut, runs, grid = plan(cfg)
@@ -85,7 +85,7 @@ def test_sweep_validates_and_runs_tiny(name, shared_out):
         for point in itertools.product(*grid.values()):  # every grid point is a valid config
             validate(compose("train", [f"+sweep={name}", f"output_root={out}",
                                        *(f"{k}={v}" for k, v in zip(grid, point))]))
-    tiny = [o for o in TINY[model] if o.split("=")[0] not in {a.lstrip("+") for a in axes}]
+    tiny = smoke_overrides(model, axes)
     proc = train(["-m", f"+sweep={name}", *tiny, *cut], out, timeout=400)
     client = mlflow_client(out)
     exp = client.get_experiment_by_name(name)
@@ -95,6 +95,11 @@ def test_sweep_validates_and_runs_tiny(name, shared_out):
                                   f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert len(children) == runs, proc.stdout[-3000:]
     assert all(c.data.tags.get("status") in ("success", "aborted") for c in children)
+    for key, axis in axes.items():   # the swept axes ran as the sweep says, not overridden
+        if axis.values and "." in axis.name and not axis.name.startswith("+"):
+            seen = {c.data.params.get(axis.name) for c in children}
+            allowed = {str(v).lower() if isinstance(v, bool) else str(v) for v in axis.values}
+            assert seen <= allowed | {None}, (axis.name, seen, allowed)
     if name == "dlrm_mmap_batch":   # the acceptance path: sweep, then `pinchpoint report`
         report_is_attached(out, parents[0].info.run_id, client)
 

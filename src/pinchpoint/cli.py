@@ -6,10 +6,13 @@ import logging
 import sys
 from typing import Optional
 
+from pinchpoint.plan.cli import add_parser as add_plan_parser
+
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="pinchpoint", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_plan_parser(sub)  # `pinchpoint plan` (pinchpoint/plan/cli.py)
     rep = sub.add_parser("report", help="table, CSV and plots of a sweep from MLflow",
                          description="Table (terminal + CSV) and plots (PNG + HTML) of a sweep, "
                                      "attached to its parent MLflow run. Default: the latest "
@@ -17,7 +20,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rep.add_argument("--experiment", help="MLflow experiment (default: the latest sweep's)")
     rep.add_argument("--parent", help="a sweep's parent run id")
     rep.add_argument("--all-runs", action="store_true",
-                     help="every run of --experiment, not only its latest sweep")
+                     help="every run of --experiment, not only its latest sweep (a resumed "
+                          "Optuna study is always reported whole)")
     rep.add_argument("--x", help="the swept axis for the plot's x (default: the sweep's)")
     rep.add_argument("--by", action="append",
                      help="the alternatives, one line each (repeatable; default: the other "
@@ -29,6 +33,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rep.add_argument("--out", help="folder for the files (default outputs/reports/...)")
     rep.add_argument("--no-log", action="store_true", help="do not attach to the parent run")
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        return args.func(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -45,7 +51,9 @@ def report(args) -> int:
     except ReportError as err:
         print(f"pinchpoint report: {err}", file=sys.stderr)
         return 2
-    where = f"sweep {r.source.parent_id}" if r.source.parent_id else "all runs"
+    where = {"sweep": f"sweep {r.source.parent_id}", "all": "all runs",
+             "study": f"Optuna study {r.source.parent_tags.get('optuna.study_name')} over "
+                      f"{len(r.source.sweeps)} sweeps"}[r.source.scope]
     print(f"{r.source.experiment} ({where}): {len(r.source.runs)} runs, {r.metric} vs {r.x}"
           + (f" by {', '.join(r.by)}" if r.by else ""))
     print(r.text)
@@ -56,7 +64,8 @@ def report(args) -> int:
         print("crossover: none in the measured range")
     print("files: " + ", ".join(r.files))
     if r.logged:
-        print(f"attached to MLflow run {r.source.parent_id} (artifacts/report)")
+        print(f"attached to MLflow run {r.source.parent_id} "
+              f"(artifacts/{r.source.artifact_dir})")
     return 0
 
 

@@ -56,6 +56,9 @@ def validate_common(run: Any) -> None:
 
 def validate_storage(storage: Any) -> None:
     one_of(storage.cache_clear, "storage.cache_clear", ["none", "fadvise", "drop_caches"])
+    if getattr(storage, "object_store", None) is not None:
+        from pinchpoint.storage.object_store import check_reachable
+        check_reachable(storage)   # one short try: an unreachable endpoint fails before launch
     writable_dir(storage.root, "storage.root")
     e = storage.emulation
     if e.enabled:

@@ -1,7 +1,6 @@
 """The runner: validate, plan, get ranks, run one session per rank, print the summary."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -16,9 +15,10 @@ def run(cfg: DictConfig) -> float:
     from pinchpoint.runner.info import from_hydra
     from pinchpoint.runner.ranks import rank_source
 
-    run_cfg = validate(cfg)
-    if cfg.plan_only:
-        return print_plan(run_cfg)
+    validate(cfg)
+    if cfg.plan_only:   # print the full-scale plan; a point that does not fit exits 2
+        from pinchpoint.plan import run_plan_only
+        return run_plan_only(cfg)
     job = from_hydra(f"{cfg.output_root}/runs/adhoc")
     return rank_source(cfg.parallel.world_size).run(cfg, job, run_rank)
 
@@ -42,11 +42,3 @@ def run_rank(cfg: DictConfig, ctx, job) -> float:
         print_summary(summary, session.name(), job.output_dir, where)
     ttt = summary.get("time_to_train_s", math.inf)
     return ttt if summary["status"] == "success" else math.inf
-
-
-def print_plan(run_cfg) -> float:
-    from pinchpoint.workloads import workload_class
-
-    plan = workload_class(run_cfg.model.name).plan(run_cfg)
-    print(json.dumps(plan, indent=2))
-    return math.nan

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pinchpoint.errors import ConfigError
 from pinchpoint.runner import loop
-from pinchpoint.storage.checkpoint import CheckpointManager, CheckpointWrite
+from pinchpoint.storage.checkpoint import CheckpointManager, CheckpointWrite, checkpoint_source
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.workloads.base import Workload
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class Resume:
     step: int
     meta: dict                 # the manifest: loop state, attempt, mlflow run id, log offset
-    source: CheckpointManager
+    source: CheckpointManager   # or S3CheckpointManager: the same interface
     imported: bool = False     # from another run (checkpoint.resume_from): a new MLflow run
     load_seconds: float = 0.0
     load_bytes: int = 0
@@ -38,11 +38,12 @@ def find_resume(own: Optional[CheckpointManager], tier: StorageTier,
         return Resume(found["step"], found, own)
     if not resume_from:
         return None
-    source = CheckpointManager.source(tier, resume_from)
+    source = checkpoint_source(tier, resume_from)
     found = source.latest()
     if found is None:
         raise ConfigError("checkpoint.resume_from", resume_from,
-                          f"a run key or folder holding a valid checkpoint ({source.dir} has none)")
+                          f"a run key or folder holding a valid checkpoint "
+                          f"({source.where} has none)")
     return Resume(found["step"], found, source, imported=True)
 
 

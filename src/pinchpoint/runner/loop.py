@@ -83,7 +83,7 @@ def train(workload: Workload, phases: PhaseTimer, mlperf: MLPerfLog, sizes: Size
             state.step += 1
             state.samples += sizes.global_batch_size
             last = state.step == stop_in_epoch
-            if state.step % eval_every == 0 or last:
+            if (state.step % eval_every == 0 and state.step >= sizes.first_eval_step) or last:
                 _evaluate(workload, mlperf, sizes, quality, state, hooks)
                 phases.mark("eval")
             if hooks.save_checkpoint and limits.checkpoint_interval and \
@@ -107,6 +107,8 @@ def _evaluate(workload: Workload, mlperf: MLPerfLog, sizes: Sizes, quality: Qual
     value = workload.evaluate()
     mlperf.end(C.EVAL_STOP, metadata=meta)
     mlperf.event(C.EVAL_ACCURACY, value=value, metadata=meta)
+    for key in getattr(workload, "mlperf_eval_keys", ()):  # a benchmark's own name for it
+        mlperf.event(key, value=value, metadata=meta)
     train_loss = float(state.loss_sum) / max(state.loss_count, 1)
     state.loss_sum, state.loss_count = 0.0, 0
     state.evals.append((state.step, value))

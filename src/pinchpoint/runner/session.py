@@ -17,7 +17,7 @@ from pinchpoint.runner.info import JobInfo
 from pinchpoint.runner.inputs import build_inputs, build_workload
 from pinchpoint.runner.run_key import flatten, resolved_dict, run_key
 from pinchpoint.runner.summary import across_ranks, summarize
-from pinchpoint.storage.checkpoint import CheckpointManager
+from pinchpoint.storage.checkpoint import checkpoint_manager
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.telemetry.mlperf_log import C, MLPerfLog, time_to_train_s
 from pinchpoint.telemetry.phases import PhaseTimer
@@ -37,13 +37,14 @@ class Session:
         self.inputs = build_inputs(cfg, ctx, self.phases, self.tier)
         self.collectives = self.inputs.collectives
         self.workload = build_workload(cfg, self.inputs)
-        self.checkpoints = (CheckpointManager(self.tier, self.key, cfg.checkpoint.keep)
+        self.checkpoints = (checkpoint_manager(self.tier, self.key, cfg.checkpoint.keep)
                             if cfg.checkpoint.interval > 0 else None)
         self.progress_marker = ProgressMarker(self.checkpoints, ctx.is_main)
         self.tracker = None
         self.mlperf_path = os.path.join(job.output_dir, "mlperf.log")
         self.saver: Optional[Saver] = None
         self.summary: Optional[dict] = None
+        self.sampler = None
 
     def name(self) -> str:
         """What the run is and what varies, e.g. 'dlrm_dcnv2 nfs ep8 mmap=on bs=512'."""
@@ -59,6 +60,11 @@ class Session:
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         resume = find_resume(self.checkpoints, self.tier, self.cfg.checkpoint.get("resume_from"))
+        attempt = resume.meta["attempt"] + 1 if resume else 0
+        self.timeline.attempt = max(attempt, int(os.environ.get("SLURM_RESTART_COUNT") or 0))
+        if self.ctx.is_main:  # CPU, memory, disk and network as counter tracks on the timeline
+            from pinchpoint.telemetry.system_sampler import SystemSampler
+            self.sampler = SystemSampler(self.timeline, 0.5).start()
         self._open_tracking(resume)
         if resume:
             self._restore_mlperf_log(resume)
@@ -79,7 +85,7 @@ class Session:
 
     def _train(self, resume: Optional[Resume]) -> dict[str, Any]:
         w, m = self.workload, self.mlperf
-        self._init(resume)
+        files = self._init(resume)
         state = restore(resume, w, self.phases) if resume else loop.LoopState()
         sizes, quality = w.sizes(), w.quality()
         if not resume:
@@ -90,6 +96,7 @@ class Session:
         self._announce(resume, quality)
         self.phases.begin()
         started = time.perf_counter()
+        self._stage(files)
         w.open_data()
         state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
                            self._hooks(sizes, quality, attempt))
@@ -111,6 +118,21 @@ class Session:
             m.start(C.INIT_START)
             self._log_submission_and_hyperparameters()
         w.build()
+        return files
+
+    def _stage(self, files: list[str]) -> None:
+        """The object tier fetches the dataset through S3 now, inside the clock (MLPerf: data is
+        first touched after run_start), so it lands in the first step's data_wait; a file tier
+        reads in place."""
+        if self.ctx.is_main:
+            started = time.perf_counter()
+            charge = self.tier.stage(files)
+            if charge.nbytes:
+                self.timeline.span("stage dataset", "io", started, time.perf_counter(),
+                                   {"bytes": charge.nbytes})
+        if self.ctx.distributed:
+            import torch.distributed as dist
+            dist.barrier()
 
     def _limits(self) -> loop.LoopLimits:
         t = self.cfg.train
@@ -157,7 +179,7 @@ class Session:
                 "mlperf_log_bytes": self.mlperf.size()}
 
     def _announce(self, resume: Optional[Resume], quality) -> None:
-        where = f" from step {resume.step} of {resume.source.dir}" if resume else ""
+        where = f" from step {resume.step} of {resume.source.where}" if resume else ""
         log.info("%s run %s%s: %s, target %s %s %.5f%s", "resuming" if resume else "starting",
                  self.key, where, self.name(), quality.metric,
                  ">=" if quality.higher_is_better else "<=", quality.target,
@@ -185,7 +207,7 @@ class Session:
             else run_record.requeued_run_id(self.job.output_dir)
         tags = run_record.environment_tags(self.job, self.ctx, self.tier.describe(), self.key)
         if resume and resume.imported:
-            tags["resumed_from"] = f"{resume.source.dir}@step{resume.step}"
+            tags["resumed_from"] = f"{resume.source.where}@step{resume.step}"
         self.tracker = run_record.open_run(t, self.job, self.name(), tags,
                                            flatten(resolved_dict(self.cfg)), continuing)
 
@@ -212,6 +234,9 @@ class Session:
             return
         self.mlperf.close()
         out = self.job.output_dir
+        from pinchpoint.telemetry.timeline import draw_slurm_job
+        system = self.sampler.stop() if self.sampler is not None else {}
+        draw_slurm_job(self.timeline)   # the job's life from accounting; nothing outside Slurm
         artifacts = [self.timeline.write(os.path.join(out, "timeline.json")), self.mlperf_path,
                      _write_yaml(os.path.join(out, "config_resolved.yaml"), resolved_dict(self.cfg))]
         if summary is not None:
@@ -219,6 +244,7 @@ class Session:
             # by mlperf-logging's summarizer. A restarted run's clock includes the downtime.
             summary["time_to_train_s"] = time_to_train_s(self.mlperf_path, self.cfg.mlperf.ruleset)
             summary["success"] = 1.0 if status == "success" else 0.0
+            summary.update(system)
             artifacts.append(_write_json(os.path.join(out, "phase_summary.json"), summary))
             self.summary = summary
         if self.tracker is not None:

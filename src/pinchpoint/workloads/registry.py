@@ -30,6 +30,9 @@ class WorkloadSpec:
     # Overrides that make a run of this workload take seconds (its smoke scale, small data):
     # what the conformance suite and the sweep smoke tests add to every run of it.
     smoke: tuple[str, ...] = ("model.scale=smoke",)
+    # A 2-rank layout the workload supports: the conformance suite checkpoints in it and resumes
+    # in one process (layout-independent checkpoints).
+    two_rank_layout: str = "parallel=fsdp2"
 
     @property
     def model_schema_name(self) -> str:

@@ -6,6 +6,7 @@ register(WorkloadSpec(name="dlrm_dcnv2",
                       workload="pinchpoint.workloads.dlrm_dcnv2.workload:DLRMWorkload",
                       model_schema=DLRMModelConfig, datasets={"criteo": CriteoDatasetConfig},
                       smoke=("model.scale=smoke", "dataset.num_days=3",
-                             "dataset.samples_per_day=4096", "dataset.batch_size=512",
+                             "dataset.samples_per_day=8192", "dataset.batch_size=512",
                              "dataset.eval_batch_size=2048", "dataset.target_margin=0.3",
-                             "train.evals_per_epoch=2")))
+                             "train.evals_per_epoch=2"),
+                      two_rank_layout="parallel=ep2"))

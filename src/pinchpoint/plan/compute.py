@@ -1,0 +1,34 @@
+"""Compute and memory-bound time from work counts: FLOPs at the achieved fraction of the
+tensor-core peak for a precision, bytes at the achieved fraction of HBM bandwidth. Generic:
+any workload's planner (dense LLMs, MoE experts, DLRM's MLPs, FLUX's MMDiT) calls these."""
+from __future__ import annotations
+
+from pinchpoint.plan import calibration
+from pinchpoint.plan.hardware import PRECISIONS, System
+
+
+def achieved_fraction(system: System, precision: str) -> float:
+    """The user's ``gpu.mfu`` if set, else the calibrated fraction for this architecture and
+    precision (falling back to the architecture's fp8 value)."""
+    if system.mfu:
+        return float(system.mfu)
+    kind = PRECISIONS.get(precision, precision)
+    table = calibration.ACHIEVED_FRACTION
+    return table.get((system.architecture, kind),
+                     table.get((system.architecture, "fp8"), table[("hopper", "fp8")]))
+
+
+def matmul_s(flops: float, system: System, precision: str) -> float:
+    return flops / (system.peak_flops(precision) * achieved_fraction(system, precision))
+
+
+def memory_s(nbytes: float, system: System) -> float:
+    return nbytes / (system.memory_bytes_per_s * calibration.MEMORY_FRACTION)
+
+
+def attention_precision(system: System, precision: str) -> str:
+    """Fused attention runs in FP8 when the matmuls run in FP8 or 4-bit (the submissions'
+    fp8 DPA), else in BF16; never in 4-bit."""
+    if PRECISIONS.get(precision) in ("fp8", "fp4") and system.peak_tflops_fp8:
+        return "fp8"
+    return "bf16"

@@ -1,0 +1,49 @@
+"""Reading a run config the same way whether it is a DictConfig, the typed dataclasses, or the
+plain namespaces the grid planner builds (attribute access everywhere)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from pinchpoint.errors import ConfigError
+from pinchpoint.parallel.dims import ParallelDims
+from pinchpoint.plan.settings import PlanConfig
+
+
+def scale(cfg) -> Any:
+    return getattr(cfg.model, cfg.model.scale)
+
+
+def plan_settings(cfg) -> Any:
+    return getattr(cfg, "plan", None) or PlanConfig()
+
+
+def ruleset(cfg) -> str:
+    mlperf = getattr(cfg, "mlperf", None)
+    return getattr(mlperf, "ruleset", None) or "6.0.0"
+
+
+def degrees(parallel) -> ParallelDims:
+    """ParallelDims from the parallel group; a schema that still has ``dp`` (before
+    dp_replicate/dp_shard) reads it as dp_shard (FSDP), with world_size derived."""
+    get = (lambda k, d=None: parallel.get(k, d)) if hasattr(parallel, "get") else \
+        (lambda k, d=None: getattr(parallel, k, d))
+    if get("dp_shard") is None and get("dp") is not None:
+        world = get("world_size")
+        product = get("dp") * get("tp", 1) * get("pp", 1) * get("cp", 1)
+        if world not in (None, 1, product):
+            raise ConfigError("parallel.world_size", world, f"dp x tp x pp x cp = {product}")
+        return ParallelDims.from_config({"dp_replicate": 1, "dp_shard": get("dp"),
+                                         "tp": get("tp", 1), "pp": get("pp", 1),
+                                         "cp": get("cp", 1), "ep": get("ep", 1),
+                                         "world_size": None})
+    return ParallelDims.from_config(parallel)
+
+
+def namespace(value: Any) -> Any:
+    """Nested dicts -> attribute-access namespaces (lists stay lists)."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{k: namespace(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [namespace(v) for v in value]
+    return value

@@ -1,0 +1,107 @@
+"""Accelerator and system presets for the planner: peak rates per precision, memory, the
+two-level network (an NVLink domain, then one NIC per GPU). Presets live in conf/gpu/*.yaml
+with their sources; this module reads them (planner tools run without Hydra) and turns any
+``gpu`` config (dataclass, DictConfig or dict) into a frozen ``System``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+from pinchpoint.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parents[3] / "conf" / "gpu"
+# Precision names as the submissions spell them -> the peak field that serves them.
+PRECISIONS = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "nvfp4": "fp4", "mxfp4": "fp4",
+              "fp32": "tf32"}   # fp32 matmuls run as TF32: half the dense BF16 rate
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    architecture: str
+    memory_gib: float
+    peak_tflops: float                 # dense BF16
+    peak_tflops_fp8: Optional[float]
+    peak_tflops_fp4: Optional[float]
+    memory_tb_per_s: float
+    intra_node_gb_per_s: float         # per GPU per direction inside the NVLink domain
+    nvlink_domain: int
+    inter_node_gb_per_s: float         # per GPU (its NIC)
+    gpus_per_node: int = 8
+    reserved_gib: float = 6.0
+    mfu: Optional[float] = None        # user override of the calibrated achieved fraction
+
+    def peak_flops(self, precision: str) -> float:
+        """Dense FLOP/s of the tensor cores at ``precision`` (bf16 | fp8 | nvfp4 | mxfp4)."""
+        kind = PRECISIONS.get(precision)
+        if kind is None:
+            raise ConfigError("plan.precision", precision, "one of " + ", ".join(PRECISIONS))
+        tflops = {"bf16": self.peak_tflops, "fp8": self.peak_tflops_fp8,
+                  "fp4": self.peak_tflops_fp4, "tf32": self.peak_tflops / 2}[kind]
+        if not tflops:
+            have = [p for p in ("bf16", "fp8", "nvfp4") if
+                    {"bf16": self.peak_tflops, "fp8": self.peak_tflops_fp8,
+                     "nvfp4": self.peak_tflops_fp4}[p]]
+            raise ConfigError("plan.precision", precision,
+                              f"a precision {self.name} has tensor cores for: {', '.join(have)}")
+        return tflops * 1e12
+
+    @property
+    def nvlink_bytes_per_s(self) -> float:
+        return self.intra_node_gb_per_s * 1e9
+
+    @property
+    def nic_bytes_per_s(self) -> float:
+        return self.inter_node_gb_per_s * 1e9
+
+    @property
+    def memory_bytes_per_s(self) -> float:
+        return self.memory_tb_per_s * 1e12
+
+    @property
+    def usable_bytes(self) -> float:
+        return (self.memory_gib - self.reserved_gib) * 2 ** 30
+
+
+_FIELDS = {f.name for f in fields(System)}
+
+
+def system_from(gpu: Any) -> System:
+    """A System from a ``gpu`` config node, a dict, or a preset name ("gb200")."""
+    if isinstance(gpu, System):
+        return gpu
+    if isinstance(gpu, str):
+        return preset(gpu)
+    if hasattr(gpu, "items"):
+        values = dict(gpu.items())
+    else:
+        values = {k: getattr(gpu, k) for k in _FIELDS if hasattr(gpu, k)}
+    missing = {"name", "peak_tflops", "memory_gib"} - set(values)
+    if missing:
+        raise ConfigError("gpu", sorted(missing), "a GPU preset (+gpu=h100|h200|b200|b300|"
+                          "gb200|gb300|mi300x|mi325x|mi350x|mi355x) or all of its fields")
+    values.setdefault("architecture", "hopper")
+    values.setdefault("peak_tflops_fp8", None)
+    values.setdefault("peak_tflops_fp4", None)
+    values.setdefault("memory_tb_per_s", 3.35)
+    values.setdefault("intra_node_gb_per_s", 450.0)
+    values.setdefault("nvlink_domain", values.get("gpus_per_node", 8))
+    values.setdefault("inter_node_gb_per_s", 50.0)
+    return System(**{k: v for k, v in values.items() if k in _FIELDS})
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+@lru_cache(maxsize=None)
+def preset(name: str) -> System:
+    """The preset conf/gpu/<name>.yaml (its comments name the datasheets)."""
+    import yaml
+
+    path = PRESET_DIR / f"{name.lower()}.yaml"
+    if not path.exists():
+        raise ConfigError("gpu", name, "one of " + ", ".join(preset_names()))
+    return system_from(yaml.safe_load(path.read_text()))

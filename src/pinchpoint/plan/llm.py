@@ -1,0 +1,240 @@
+"""Step time of a dense decoder LLM (Llama 3.1) on a layout and a system (memory: memory.py).
+Arithmetic only; nothing is allocated.
+
+Per micro-batch and GPU, for each transformer layer on the rank (tokens = micro_batch x
+seq_len / cp, every matmul split tp ways):
+- matmuls: 6 x linear parameters x tokens (forward + two backward GEMMs) at the precision's
+  achieved peak; attention: 6 x seq_len x tokens x heads x head_dim (causal half of QK^T and
+  PV, forward + backward) at the attention precision;
+- memory-bound kernels: norms, residual adds, RoPE, SwiGLU, read and written in BF16 forward
+  and twice that backward;
+- TP (sequence parallel): 4 all-gathers / reduce-scatters of the layer input forward and 4
+  backward on the tp group; CP (ring attention): K and V passed cp - 1 times forward, K, V and
+  their gradients backward; PP: activations and their gradients to the next stage;
+- full recompute adds one more forward (matmuls, attention, memory, TP collectives).
+Per step: micro_batches x the slowest rank's micro-batch time, plus the pipeline bubble
+((pp - 1) / virtual_stages of it), plus what the data-parallel gradient reduce-scatter and
+parameter all-gather (once per step, over dp x cp) leave exposed, plus the optimizer update.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from pinchpoint.errors import ConfigError
+from pinchpoint.plan import calibration, network, pipeline
+from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
+from pinchpoint.plan.hardware import System
+
+GIB = 2 ** 30
+ACT = 2          # BF16 activations and gradients on the wire
+OPTIMIZER_BYTES_PER_PARAM = 30   # AdamW step: fp32 master, m, v read+write, fp32 grad, bf16 out
+# Bytes per value of a low-precision GEMM operand, scales included (NVFP4: one FP8 scale per
+# 16 values; MXFP4: one E8M0 scale per 32).
+LOW_PRECISION_BYTES = {"fp8": 1.0, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    n_layers: int
+    dim: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    vocab_size: int
+
+    @classmethod
+    def of(cls, a: Any) -> "DecoderShape":
+        return cls(a.n_layers, a.dim, a.n_heads, a.n_kv_heads, a.ffn_dim, a.vocab_size)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+@dataclass
+class Layout:
+    """Degrees (as ParallelDims names them), batch, and the planner-only schedule knobs."""
+    dp_replicate: int = 1
+    dp_shard: int = 1
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    micro_batch: int = 1
+    global_batch: int = 1
+    seq_len: int = 8192
+    recompute: bool = False
+    precision: str = "bf16"
+    schedule: str = "1f1b"
+    virtual_stages: int = 1
+    embedding_as_layer: bool = False
+    loss_as_layer: bool = False
+    layers_per_chunk: Optional[list] = None
+    overlap: dict = field(default_factory=dict)   # {'data_parallel': 0.9}; missing = calibrated
+
+    @property
+    def dp(self) -> int:
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def world(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def micro_batches(self) -> int:
+        return max(1, self.global_batch // (self.micro_batch * self.dp))
+
+    accumulation = micro_batches
+
+    def overlap_of(self, kind: str) -> float:
+        value = self.overlap.get(kind)
+        return calibration.OVERLAP[kind] if value is None else float(value)
+
+    def chunks(self, n_layers: int) -> list[int]:
+        return pipeline.layers_per_chunk(n_layers, self.pp, self.virtual_stages,
+                                         self.embedding_as_layer, self.loss_as_layer,
+                                         self.layers_per_chunk)
+
+
+# --- counts ------------------------------------------------------------------------------------
+def parameter_counts(a) -> dict[str, int]:
+    s = a if isinstance(a, DecoderShape) else DecoderShape.of(a)
+    hd = s.head_dim
+    attention = s.dim * s.n_heads * hd * 2 + s.dim * s.n_kv_heads * hd * 2
+    mlp = 3 * s.dim * s.ffn_dim
+    layer = attention + mlp + 2 * s.dim
+    counts = {"embedding": s.vocab_size * s.dim, "output": s.vocab_size * s.dim,
+              "final_norm": s.dim, "per_layer": layer, "attention_per_layer": attention,
+              "mlp_per_layer": mlp, "layers": layer * s.n_layers}
+    counts["total"] = counts["embedding"] + counts["output"] + counts["final_norm"] + \
+        counts["layers"]
+    return counts
+
+
+def model_flops_per_sequence(a, seq_len: int) -> float:
+    """Training FLOPs of one sequence as MLPerf's NeMo logs them (MODEL_TFLOP_PER_SAMPLE):
+    6 x non-embedding parameters x tokens + causal attention, no recompute."""
+    s = a if isinstance(a, DecoderShape) else DecoderShape.of(a)
+    c = parameter_counts(s)
+    return 6 * (c["total"] - c["embedding"]) * seq_len + \
+        6 * s.n_layers * seq_len * seq_len * s.n_heads * s.head_dim
+
+
+def validate_layout(s: DecoderShape, lay: Layout) -> None:
+    if s.n_heads % lay.tp or s.ffn_dim % lay.tp:
+        raise ConfigError("parallel.tp", lay.tp, f"a divisor of n_heads={s.n_heads} and "
+                          f"ffn_dim={s.ffn_dim} (each rank takes whole heads)")
+    if lay.seq_len % (lay.tp * lay.cp * (2 if lay.cp > 1 else 1)):
+        raise ConfigError("parallel.cp", lay.cp, f"a degree with tp x cp (x2 for load-balanced "
+                          f"ring attention) dividing seq_len={lay.seq_len}")
+    if lay.global_batch % (lay.micro_batch * lay.dp):
+        raise ConfigError("global_batch_size", lay.global_batch,
+                          f"a multiple of micro_batch_size x dp = {lay.micro_batch} x {lay.dp}")
+    pipeline.check_interleaving(lay.micro_batches, lay.pp, lay.virtual_stages)
+
+
+# --- per layer, per micro-batch, per GPU -------------------------------------------------------
+def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float]:
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    hd = s.head_dim
+    linear = parameter_counts(s)["per_layer"] - 2 * s.dim
+    gemm = 6 * linear * tokens / lay.tp
+    attention = 6 * lay.seq_len * tokens * s.n_heads * hd / lay.tp
+    elements = 10 * s.dim + 2 * (s.n_heads + s.n_kv_heads) * hd + 3 * s.ffn_dim
+    mem_bytes = 3 * ACT * elements * tokens / lay.tp + cast_bytes_per_token(s, lay) * tokens
+    redo = 1 / 3 if lay.recompute else 0.0
+    t = {"compute": (matmul_s(gemm, system, lay.precision)
+                     + matmul_s(attention, system, attention_precision(system, lay.precision)))
+         * (1 + redo),
+         "attention": matmul_s(attention, system, attention_precision(system, lay.precision)),
+         "memory": memory_s(mem_bytes, system) * (1 + redo)}
+    t["tp"], t["cp"] = 0.0, 0.0
+    if lay.tp > 1:
+        group = network.span(lay.tp, 1, system.nvlink_domain)
+        one = network.all_gather_s(tokens * s.dim * ACT, group, system)
+        t["tp"] = (8 + (4 if lay.recompute else 0)) * one
+    if lay.cp > 1:
+        group = network.span(lay.cp, lay.tp, system.nvlink_domain)
+        kv = tokens * 2 * s.n_kv_heads * hd * ACT / min(lay.tp, s.n_kv_heads)
+        hops = 3 * (lay.cp - 1) * (1 + redo)   # forward K,V; backward K,V and dK,dV
+        t["cp"] = hops * network.send_recv_s(kv, group.outside > 1, system)
+    return t
+
+
+def cast_bytes_per_token(s: DecoderShape, lay: Layout) -> float:
+    """FP8/4-bit GEMMs read every BF16 input (activations forward, their gradients backward)
+    once and write row- and column-wise low-precision copies (Transformer Engine's cast +
+    transpose): (2 + 2 q) bytes per input element, for both sides of each of the four
+    projections. Memory-bound work that a lower precision does not shrink."""
+    q = LOW_PRECISION_BYTES.get(lay.precision)
+    if q is None:
+        return 0.0
+    hd = s.head_dim
+    inputs = 4 * s.dim + ((2 * s.n_heads + 2 * s.n_kv_heads) * hd + 3 * s.ffn_dim) / lay.tp
+    return inputs * (ACT + 2 * q)
+
+
+def _exposed(comm: float, overlap: float, hideable: float) -> float:
+    """What a collective leaves on the critical path: at least (1 - overlap) of it, and all of
+    what the compute it overlaps with cannot cover."""
+    return max(comm * (1 - overlap), comm - hideable)
+
+
+def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
+    s = a if isinstance(a, DecoderShape) else DecoderShape.of(a)
+    validate_layout(s, lay)
+    counts = parameter_counts(s)
+    work = _layer_work(s, lay, system)
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    layer = {"compute": work["compute"], "memory": work["memory"],
+             "tp": _exposed(work["tp"], lay.overlap_of("tensor_parallel"), work["compute"]),
+             "cp": _exposed(work["cp"], lay.overlap_of("context_parallel"), work["attention"])}
+    chunks = lay.chunks(s.n_layers)
+    per_rank = pipeline.layers_per_rank(chunks, lay.pp)
+    # The output layer + loss on the last chunk's rank, the embedding on rank 0.
+    head = {"compute": matmul_s(6 * s.vocab_size * s.dim * tokens / lay.tp, system,
+                                lay.precision),
+            "memory": memory_s(4 * 4 * s.vocab_size * tokens / lay.tp, system)}
+    pp_link = 0.0
+    if lay.pp > 1:
+        stride = lay.tp * lay.cp * lay.dp
+        crosses = network.span(lay.pp, stride, system.nvlink_domain).outside > 1
+        one = network.send_recv_s(tokens * s.dim * ACT / lay.tp, crosses, system)
+        pp_link = _exposed(2 * lay.virtual_stages * one, lay.overlap_of("pipeline"),
+                           layer["compute"])
+    ranks = []
+    for r, n in enumerate(per_rank):
+        terms = {k: n * v for k, v in layer.items()}
+        if r == (len(chunks) - 1) % lay.pp:
+            terms["compute"] += head["compute"]
+            terms["memory"] += head["memory"]
+        terms["pp"] = pp_link
+        ranks.append(terms)
+    slowest = max(range(lay.pp), key=lambda r: sum(ranks[r].values()))
+    mb = ranks[slowest]
+    per_mb = sum(mb.values())
+    m = lay.micro_batches
+    out = {k: m * v for k, v in mb.items()}
+    out["bubble"] = pipeline.bubble_time(per_mb, lay.pp, lay.virtual_stages)
+    # Data parallel: one gradient reduce-scatter + one parameter all-gather per step (or one
+    # all-reduce: the same bytes), over dp x cp (cp ranks hold the same weights).
+    ends = counts["output"] + (counts["embedding"] if lay.pp == 1 else 0)
+    rank_params = (max(per_rank) * counts["per_layer"] + ends) / lay.tp
+    dp_group = network.span(lay.dp * lay.cp, lay.tp, system.nvlink_domain)
+    dp_comm = 2 * network.reduce_scatter_s(rank_params * ACT, dp_group, system)
+    # The reduce-scatter runs under the last micro-batch's backward and the all-gather under
+    # the first one's forward (bucketed by layer): one micro-batch of compute can hide them.
+    out["data_parallel"] = _exposed(dp_comm, lay.overlap_of("data_parallel"), mb["compute"])
+    shard = lay.dp_shard * lay.cp if lay.dp_shard > 1 else 1
+    out["memory"] += memory_s(rank_params / shard * OPTIMIZER_BYTES_PER_PARAM, system)
+    q = LOW_PRECISION_BYTES.get(lay.precision)
+    if q is not None:   # weights cast once per step, cached across micro-batches
+        out["memory"] += memory_s(rank_params * (ACT + 2 * q), system)
+    step = sum(out.values())
+    return {"step_s": step, "terms_s": out, "per_micro_batch_s": per_mb,
+            "micro_batches": m, "slowest_rank": slowest, "layers_per_chunk": chunks,
+            "layers_per_rank": per_rank,
+            "communication_s": {"tp": m * per_rank[slowest] * work["tp"],
+                                "cp": m * per_rank[slowest] * work["cp"],
+                                "data_parallel": dp_comm},
+            "model_flops_per_step": model_flops_per_sequence(s, lay.seq_len) * lay.global_batch}

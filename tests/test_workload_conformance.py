@@ -1,0 +1,57 @@
+"""One conformance suite every registered workload runs (as Hydra's launcher plugins share
+one): its smoke scale trains a few steps in a 2-rank layout and checkpoints, the run dies, a
+one-process run resumes that checkpoint (another layout), and its MLPerf log passes the
+compliance checker; bad degrees are refused before launch with the field named."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import compose, mlflow_client, train
+from pinchpoint.config import ConfigError, validate
+from pinchpoint.telemetry.mlperf_log import compliance_check
+from pinchpoint.workloads import spec, workload_names
+
+WORKLOADS = workload_names()
+FAST = ["tracking.system_metrics=false", "train.progress_every_s=1", "train.max_steps=4",
+        "checkpoint.interval=2"]
+
+
+def smoke(name: str) -> list[str]:
+    return [f"model={name}", *spec(name).smoke, *FAST]
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_bad_degrees_are_refused_before_launch(name, out):
+    with pytest.raises(ConfigError) as err:
+        validate(compose([*smoke(name), "parallel.tp=2", "parallel.world_size=3"], out))
+    assert err.value.field == "parallel.world_size" and "product of the degrees" in str(err.value)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_smoke_checkpoints_and_resumes_in_another_layout(name, out):
+    layout = spec(name).two_rank_layout
+    died = train([*smoke(name), layout, "fault=raise_at_step:3"], out, check=False)
+    assert died.returncode != 0, died.stdout[-2000:]
+    (checkpoints,) = list((out / "storage" / "local" / "checkpoints").iterdir())
+    assert (checkpoints / "step_00000002.json").exists()
+    train([*smoke(name), "parallel=single", f"checkpoint.resume_from={checkpoints.name}"], out)
+    (folder,) = [p.parent for p in out.glob("runs/*/phase_summary.json")]
+    s = json.loads((folder / "phase_summary.json").read_text())
+    assert s["restarts"] == 1 and s["steps"] == 4 and s["world_size"] == 1
+    assert s["status"] in ("success", "aborted") and s["checkpoint_load_bytes"] > 0
+    ok, text = compliance_check(str(folder / "mlperf.log"))
+    failed = set(re.findall(r"Failed checks for (\w+)", text))
+    if s["status"] == "success":
+        assert ok, text[-3000:]
+    else:   # 4 steps do not reach the benchmark's quality bound (eval_accuracy): nothing else
+        assert failed <= {"eval_accuracy"} and "ERROR" not in text.replace(
+            "ERROR - FAILED", ""), text[-3000:]
+    client = mlflow_client(out)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id],
+                              "tags.status != 'failed'")
+    assert runs[0].data.tags["resumed_from"].endswith("@step2")
