@@ -96,6 +96,20 @@ def test_bad_input_fails_before_any_job(tmp_path, args, message):
     assert not any(job_dirs(s) for s in sweep_dirs(out)) if (out / "sweeps").exists() else True
 
 
+def test_refused_sweep_leaves_no_parent_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "o"
+    proc = run_app(["hydra/sweeper=crossover", "x=choice(500,1000)", "alt=a,b",
+                    "hydra.sweeper.axis=x", "multiple_of=3",
+                    "hydra.sweeper.validator=app.validate"], out, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(exps) == []            # not left RUNNING: deleted
+    assert len(client.search_runs(exps, run_view_type=3)) == 1   # (ALL: the deleted parent)
+
+
 @pytest.mark.parametrize("kwargs, args, message", [
     ({"axis": "xx"}, ["x=choice(1,2)", "alt=a,b"], "hydra.sweeper.axis='xx' is not swept"),
     ({"axis": "x", "by": "alt"}, ["x=choice(1,2)", "alt=a"], "hydra.sweeper.by='alt' is not"),

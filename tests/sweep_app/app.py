@@ -15,7 +15,7 @@ def cost(x: float, alt: str, flat: float) -> float:
 
 def validate(cfg: DictConfig) -> None:
     """Pre-flight: x must be a multiple of ``multiple_of`` (like batch % world_size)."""
-    from pinchpoint.config import ConfigError
+    from pinchpoint.errors import ConfigError
 
     if cfg.x % cfg.multiple_of:
         raise ConfigError("x", cfg.x, f"a multiple of multiple_of={cfg.multiple_of}")

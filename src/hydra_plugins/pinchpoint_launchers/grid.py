@@ -4,10 +4,12 @@ from typing import Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from pinchpoint.sweepers.grid import GridSweeper
+# The module, not the class: Hydra lists every Plugin class it finds in a hydra_plugins
+# module, and the implementation is not a plugin of its own.
+from pinchpoint.sweepers import grid as _grid
 
 
-class PinchpointGridSweeper(GridSweeper):
+class PinchpointGridSweeper(_grid.GridSweeper):
     pass
 
 

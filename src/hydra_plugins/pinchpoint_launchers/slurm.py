@@ -3,10 +3,12 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from pinchpoint.cluster.launcher import SlurmSweepLauncher
+# The module, not the class: Hydra lists every Plugin class it finds in a hydra_plugins
+# module, and the implementation is not a plugin of its own.
+from pinchpoint.cluster import launcher as _launcher
 
 
-class PinchpointSlurmLauncher(SlurmSweepLauncher):
+class PinchpointSlurmLauncher(_launcher.SlurmSweepLauncher):
     pass
 
 

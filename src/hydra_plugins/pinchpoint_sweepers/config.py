@@ -1,8 +1,9 @@
 """Config schemas of the sweepers, registered in Hydra's ConfigStore when Hydra scans plugins.
 
-Names and fields follow hydra-optuna-sweeper (group hydra/sweeper option ``optuna``, samplers in
-hydra/sweeper/sampler), so a config written for that plugin runs unchanged. Sampler options are
-plain dicts: every key is passed to the Optuna sampler (null = Optuna's default).
+Names, fields and defaults follow hydra-optuna-sweeper (group hydra/sweeper option ``optuna``,
+samplers in hydra/sweeper/sampler), so a config written for that plugin runs unchanged. Sampler
+options are plain dicts: every key is passed to the Optuna sampler (null = Optuna's default,
+which for every key equals the plugin's default).
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -10,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-VALIDATOR = "pinchpoint.config.validate"
+AUTO = "auto"   # pinchpoint.config.validate for pinchpoint's own app (train.py), none for others
 
 
 @dataclass
@@ -20,17 +21,20 @@ class OptunaSweeperConf:
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
     sampler: Any = MISSING
     direction: Any = "minimize"        # or a list, one per objective
-    objective: Any = "time_to_train_s"  # recorded metric(s); null = the task's return value
-    storage: Optional[str] = None      # null = sqlite:///<output_root>/optuna.db
-    study_name: Optional[str] = None   # null = tracking.experiment (a re-run resumes it)
+    # Recorded metric(s) to optimise; null = the task's return value (a tuple for several
+    # directions), except in pinchpoint's own app, where null = time_to_train_s.
+    objective: Any = None
+    storage: Optional[str] = None      # null = in memory; e.g. sqlite:///outputs/optuna.db
+    study_name: Optional[str] = None   # null = Optuna's (pinchpoint's app: tracking.experiment)
     n_trials: int = 20                 # new trials per invocation
     n_jobs: int = 2                    # trials per launcher batch
-    max_failure_rate: float = 1.0      # failed runs count as the worst value; stop above this
+    max_failure_rate: float = 0.0      # share of a batch that may fail; above it, stop
     search_space: Optional[Dict[str, Any]] = None  # pre-1.2 syntax: refused with a hint
     custom_search_space: Optional[str] = None
     params: Optional[Dict[str, str]] = None
-    validator: Optional[str] = VALIDATOR  # pre-flight check of every trial's config
-    plots: bool = True                 # optuna plots as artifacts of the parent MLflow run
+    validator: Optional[str] = AUTO    # pre-flight check of every trial's config (null: none)
+    plots: Optional[bool] = None       # the study's plots (PNG, also on the MLflow parent
+    #                                    run); null = in pinchpoint's own app only
 
 
 @dataclass
@@ -43,7 +47,7 @@ class CrossoverSweeperConf:
     coarse: int = 3                    # evenly spaced first-round points, both ends included
     resolution: Optional[float] = None  # interval axes: step (linear) or factor (log)
     params: Optional[Dict[str, str]] = None
-    validator: Optional[str] = VALIDATOR
+    validator: Optional[str] = AUTO
 
 
 SAMPLERS = {
@@ -63,7 +67,17 @@ SAMPLERS = {
                "swapping_prob": None},
     "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": None, "qmc_type": None,
             "scramble": None},
+    "gp": {"_target_": "optuna.samplers.GPSampler", "seed": None, "n_startup_trials": None,
+           "deterministic_objective": None},
+    # Removed from Optuna 4; named so a config written for it gets the plugin's message.
+    "motpe": {"_target_": "hydra_plugins.pinchpoint_sweepers.config.motpe_removed"},
 }
+
+
+def motpe_removed(**_: Any):
+    raise ValueError("The 'motpe' sampler was removed in Optuna 4.0. Use "
+                     "'hydra/sweeper/sampler=tpe' instead. TPESampler now handles "
+                     "multi-objective optimization.")
 
 cs = ConfigStore.instance()
 cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="pinchpoint")

@@ -1,9 +1,10 @@
 """Report plots: the metric against the swept axis per alternative with crossovers marked, and
 stacked phase fractions per point (where the bottleneck moves). PNG via matplotlib, interactive
-HTML via plotly (one page, plotly.js embedded so it opens offline)."""
+HTML via plotly (plotly.min.js saved once beside the page, so it opens offline)."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -84,51 +85,96 @@ def is_log(pts: list[Point]) -> bool:
 
 def save_png(pts: list[Point], x: str, metric: str, marks: list[Marked], title: str,
              path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig = figure(pts, x, metric, marks, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure(pts: list[Point], x: str, metric: str, marks: list[Marked], title: str):
+    """The metric per alternative along x (crossovers marked); points without a value (did not
+    reach the target, or failed) in a band of their own below, never on the value axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     numeric = all(isinstance(p.x, (int, float)) for p in pts)
-    log_x = numeric and is_log(pts)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 9),
-                                      gridspec_kw={"height_ratios": [3, 2]})
+    missed = [p for p in pts if not math.isfinite(p.value())]
+    rows = [3, 0.35 + 0.25 * len({p.by for p in missed}), 2] if missed else [3, 2]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 9 + (1 if missed else 0)),
+                             gridspec_kw={"height_ratios": rows})
+    top, bottom = axes[0], axes[-1]
     cats = sorted({str(p.x) for p in pts}, key=lambda s: (len(s), s))
     pos = (lambda v: v) if numeric else (lambda v: cats.index(str(v)))
-    for alt in sorted({p.by for p in pts}):
-        mine = [p for p in pts if p.by == alt]
-        ok = [p for p in mine if math.isfinite(p.value())]
-        top.plot([pos(p.x) for p in ok], [p.value() for p in ok], "o-", label=alt or metric)
-        missed = [p for p in mine if not math.isfinite(p.value())]
-        if missed:  # never reached the target (or failed): drawn on the axis floor
-            top.plot([pos(p.x) for p in missed], [0] * len(missed), "x", ms=10, mew=2,
-                     clip_on=False, color=top.lines[-1].get_color(),
-                     label=f"{alt or metric}: no result ({missed[0].status})")
-    for i, m in enumerate(marks):
-        c = m.crossover
-        top.axvline(m.x, color="k", ls="--", lw=1, label="crossover" if i == 0 else None)
-        if m.y is not None:
-            top.plot([m.x], [m.y], "k*", ms=14)
-        top.annotate(f"{c.below} → {c.above}\n≈ {m.x:,.0f} (between {c.low:,} and {c.high:,})",
-                     (m.x, 1), xycoords=("data", "axes fraction"), xytext=(4, -4),
-                     textcoords="offset points", va="top", fontsize=8)
-    if log_x:
-        top.set_xscale("log", base=2)
-    if numeric:
-        ticks = sorted({p.x for p in pts})
-        top.set_xticks(ticks, [f"{t:,}" for t in ticks], rotation=30)
-    else:
-        top.set_xticks(range(len(cats)), cats)
-    top.set_xlabel(label(x))
+    alts = sorted({p.by for p in pts})
+    color = {a: f"C{i % 10}" for i, a in enumerate(alts)}
+    for alt in alts:
+        ok = [p for p in pts if p.by == alt and math.isfinite(p.value())]
+        if ok:   # an alternative with no value anywhere gets no line (and no legend entry)
+            top.plot([pos(p.x) for p in ok], [p.value() for p in ok], "o-", color=color[alt],
+                     label=alt or metric)
+    _crossover_marks(top, marks)
+    _x_axis(top, pts, x, numeric, cats)
     top.set_ylabel(label(metric))
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="best")
+    if top.get_legend_handles_labels()[0]:
+        top.legend(fontsize=8, loc="best")
     top.set_title(title)
+    if missed:
+        _missed_band(axes[1], top, missed, alts, color, pos)
     _phase_bars(bottom, pts)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _crossover_marks(ax, marks: list[Marked]) -> None:
+    for i, m in enumerate(marks):
+        c = m.crossover
+        ax.axvline(m.x, color="k", ls="--", lw=1, label="crossover" if i == 0 else None)
+        if m.y is not None:
+            ax.plot([m.x], [m.y], "k*", ms=14)
+        ax.annotate(f"{c.below} → {c.above}\n≈ {m.x:,.0f} (between {c.low:,} and {c.high:,})",
+                    (m.x, 1), xycoords=("data", "axes fraction"), xytext=(4, -4),
+                    textcoords="offset points", va="top", fontsize=8)
+
+
+def _x_axis(ax, pts: list[Point], x: str, numeric: bool, cats: list[str]) -> None:
+    if numeric and is_log(pts):
+        ax.set_xscale("log", base=2)
+    if numeric:
+        ticks = sorted({p.x for p in pts})
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks], rotation=30)
+        lo, hi = ticks[0], ticks[-1]
+        if ax.get_xscale() == "log":   # room for the end points' markers
+            ax.set_xlim(lo / 1.2, hi * 1.2)
+        else:
+            pad = 0.05 * (hi - lo) or 1
+            ax.set_xlim(lo - pad, hi + pad)
+    else:
+        ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+    ax.set_xlabel(label(x))
+
+
+def _missed_band(band, top, missed: list[Point], alts: list[str], color: dict, pos) -> None:
+    """One row per alternative with points that have no value: X at their x, their status."""
+    rows = [a for a in alts if any(p.by == a for p in missed)]
+    for p in missed:
+        y = rows.index(p.by)
+        band.plot([pos(p.x)], [y], "x", color=color[p.by], ms=10, mew=2)
+        band.annotate(p.status, (pos(p.x), y), xytext=(7, -3), textcoords="offset points",
+                      fontsize=7, color="#555555")
+    band.set_xscale(top.get_xscale(), **({"base": 2} if top.get_xscale() == "log" else {}))
+    band.set_xlim(top.get_xlim())
+    band.set_xticks(top.get_xticks(), [t.get_text() for t in top.get_xticklabels()],
+                    rotation=30, fontsize=7)
+    band.set_yticks(range(len(rows)), [short(a) or "(all)" for a in rows], fontsize=7)
+    band.set_ylim(-0.6, len(rows) - 0.4)
+    band.set_title("did not reach target (no time-to-train)", fontsize=9, loc="left")
+    band.grid(axis="x", alpha=0.3)
 
 
 def short(alt: str) -> str:
@@ -164,21 +210,44 @@ def save_html(pts: list[Point], x: str, metric: str, marks: list[Marked], title:
         import plotly.graph_objects as go
     except ImportError:
         return None
+    from plotly.subplots import make_subplots
+
     numeric = all(isinstance(p.x, (int, float)) for p in pts)
-    top = go.Figure()
-    for alt in sorted({p.by for p in pts}):
+    missed = [p for p in pts if not math.isfinite(p.value())]
+    top = make_subplots(rows=2 if missed else 1, cols=1, shared_xaxes=True,
+                        row_heights=[0.85, 0.15] if missed else [1.0], vertical_spacing=0.08,
+                        subplot_titles=[title, "did not reach target (no time-to-train)"]
+                        if missed else [title])
+    alts = sorted({p.by for p in pts})
+    color = {a: f"hsl({(i * 137) % 360},65%,45%)" for i, a in enumerate(alts)}
+    for alt in alts:
         mine = [p for p in pts if p.by == alt and math.isfinite(p.value())]
+        if not mine:   # nothing to draw: no legend entry either
+            continue
         top.add_trace(go.Scatter(
             x=[p.x for p in mine], y=[p.value() for p in mine], mode="lines+markers",
-            name=alt or metric, customdata=[[p.bottleneck, p.status, len(p.runs)]
-                                            for p in mine],
+            name=alt or metric, line_color=color[alt],
+            customdata=[[p.bottleneck, p.status, len(p.runs)] for p in mine],
             hovertemplate=f"{x}=%{{x}}<br>{metric}=%{{y:.3f}}<br>bottleneck %{{customdata[0]}}"
-                          "<br>%{customdata[1]} (%{customdata[2]} run(s))<extra></extra>"))
+                          "<br>%{customdata[1]} (%{customdata[2]} run(s))<extra></extra>"),
+            row=1, col=1)
+    if missed:
+        top.add_trace(go.Scatter(
+            x=[p.x for p in missed], y=[short(p.by) or "(all)" for p in missed],
+            mode="markers+text", marker=dict(symbol="x", size=11,
+                                             color=[color[p.by] for p in missed]),
+            text=[p.status for p in missed], textposition="middle right", showlegend=False,
+            hovertemplate=f"{x}=%{{x}}<br>%{{y}}: %{{text}}<extra></extra>"), row=2, col=1)
     for m in marks:
-        top.add_vline(x=m.x, line_dash="dash",
-                      annotation_text=f"{m.crossover.below} → {m.crossover.above}")
-    top.update_layout(title=title, xaxis_title=label(x), yaxis_title=label(metric),
-                      xaxis_type="log" if numeric and is_log(pts) else None)
+        top.add_vline(x=m.x, line_dash="dash", row=1, col=1,
+                      annotation_text=f"{m.crossover.below} → {m.crossover.above} "
+                                      f"(≈ {m.x:,.0f})", annotation_position="top left")
+    ticks = sorted({p.x for p in pts}) if numeric else None
+    top.update_xaxes(type="log" if numeric and is_log(pts) else None, tickvals=ticks,
+                     ticktext=[f"{t:,}" for t in ticks] if ticks else None)
+    top.update_xaxes(title_text=label(x), row=2 if missed else 1, col=1)
+    top.update_yaxes(title_text=label(metric), rangemode="tozero", row=1, col=1)
+    top.update_layout(height=650 if missed else 550)
     bars = go.Figure()
     names = [f"{p.x} {p.by}".strip() for p in pts]
     for phase in PHASES:
@@ -187,9 +256,16 @@ def save_html(pts: list[Point], x: str, metric: str, marks: list[Marked], title:
             bars.add_trace(go.Bar(x=names, y=vals, name=phase, marker_color=COLORS[phase]))
     bars.update_layout(barmode="stack", title="phase fractions per point",
                        yaxis_title="share of training-loop time")
-    body = top.to_html(full_html=False, include_plotlyjs=True) + \
+    body = top.to_html(full_html=False, include_plotlyjs=False) + \
         bars.to_html(full_html=False, include_plotlyjs=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    script = os.path.join(folder, "plotly.min.js")
+    if not os.path.exists(script):   # one copy per folder, shared by its pages
+        from plotly.offline import get_plotlyjs
+        with open(script, "w") as f:
+            f.write(get_plotlyjs())
     with open(path, "w") as f:
-        f.write(f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        f.write(f"<html><head><meta charset='utf-8'><title>{title}</title>"
+                "<script src='plotly.min.js'></script></head><body>"
                 f"{body}{table_html}</body></html>")
     return path

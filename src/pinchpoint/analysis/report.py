@@ -58,8 +58,8 @@ def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = N
     text = table.format_table(rows)
     numeric = all(isinstance(p.x, (int, float)) for p in pts)
     marks = plots.find_crossovers(pts, direction, plots.is_log(pts)) if numeric else []
-    out = out or os.path.join("outputs", "reports",
-                              f"{src.experiment}_{(src.parent_id or 'all')[:8]}")
+    out = out or os.path.join("outputs", "reports", f"{src.experiment}_"
+                              f"{(src.parent_id or 'none')[:8]}_{src.scope}")
     os.makedirs(out, exist_ok=True)
     title = f"{src.experiment}: {plots.label(metric)} vs {x}" + \
         (f" by {', '.join(by)}" if by else "")
@@ -68,12 +68,14 @@ def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = N
              _write(os.path.join(out, "report.txt"), text + "\n"),
              _write(os.path.join(out, "crossovers.json"), json.dumps(
                  {"axis": x, "by": by, "metric": metric, "direction": direction,
-                  "crossovers": found}, indent=1, default=str)),
+                  "crossovers": found, "sweeps": src.sweeps}, indent=1, default=str)),
              plots.save_png(pts, x, metric, marks, title, os.path.join(out, "report.png"))]
+    # The interactive page stays local: it loads plotly.min.js from beside it (one copy per
+    # folder, not 4.8 MB per page), which MLflow's artifact viewer cannot serve to it.
     page = plots.save_html(pts, x, metric, marks, title,
                            f"<pre>{html.escape(text)}</pre>", os.path.join(out, "report.html"))
-    files += [page] if page else []
     logged = _log(src, files) if log_artifacts else False
+    files += [page] if page else []
     return Report(src, x, by, metric, rows, text, found, files, logged)
 
 
@@ -100,5 +102,5 @@ def _log(src: Source, files: list[str]) -> bool:
     from pinchpoint.tracking.store import retrying
     client = MlflowClient(src.uri)
     for path in files:
-        retrying(lambda: client.log_artifact(src.parent_id, path, "report"))
+        retrying(lambda: client.log_artifact(src.parent_id, path, src.artifact_dir))
     return True

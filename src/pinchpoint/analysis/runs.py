@@ -38,6 +38,14 @@ class Source:
     parent_id: Optional[str]       # the sweep's parent run (artifacts go there)
     parent_tags: dict[str, str] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
+    sweeps: list[str] = field(default_factory=list)   # every parent whose runs are included
+    scope: str = "sweep"           # sweep | study (an Optuna study over resumed sweeps) | all
+
+    @property
+    def artifact_dir(self) -> str:
+        """Where on the parent run the report goes: its own sweep (or study) in report/, any
+        other scope in a folder of its own, so no report overwrites another's."""
+        return "report" if self.scope in ("sweep", "study") else f"report/{self.scope}_runs"
 
 
 def client_for(uri: str):
@@ -86,7 +94,7 @@ def load(uri: str, experiment: Optional[str] = None, parent: Optional[str] = Non
         points = client.search_runs([exp.experiment_id], "tags.`pinchpoint.kind` = 'point'",
                                     max_results=5000)
         src = Source(uri, exp.name, sweeps[0].info.run_id if sweeps else None,
-                     dict(sweeps[0].data.tags) if sweeps else {})
+                     dict(sweeps[0].data.tags) if sweeps else {}, scope="all")
         src.runs = [_record(r) for r in points]
         return _nonempty(src)
     exp = client.get_experiment(sweeps[0].info.experiment_id)
@@ -94,12 +102,29 @@ def load(uri: str, experiment: Optional[str] = None, parent: Optional[str] = Non
 
 
 def _from_parent(client, uri: str, exp, run) -> Source:
-    children = client.search_runs([exp.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
-                                  max_results=5000)
+    """A sweep's runs; for a persistent Optuna study resumed over several sweeps, the runs of
+    every sweep of that study (the study is the experiment a user asked for)."""
+    parents = [run.info.run_id, *_same_study(client, exp, run)]
+    children = [c for p in parents for c in client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{p}'", max_results=5000)]
     src = Source(uri, exp.name, run.info.run_id, dict(run.data.tags),
-                 [_record(c) for c in children])
+                 [_record(c) for c in children], parents,
+                 "study" if len(parents) > 1 else "sweep")
     return _nonempty(src)
+
+
+def _same_study(client, exp, run) -> list[str]:
+    """Earlier sweeps that continued the same stored Optuna study (same name and storage)."""
+    tags = run.data.tags
+    name, storage = tags.get("optuna.study_name"), tags.get("optuna.storage")
+    if not name or not storage or storage == "in memory":
+        return []
+    name_q = name.replace("'", "\\'")
+    others = client.search_runs([exp.experiment_id],
+                                f"tags.`optuna.study_name` = '{name_q}'", max_results=1000)
+    return [o.info.run_id for o in others if o.info.run_id != run.info.run_id
+            and o.data.tags.get("optuna.storage") == storage
+            and o.info.start_time <= run.info.start_time]
 
 
 def _nonempty(src: Source) -> Source:

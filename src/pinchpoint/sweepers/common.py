@@ -2,6 +2,7 @@
 point recorded, and write to the sweep's parent MLflow run."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -17,6 +18,20 @@ from pinchpoint.sweepers.space import SweepError
 
 log = logging.getLogger(__name__)
 DEFAULT_VALIDATOR = "pinchpoint.config.validate"
+AUTO = "auto"   # hydra.sweeper.validator default: pinchpoint's validator for pinchpoint's app only
+
+
+def is_pinchpoint_app(config: DictConfig) -> bool:
+    """Is this train.py's config (typed by pinchpoint's run schema) rather than another Hydra
+    app that borrowed the sweeper? pinchpoint's checks and defaults apply to its own app only."""
+    kind = OmegaConf.get_type(config)
+    return bool(kind) and getattr(kind, "__module__", "").startswith("pinchpoint.")
+
+
+def validator_for(validator: Optional[str], config: DictConfig) -> Optional[str]:
+    if validator == AUTO:
+        return DEFAULT_VALIDATOR if is_pinchpoint_app(config) else None
+    return validator or None
 
 
 @dataclass
@@ -39,7 +54,10 @@ class PointResult:
 
 
 class LaunchingSweeper(Sweeper):
-    """A Hydra sweeper that hands its points to whatever launcher the config selects."""
+    """A Hydra sweeper that hands its points to whatever launcher the config selects, and
+    closes the sweep's MLflow parent run when the sweep stops early (see closing_parent)."""
+
+    launched = False
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -47,6 +65,35 @@ class LaunchingSweeper(Sweeper):
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def launch(self, batch: Sequence[Sequence[str]], job_idx: int) -> list:
+        self.launched = True
+        return launch(self.launcher, batch, job_idx)
+
+    @contextlib.contextmanager
+    def closing_parent(self):
+        """A sweep refused before any point ran leaves no parent run (it is deleted); one that
+        stops after points ran closes its parent FAILED, with the summary of what ran. Hydra
+        calls on_multirun_end only when the sweep returns, so neither is left RUNNING."""
+        try:
+            yield
+        except BaseException as err:
+            if OmegaConf.select(self.config, "tracking.enabled", default=False):
+                self._close_parent(err)
+            raise
+
+    def _close_parent(self, err: BaseException) -> None:
+        from pinchpoint.tracking.points import discard_sweep, fail_sweep
+
+        uri, sweep_dir = self.config.tracking.uri, str(self.config.hydra.sweep.dir)
+        try:
+            if not self.launched:
+                discard_sweep(uri, sweep_dir)
+                return
+            self.hydra_context.callbacks.on_multirun_end(config=self.config)
+            fail_sweep(uri, sweep_dir, [f"sweep stopped: {error_text(err)}"])
+        except Exception as close_err:  # the sweep's own error is the one to show
+            log.warning("could not close the sweep's MLflow parent run: %s", close_err)
 
 
 class PointChecker:
@@ -56,6 +103,7 @@ class PointChecker:
         self.loader = hydra_context.config_loader
         self.config = config
         self.validator: Optional[Callable[[DictConfig], None]] = None
+        validator = validator_for(validator, config)
         if validator:
             from hydra.utils import get_method
             self.validator = get_method(validator)
@@ -78,7 +126,7 @@ class PointChecker:
 
     def problem(self, overrides: Sequence[str]):
         """None when the point can run, else the ConfigError (naming the field) it raises."""
-        from pinchpoint.config import ConfigError
+        from pinchpoint.errors import ConfigError
 
         if self.validator is None:
             self.compose(overrides)
@@ -111,7 +159,7 @@ def read_result(ret) -> PointResult:
     overrides = list(ret.overrides or [])
     if ret.status != JobStatus.COMPLETED:
         found = _from_mlflow(ret)
-        error = repr(ret._return_value)
+        error = error_text(ret._return_value)
         if found is not None:
             found.status, found.error = "failed", error
             return found
@@ -121,6 +169,12 @@ def read_result(ret) -> PointResult:
         if found is not None:
             return found
     return _from_return_value(overrides, ret.return_value)
+
+
+def error_text(err: BaseException) -> str:
+    """``RuntimeError: cfg.error is True``: what a user needs from a failed job in one line."""
+    text = " ".join(line.strip() for line in str(err).strip().splitlines())
+    return f"{type(err).__name__}: {text}"[:1000]
 
 
 def _output_dir(ret) -> Optional[str]:

@@ -82,7 +82,7 @@ class CrossoverSearch(common.LaunchingSweeper):
     def __init__(self, axis: Optional[str] = None, by: Optional[str] = None,
                  metric: str = "time_to_train_s", direction: str = "minimize", coarse: int = 3,
                  resolution: Optional[float] = None, params: Optional[DictConfig] = None,
-                 validator: Optional[str] = common.DEFAULT_VALIDATOR, **unused: Any) -> None:
+                 validator: Optional[str] = common.AUTO, **unused: Any) -> None:
         if direction not in ("minimize", "maximize"):
             raise SweepError(f"hydra.sweeper.direction={direction!r}: minimize or maximize")
         if not isinstance(coarse, int) or coarse < 2:
@@ -93,6 +93,10 @@ class CrossoverSearch(common.LaunchingSweeper):
         self.job_idx = 0
 
     def sweep(self, arguments: list[str]) -> list[common.PointResult]:
+        with self.closing_parent():
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> list[common.PointResult]:
         space = parse(self.params, arguments)
         check_keys(space, self.config)
         axis, by = self._axes(space)
@@ -115,7 +119,7 @@ class CrossoverSearch(common.LaunchingSweeper):
             if len(every) > VALIDATE_ALL_UP_TO:
                 checker.require_all(batch)
             log.info("crossover round: %s=%s", axis.name, [xs[i] for i in indices])
-            returns = common.launch(self.launcher, batch, self.job_idx)
+            returns = self.launch(batch, self.job_idx)
             self.job_idx += len(returns)
             for (i, a), res in zip([(i, a) for i in indices for a in alts],
                                    common.read_results(returns)):

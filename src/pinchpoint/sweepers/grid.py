@@ -80,7 +80,8 @@ class GridSweeper(BasicSweeper):
 
     # --- before launching anything ---------------------------------------------------------------
     def plan(self, points: List[List[str]]) -> List[PlannedPoint]:
-        from pinchpoint.config import ConfigError, validate
+        from pinchpoint.config import validate
+        from pinchpoint.errors import ConfigError
         from pinchpoint.runner.run_key import run_key
         from pinchpoint.tracking.naming import point_labels
         from pinchpoint.tracking.points import Decision, decide, point_runs

@@ -1,20 +1,26 @@
 """Search spaces in Hydra's override syntax, as hydra-optuna-sweeper reads them.
 
-``choice(a,b)`` or ``a,b`` -> categorical; ``range(lo,hi,step)`` -> integers (or a float grid);
-``interval(lo,hi)`` -> a float range; tags ``log`` and ``int`` change the scale and type, e.g.
-``tag(log, int, interval(256, 65536))``. Anything that is not a sweep is a fixed override.
+``choice(a,b)`` or ``a,b`` -> categorical; ``range(lo,hi,step)`` -> an ordered grid from lo to hi
+(Optuna: hi included, as the official plugin; Hydra's grid and the crossover search list it as
+Python's range does, hi excluded); ``interval(lo,hi)`` -> a float range, ``int(interval(..))``
+an integer one; tags ``log`` and ``int`` change the scale and type, e.g.
+``tag(log, int, interval(256, 65536))``. Anything that is not a sweep is a fixed override
+(``~key`` deletes a key, as on Hydra's command line).
 """
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 
-class SweepError(ValueError):
-    """A sweep that cannot run; the message names the field (axis or hydra.sweeper option)."""
+class SweepError(CompactHydraException, ValueError):
+    """A sweep that cannot run; the message names the field (axis or hydra.sweeper option).
+    Compact: Hydra prints the message alone, without a traceback."""
 
 
 @dataclass
@@ -22,10 +28,12 @@ class Axis:
     key: str                       # as written in the override, '+'/'++' prefix included
     kind: str                      # choice | range | interval
     values: list = field(default_factory=list)  # choice and range: every value, in order
-    low: Optional[float] = None    # interval
+    low: Optional[float] = None    # interval, range (range: its start and stop as written)
     high: Optional[float] = None
     log: bool = False
     integer: bool = False
+    step: Optional[float] = None   # range
+    shuffle: bool = False          # shuffle(...): no order (Optuna: categorical)
 
     @property
     def name(self) -> str:
@@ -41,19 +49,25 @@ class Axis:
 @dataclass
 class Space:
     axes: dict[str, Axis]          # by key, in the order written
-    fixed: dict[str, str]          # key -> value as written
+    fixed: dict[str, str]          # key -> the whole override as written (key=value, ~key)
 
     def fixed_overrides(self) -> list[str]:
-        return [f"{k}={v}" for k, v in self.fixed.items()]
+        return list(self.fixed.values())
 
 
 def render(value: Any) -> str:
-    """A value as Hydra's override grammar reads it back."""
+    """A value as Hydra's override grammar reads it back (a string that the grammar would
+    read as something else is quoted)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, str) and not _PLAIN.fullmatch(value):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return str(value)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_\-./:@]+")
 
 
 def parse(params: Optional[DictConfig | dict], arguments: list[str]) -> Space:
@@ -73,12 +87,14 @@ def parse(params: Optional[DictConfig | dict], arguments: list[str]) -> Space:
         axes.pop(key, None)
         fixed.pop(key, None)
         if not o.is_sweep_override():
-            fixed[key] = o.get_value_element_as_str()
+            fixed[key] = o.input_line if o.is_delete() else \
+                f"{key}={o.get_value_element_as_str()}"
             continue
         value = o.value()
         tags = set(getattr(value, "tags", set()) or set())
         if o.is_interval_sweep():
-            integer = "int" in tags
+            integer = "int" in tags or (isinstance(value.start, int) and
+                                        isinstance(value.end, int))   # int(interval(1, 5))
             low, high = (int(value.start), int(value.end)) if integer else (value.start,
                                                                              value.end)
             if not low < high:
@@ -90,8 +106,12 @@ def parse(params: Optional[DictConfig | dict], arguments: list[str]) -> Space:
             values = list(o.sweep_iterator())
             if not values:
                 raise SweepError(f"{key}: empty search space {o.input_line!r} (no values)")
-            kind = "range" if o.is_range_sweep() else "choice"
-            axes[key] = Axis(key, kind, values=values, log="log" in tags)
+            axis = Axis(key, "choice", values=values, log="log" in tags,
+                        shuffle=bool(getattr(value, "shuffle", False)))
+            if o.is_range_sweep():
+                axis.kind, axis.low, axis.high, axis.step = \
+                    "range", value.start, value.stop, value.step
+            axes[key] = axis
     return Space(axes, fixed)
 
 
@@ -100,9 +120,11 @@ def check_keys(space: Space, config: DictConfig) -> None:
     groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     fields = _leaf_paths(config)
     for key in [*space.axes, *space.fixed]:
-        name = key.lstrip("~")
-        if name.startswith("+") or name.startswith("hydra.") or name in groups:
+        # '~key' is already applied to the sweep's config (Hydra applies every override that
+        # is not a sweep there), and composing the point reports a missing key itself
+        if key.startswith(("~", "+")) or key.startswith("hydra.") or key in groups:
             continue
+        name = key
         if OmegaConf.select(config, name, default=_ABSENT, throw_on_missing=False) is _ABSENT:
             near = difflib.get_close_matches(name, [*fields, *groups], n=3)
             hint = f"; did you mean {', '.join(near)}?" if near else ""
