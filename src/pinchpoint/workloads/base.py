@@ -37,6 +37,7 @@ class Sizes:
     train_samples: int       # MLPerf train_samples (one epoch)
     eval_samples: int
     eval_every_steps: int = 0  # fixed eval cadence (LLMs: every N sequences); 0 = evals_per_epoch
+    first_eval_step: int = 0   # no evaluation before this step (llama2_70b_lora's skip rule)
 
 
 @dataclass

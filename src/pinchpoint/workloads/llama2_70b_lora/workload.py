@@ -1,0 +1,249 @@
+"""Llama 2 70B LoRA (MLPerf llama2_70b_lora) on the shared decoder-LLM step: a frozen base loaded
+from a Hugging Face safetensors checkpoint during init, LoRA adapters the only trainable
+parameters, GovReport parquet rows (input ids + labels with -100), FSDP2 over the frozen base,
+the reference's optimizer (AdamW, cosine from 4e-4 to 0, no warmup, clip 0.3), eval loss as the
+quality metric, and checkpoints of adapters (+ their optimizer state) only by default."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from pinchpoint.data.loader import BatchStream
+from pinchpoint.parallel.fsdp import shard_model
+from pinchpoint.workloads.base import Quality, RunInputs, Sizes
+from pinchpoint.workloads.common.llm import DecoderLLMWorkload, Layout
+from pinchpoint.workloads.llama2_70b_lora import base, data, hf_checkpoint, synthetic, validation
+from pinchpoint.workloads.llama2_70b_lora.lora import apply_lora, parameter_counts
+from pinchpoint.workloads.llama2_70b_lora.model import (Llama2Args, Llama2ForCausalLM,
+                                                        causal_lm_loss)
+
+
+def llama2_args(arch) -> Llama2Args:
+    return Llama2Args(dim=arch.dim, n_layers=arch.n_layers, n_heads=arch.n_heads,
+                      n_kv_heads=arch.n_kv_heads, ffn_dim=arch.ffn_dim,
+                      vocab_size=arch.vocab_size, max_seq_len=arch.max_seq_len,
+                      rope_theta=arch.rope_theta)
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(node))
+
+
+class Llama2LoraWorkload(DecoderLLMWorkload):
+    mlperf_benchmark = "llama2_70b_lora"
+
+    def __init__(self, inputs: RunInputs):
+        super().__init__(inputs)
+        # model.recompute is this workload's knob (the reference turns it on).
+        self.arch = type(self.arch)(**{**self.arch.__dict__,
+                                       "recompute": self.cfg_model.recompute})
+
+    @classmethod
+    def validate(cls, run) -> None:
+        validation.validate(run)
+
+    @classmethod
+    def plan(cls, run) -> dict[str, Any]:
+        from pinchpoint.workloads.llama2_70b_lora import plan
+        return plan.describe(run)
+
+    def describe(self) -> dict[str, Any]:
+        lora = self.cfg_model.lora
+        return {"model.lora.rank": lora.rank, "model.recompute": self.cfg_model.recompute}
+
+    # --- data ------------------------------------------------------------------------------------
+    def _dataset_params(self) -> dict:
+        d = self.cfg_data
+        return {"vocab_size": self.arch.vocab_size, "seq_len": self.arch.seq_len,
+                "train_sequences": d.train_sequences,
+                "validation_sequences": d.validation_sequences, "task": _plain(d.task)}
+
+    def prepare_data(self) -> list[str]:
+        d, a = self.cfg_data, self.arch
+        if d.synthetic:
+            self.folder, self.manifest = synthetic.ensure(self.inputs.tier.datasets_dir(),
+                                                          self._dataset_params())
+        else:
+            self.folder = os.path.abspath(d.path)
+        field = f"model.{self.cfg_model.scale}.seq_len"
+        # Validation rows are few: read and check them now (the base's eval loss is measured
+        # before the clock starts); training rows are read after run_start (open_data).
+        self.val = data.read_split(self.folder, "validation", a.seq_len, a.vocab_size, field)
+        if len(self.val) < a.eval_samples:
+            from pinchpoint.errors import ConfigError
+            raise ConfigError(f"model.{self.cfg_model.scale}.eval_samples", a.eval_samples,
+                              f"at most the {len(self.val)} validation sequences in "
+                              f"{self.folder}")
+        self.train_files = data.split_files(self.folder, "train")
+        data.check_seq_len(self.train_files[0], a.seq_len, field)
+        import pyarrow.parquet as pq
+        self.train_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in self.train_files)
+        return [*self.train_files, *self.val.files]
+
+    def open_data(self) -> None:
+        a = self.arch
+        self.train = data.read_split(self.folder, "train", a.seq_len, a.vocab_size)
+        # One fixed shuffle (seeded), as the reference's sampler for one epoch.
+        self.order = np.random.default_rng(self.inputs.seed).permutation(len(self.train))
+
+    def read_step(self, step: int) -> torch.Tensor:
+        """This replica's rows of global step ``step``: (rows, 2, seq) of input ids and labels."""
+        local = self.arch.global_batch_size // self.dims.dp
+        start = step * self.arch.global_batch_size + self.layout.dp_rank * local
+        rows = self.order[start:start + local]
+        return torch.from_numpy(np.stack([self.train.input_ids[rows],
+                                          self.train.labels[rows]], axis=1))
+
+    def batches(self, start_step: int) -> Iterator[Any]:
+        d = self.cfg_data
+        self.close()
+        self.stream = BatchStream(self.read_step, start_step, self.sizes().steps_per_epoch,
+                                  d.num_workers, d.prefetch, False)
+        for rows in self.stream:
+            yield rows.to(self.ctx.device)
+
+    def sizes(self) -> Sizes:
+        """Evaluation every eval_every_samples, skipping the first floor(0.125 x GBS + 2)
+        evaluations (the reference's eval_delay: at GBS 8, the first at step 144)."""
+        a = self.arch
+        every = max(1, a.eval_every_samples // a.global_batch_size)
+        return Sizes(global_batch_size=a.global_batch_size,
+                     steps_per_epoch=self.train_rows // a.global_batch_size,
+                     train_samples=self.train_rows, eval_samples=a.eval_samples,
+                     eval_every_steps=every,
+                     first_eval_step=int(0.125 * a.global_batch_size + 2) * every)
+
+    def quality(self) -> Quality:
+        d, a = self.cfg_data, self.arch
+        if d.synthetic:
+            best = self.manifest["best_eval_loss"]
+            return Quality("eval_loss", round(best + d.target_margin, 5),
+                           higher_is_better=False, best_reachable=best)
+        return Quality("eval_loss", a.target_log_perplexity, higher_is_better=False)
+
+    # --- model -----------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        args, m = llama2_args(self.arch), self.cfg_model
+        model = Llama2ForCausalLM(args)
+        folder = m.base_checkpoint
+        if folder is None:
+            folder, made = base.ensure(self.inputs.tier.datasets_dir(), args,
+                                       _plain(self.cfg_data.task), _plain(m.base_pretrain))
+            self.inputs.measurements["base_pretrain_held_out_loss"] = \
+                made["pretrain_held_out_loss"]
+        started = time.perf_counter()
+        nbytes = hf_checkpoint.load_base(model, folder)
+        self.inputs.measurements["base_checkpoint_bytes"] = float(nbytes)
+        self.inputs.measurements["base_load_seconds"] = time.perf_counter() - started
+        lora = m.lora
+        torch.manual_seed(self.inputs.seed)  # adapters alike whether the base was made now or not
+        apply_lora(model, lora.rank, lora.alpha, lora.dropout, list(lora.target_modules))
+        if self.arch.precision == "bf16" and self.ctx.device.type == "cuda":
+            for name, p in model.named_parameters():
+                if not p.requires_grad:  # the frozen base is stored in bf16 (as the reference)
+                    p.data = p.data.to(torch.bfloat16)
+        counts = parameter_counts(model)
+        self.inputs.measurements.update({"trainable_parameters": float(counts["trainable"]),
+                                         "base_parameters": float(counts["base"])})
+        return model
+
+    def _parallelize(self, model: nn.Module) -> Layout:
+        """FSDP2 (ZeRO-3, as the reference) over the data-parallel ranks: one unit per decoder
+        layer, the root for the rest. Under bf16 the adapters get their own units first: their
+        fp32 weights cannot share an all-gather with the bf16 frozen base (FSDP2 gathers one
+        dtype per unit)."""
+        dims = self.dims
+        model.recompute = self.arch.recompute
+        model = model.to(self.ctx.device)
+        if not dims.distributed:
+            return Layout(model)
+        mesh = dims.build_mesh(self.ctx.device.type)
+        units = list(model.layers.values())
+        if self.arch.precision == "bf16" and self.ctx.device.type == "cuda":
+            units = [m for n, m in model.named_modules() if n.endswith(("lora_A", "lora_B"))] \
+                + units
+        shard_model(model, units, mesh, dims)
+        return Layout(model, mesh, dp_rank=dims.dp_rank(mesh))
+
+    def build(self) -> None:
+        super().build()
+        # The base's eval loss before fine-tuning (init, outside the clock): what the adapters
+        # have to improve on.
+        self.inputs.measurements["base_eval_loss"] = self.evaluate()
+
+    def extra_hyperparameters(self) -> dict[str, Any]:
+        lora, a = self.cfg_model.lora, self.arch
+        return {"lora_rank": lora.rank, "lora_alpha": lora.alpha,
+                "lora_dropout": lora.dropout,
+                "opt_learning_rate_training_steps": math.ceil(a.decay_samples /
+                                                              a.global_batch_size),
+                "opt_learning_rate_warmup_factor": 0.0,
+                "opt_learning_rate_decay_schedule": "cosine"}
+
+    # --- step ------------------------------------------------------------------------------------
+    def forward_backward(self, rows: torch.Tensor) -> torch.Tensor:
+        """Hugging Face's causal-LM loss per micro-batch (mean over its scored tokens),
+        accumulated over the replica's micro-batches."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=self.ctx.device)
+        mbs = self.arch.micro_batch_size
+        with self._autocast():
+            for lo in range(0, len(rows), mbs):
+                ids, labels = rows[lo:lo + mbs, 0], rows[lo:lo + mbs, 1]
+                total, count = causal_lm_loss(self.model(ids), labels)
+                micro = total / count.clamp(min=1)
+                (micro / self.grad_accumulation).backward()
+                loss += micro.detach() / self.grad_accumulation
+        return self._global_mean(loss)
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """The reference's eval loss: per validation sequence the mean loss over its scored
+        (summary) tokens, averaged over the first eval_samples sequences. Rank r of dp takes
+        sequences r, r + dp, ...; every rank runs the same number of forwards (FSDP gathers
+        collectively), a rank past the end repeats a sequence it does not count."""
+        a, dp = self.arch, self.dims.dp
+        mine = list(range(self.layout.dp_rank, a.eval_samples, dp))
+        passes = math.ceil(a.eval_samples / dp)
+        rows = np.array(mine + [0] * (passes - len(mine)))
+        counted = np.arange(passes) < len(mine)
+        sums = torch.zeros(2, dtype=torch.float64)  # sum of per-sequence losses, sequences
+        self.model.eval()
+        with self._autocast():
+            for lo in range(0, passes, a.micro_batch_size):
+                pick = rows[lo:lo + a.micro_batch_size]
+                ids = torch.from_numpy(self.val.input_ids[pick]).to(self.ctx.device)
+                labels = torch.from_numpy(self.val.labels[pick]).to(self.ctx.device)
+                logits = self.model(ids)
+                for i in np.flatnonzero(counted[lo:lo + a.micro_batch_size]):
+                    total, count = causal_lm_loss(logits[i:i + 1], labels[i:i + 1])
+                    if count > 0:  # a row with no summary token has no loss to average
+                        sums += torch.tensor([float(total / count), 1.0], dtype=torch.float64)
+        self.model.train()
+        if self.ctx.distributed:
+            self.inputs.collectives.all_reduce(sums)
+        return float(sums[0] / sums[1].clamp(min=1))
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Adapters and their optimizer state (the frozen base is the base checkpoint's, loaded
+        at init), or everything with model.checkpoint_adapters_only=false."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+        options = StateDictOptions(ignore_frozen_params=self.cfg_model.checkpoint_adapters_only)
+        model, optim = get_state_dict(self.model, self.optimizer, options=options)
+        return {"model": model, "optimizer": optim, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        options = StateDictOptions(strict=not self.cfg_model.checkpoint_adapters_only)
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"], options=options)
+        self.step = int(state["step"])
+        self._set_lr()

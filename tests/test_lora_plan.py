@@ -1,0 +1,52 @@
+"""The llama2_70b_lora planner: exact parameter counts at full scale, the activation count
+against the tensors autograd really saves, and what fits on 8 GPUs with and without recompute."""
+import torch
+from conftest import compose
+
+from pinchpoint.workloads.llama2_70b_lora import plan
+from pinchpoint.workloads.llama2_70b_lora.lora import apply_lora
+from pinchpoint.workloads.llama2_70b_lora.model import Llama2Args, Llama2ForCausalLM
+
+GIB = 2 ** 30
+
+
+def test_full_scale_parameters_and_memory_on_8_gpus(tmp_path):
+    cfg = compose(["model=llama2_70b_lora", "model.scale=full", "plan_only=true",
+                   "parallel.dp_shard=8", "+gpu=h100"], tmp_path)
+    from omegaconf import OmegaConf
+    p = plan.describe(OmegaConf.to_object(cfg))
+    assert p["parameters"]["base"] == 68_976_648_192
+    assert p["parameters"]["adapters"] == 44_564_480
+    with_rc, without = (p["memory_per_device"][k] for k in ("with_recompute", "without_recompute"))
+    assert with_rc["frozen_weights_bytes"] == 68_976_648_192 * 2 / 8   # bf16, sharded 8 ways
+    assert with_rc["total_bytes"] < 74.5 * GIB < without["total_bytes"]
+    assert p["fits"]
+
+
+def test_activation_count_matches_what_autograd_saves():
+    """Sum the tensors autograd saves in one training forward (parameters and the RoPE tables
+    left out) of a small LoRA model: the planner's per-layer count plus the final norm's input
+    comes within 10 %."""
+    a = Llama2Args(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, ffn_dim=224, vocab_size=64,
+                   max_seq_len=256)
+    torch.manual_seed(0)
+    model = Llama2ForCausalLM(a)
+    apply_lora(model, 8, 16.0, 0.1, ["qkv_proj", "o_proj"])
+    skip = {p.data_ptr() for p in model.parameters()} | \
+        {b.untyped_storage().data_ptr() for b in model.buffers()}
+    saved = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            saved[(t.data_ptr(), tuple(t.shape), tuple(t.stride()))] = t.nelement() * \
+                t.element_size()
+        return t
+
+    ids = torch.randint(0, a.vocab_size, (2, 128))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(ids)
+    tokens = ids.numel()
+    planned = plan.activation_bytes_per_token_layer(a, 8, ["qkv_proj", "o_proj"], 0.1, 4) * \
+        tokens * a.n_layers + tokens * a.dim * 4  # + the final norm's input
+    measured = sum(saved.values())
+    assert abs(planned - measured) / measured < 0.10, (planned, measured)
