@@ -7,8 +7,10 @@ inline when prefetch is 0), which overlaps storage waits with compute on a small
 """
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -30,7 +32,19 @@ class StepBatches(IterableDataset):
 
 
 class _ThreadPrefetcher:
+    """Reads ``depth`` batches ahead in a daemon thread that never outlives its owner:
+    ``close()`` stops the thread and joins it (and an atexit hook closes any left open).
+
+    Why joining matters: a batch is a tensor made by ``torch.from_numpy``. Torch frees such a
+    tensor with the GIL released and takes the GIL back in the storage's deleter to drop the
+    numpy array. A daemon thread that takes the GIL once the interpreter is finalizing is ended
+    with pthread_exit, and its forced unwind through the (noexcept) tensor destructor calls
+    std::terminate: "terminate called without an active exception", SIGABRT, exit code 134.
+    A stop flag alone left the thread dropping its last batch up to one put timeout after
+    ``close()``, often just as a spawned rank or pytest was exiting."""
+
     _DONE = object()
+    _open: "weakref.WeakSet[_ThreadPrefetcher]" = weakref.WeakSet()
 
     def __init__(self, source: Iterator, depth: int):
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -38,22 +52,27 @@ class _ThreadPrefetcher:
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._fill, args=(source,), daemon=True,
                                        name="pinchpoint-prefetch")
+        _ThreadPrefetcher._open.add(self)
         self.thread.start()
 
     def _fill(self, source: Iterator) -> None:
         try:
             for item in source:
-                while not self.stop.is_set():
-                    try:
-                        self.queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
+                if not self._put(item):
                     return
         except BaseException as err:  # re-raised in the training thread
             self.error = err
-        self.queue.put(self._DONE)
+        self._put(self._DONE)
+
+    def _put(self, item) -> bool:
+        """Wait for room in the queue, or for ``close()`` (then False)."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def __iter__(self):
         return self
@@ -67,7 +86,30 @@ class _ThreadPrefetcher:
         return item
 
     def close(self) -> None:
+        """Stop and join the thread, then drop the batches still queued, here in the owner's
+        thread. Draining first wakes a thread waiting for room, so the join lasts at most the
+        one read in progress."""
         self.stop.set()
+        self._drain()
+        if self.thread is not threading.current_thread():
+            self.thread.join()
+        self._drain()
+        _ThreadPrefetcher._open.discard(self)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+@atexit.register
+def _close_open_prefetchers() -> None:
+    """A stream nobody closed (an exception skipped it) is joined before the interpreter starts
+    finalizing: atexit handlers run before daemon threads can be killed mid-free."""
+    for prefetcher in list(_ThreadPrefetcher._open):
+        prefetcher.close()
 
 
 class BatchStream:

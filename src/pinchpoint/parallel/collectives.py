@@ -1,12 +1,21 @@
 """Profiled collectives: every call is counted (calls, bytes, seconds) per kind and its time is
 carved out of the enclosing phase into ``communication``, so the step breakdown shows it.
 
+Two ways in: collectives a workload issues itself go through the methods below; collectives torch
+issues inside FSDP2, tensor parallelism and pipelining are recorded by
+``profile.trace_torch_collectives()`` (see ``comm_trace``), which the runner enters around the
+training loop. A collective issued through a method here is counted once, by the method.
+
 ``bytes`` is what this rank hands to the collective (the input tensor's size), the convention of
-nccl-tests' "size"; for all_to_all that includes the slice a rank keeps for itself.
+nccl-tests' "size": for all_to_all that includes the slice a rank keeps for itself, for an
+all-gather it is this rank's shard, for a reduce-scatter the full buffer, for ``send_recv`` the
+tensors sent plus those received. ``seconds`` is the time the calling thread was blocked.
 """
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -16,7 +25,10 @@ import torch.distributed as dist
 
 from pinchpoint.telemetry.phases import PhaseTimer
 
-KINDS = ("all_to_all", "all_reduce", "all_gather", "reduce_scatter", "broadcast")
+# Always reported (zeros included), so metric names do not depend on the layout; any other kind
+# recorded (reduce, gather, scatter) is reported when it occurs.
+KINDS = ("all_to_all", "all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv",
+         "barrier")
 
 
 @dataclass
@@ -31,19 +43,61 @@ class CollectiveProfile:
     phases: Optional[PhaseTimer] = None
     section: str = "train"     # "train" or "eval": per-step figures use the training section
     stats: dict = field(default_factory=lambda: defaultdict(KindStats))
+    _thread: threading.local = field(default_factory=threading.local, repr=False)
 
     @contextlib.contextmanager
     def record(self, kind: str, nbytes: int):
-        carve = self.phases.carve("communication", {"kind": kind, "bytes": nbytes}) \
-            if self.phases is not None else contextlib.nullcontext()
-        import time
-        start = time.perf_counter()
-        with carve:
-            yield
+        with self.holding():
+            if self.phases is None:
+                start = time.perf_counter()
+                yield
+                self.add(kind, nbytes, time.perf_counter() - start)
+                return
+            with self.phases.carve("communication", {"kind": kind, "bytes": nbytes}) as carved:
+                yield
+            self.add(kind, nbytes, carved.seconds)
+
+    def __getstate__(self) -> dict:   # thread-local state does not travel (copy, pickle)
+        return {k: v for k, v in self.__dict__.items() if k != "_thread"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _thread=threading.local())
+
+    def add(self, kind: str, nbytes: int, seconds: float, calls: int = 1) -> None:
         s = self.stats[(self.section, kind)]
-        s.calls += 1
+        s.calls += calls
         s.bytes += nbytes
-        s.seconds += time.perf_counter() - start
+        s.seconds += seconds
+
+    @contextlib.contextmanager
+    def holding(self):
+        """Mark this thread as inside a recorded collective: collectives it issues meanwhile
+        (the torch call under ``all_reduce``, a DDP hook's) are not recorded a second time."""
+        previous = self.busy()
+        self._thread.busy = True
+        try:
+            yield
+        finally:
+            self._thread.busy = previous
+
+    def uncounted(self):
+        """Torch-internal collectives issued inside are neither counted nor carved: for work
+        whose collectives belong to its own phase (a checkpoint's DCP plan exchange)."""
+        return self.holding()
+
+    def busy(self) -> bool:
+        # The thread's own dict: getattr with a default pays for an AttributeError per miss.
+        return self._thread.__dict__.get("busy", False)
+
+    def hold(self, busy: bool) -> None:
+        """``holding()`` without a context manager, for the per-collective hot path."""
+        self._thread.busy = busy
+
+    def trace_torch_collectives(self, synchronize: bool = True):
+        """While entered, record the collectives torch issues itself (FSDP2, DTensor/TP,
+        pipelining, object collectives) into this profile; see ``comm_trace``."""
+        from pinchpoint.parallel.comm_trace import TorchCollectiveTrace
+        return TorchCollectiveTrace(self, synchronize)
 
     @contextlib.contextmanager
     def evaluating(self):
@@ -55,7 +109,8 @@ class CollectiveProfile:
 
     def per_step(self, steps: int) -> dict[str, float]:
         out = {}
-        for kind in KINDS:
+        seen = [k for section, k in self.stats if section == "train" and k not in KINDS]
+        for kind in (*KINDS, *sorted(set(seen))):
             s = self.stats.get(("train", kind), KindStats())
             out[f"comm_{kind}_calls_per_step"] = s.calls / max(steps, 1)
             out[f"comm_{kind}_bytes_per_step"] = s.bytes / max(steps, 1)

@@ -27,4 +27,6 @@ def shard_model(model: nn.Module, blocks: Iterable[nn.Module], mesh, dims: Paral
     dp_mesh = data_parallel_mesh(mesh, dims)
     for block in blocks:
         fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
+    # The root (embedding, norm, head) stays gathered between forward and backward (torch's
+    # default for the root): resharding it would re-gather it for every micro-batch's backward.
+    fully_shard(model, mesh=dp_mesh)

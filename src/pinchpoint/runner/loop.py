@@ -6,6 +6,7 @@ here, so every workload's log has the same shape.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -43,6 +44,8 @@ class LoopHooks:
     on_eval: Callable[[LoopState, float, float], None]          # state, quality, train loss
     save_checkpoint: Optional[Callable[[LoopState], None]] = None
     on_step: Callable[[LoopState], None] = lambda state: None
+    # Collectives inside evaluation are reported apart from the training step's.
+    evaluating: Callable[[], Any] = contextlib.nullcontext
 
 
 @dataclass
@@ -104,7 +107,8 @@ def _evaluate(workload: Workload, mlperf: MLPerfLog, sizes: Sizes, quality: Qual
     epoch_num = round(state.samples / sizes.train_samples, 6)
     meta = {C.EPOCH_NUM: epoch_num, "samples_count": state.samples}
     mlperf.start(C.EVAL_START, metadata=meta)
-    value = workload.evaluate()
+    with hooks.evaluating():
+        value = workload.evaluate()
     mlperf.end(C.EVAL_STOP, metadata=meta)
     mlperf.event(C.EVAL_ACCURACY, value=value, metadata=meta)
     for key in getattr(workload, "mlperf_eval_keys", ()):  # a benchmark's own name for it

@@ -65,6 +65,9 @@ class Session:
         if self.ctx.is_main:  # CPU, memory, disk and network as counter tracks on the timeline
             from pinchpoint.telemetry.system_sampler import SystemSampler
             self.sampler = SystemSampler(self.timeline, 0.5).start()
+        # Data files are found and their headers checked before any MLflow run is opened, so
+        # a bad file is refused like a bad config value (no run left behind).
+        self.files = self.workload.prepare_data()
         self._open_tracking(resume)
         if resume:
             self._restore_mlperf_log(resume)
@@ -98,8 +101,11 @@ class Session:
         started = time.perf_counter()
         self._stage(files)
         w.open_data()
-        state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
-                           self._hooks(sizes, quality, attempt))
+        # Collectives torch issues itself (FSDP2, TP, pipelining) are counted and carved into
+        # the communication phase like the ones workloads issue through the profile.
+        with self.collectives.trace_torch_collectives(synchronize=True):
+            state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
+                               self._hooks(sizes, quality, attempt))
         m.end(C.RUN_STOP, metadata={"status": state.status})
         summary = summarize(state, quality, self.phases, self.tier.io, self.collectives,
                             self.inputs.measurements, self.saver.writes if self.saver else [],
@@ -111,7 +117,7 @@ class Session:
     def _init(self, resume: Optional[Resume]) -> None:
         """Data on the tier, cache cleared, MLPerf init events, model built (outside the clock)."""
         w, m = self.workload, self.mlperf
-        files = w.prepare_data()
+        files = self.files
         cache_method = self.tier.clear_cache(files) if self.ctx.is_main else "none"
         if not resume:
             m.event(C.CACHE_CLEAR, value=True, metadata={"method": cache_method})
@@ -146,7 +152,7 @@ class Session:
         if self.checkpoints is not None:
             self.saver = Saver(self.checkpoints, self.workload, self.ctx.is_main,
                                lambda: self._checkpoint_meta(attempt))
-        fault = Fault(self.cfg.get("fault"), self.ctx)
+        fault = Fault(self.cfg.get("fault"), self.ctx, self.job.output_dir)
 
         def on_step(state: loop.LoopState) -> None:
             progress(state)
@@ -162,11 +168,13 @@ class Session:
                                          step=state.step)
 
         return loop.LoopHooks(on_eval=on_eval, on_step=on_step,
-                              save_checkpoint=self._timed_save if self.saver else None)
+                              save_checkpoint=self._timed_save if self.saver else None,
+                              evaluating=self.collectives.evaluating)
 
     def _timed_save(self, state: loop.LoopState) -> None:
         started = time.perf_counter()
-        write = self.saver(state)
+        with self.collectives.uncounted():   # DCP's plan exchange belongs to the checkpoint
+            write = self.saver(state)
         if write is not None:
             self.timeline.span(f"checkpoint step {state.step}", "checkpoint", started,
                                time.perf_counter(), {"bytes": write.nbytes})

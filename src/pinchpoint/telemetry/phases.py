@@ -19,6 +19,14 @@ from pinchpoint.telemetry.timeline import Timeline
 PHASES = ("data_wait", "forward_backward", "communication", "optimizer", "eval", "checkpoint")
 
 
+class Carved:
+    """What ``PhaseTimer.carve`` moved: its ``seconds``, known once the block exits."""
+    __slots__ = ("seconds",)
+
+    def __init__(self):
+        self.seconds = 0.0
+
+
 class PhaseTimer:
     def __init__(self, timeline: Optional[Timeline] = None,
                  synchronize: Optional[Callable[[], None]] = None):
@@ -49,17 +57,30 @@ class PhaseTimer:
         return elapsed - carved
 
     @contextlib.contextmanager
-    def carve(self, phase: str, args: Optional[dict] = None):
-        self.synchronize()
+    def carve(self, phase: str, args: Optional[dict] = None, synchronize: bool = True):
+        """Time the block and move it into ``phase``; yields a ``Carved`` whose ``seconds`` is
+        set on exit (exactly what was moved). ``synchronize=False`` skips the device sync at
+        both ends (host time only: cheap, but device work is left to the next sync)."""
+        if synchronize:
+            self.synchronize()
+        carved = Carved()
         start = time.perf_counter()
         try:
-            yield
+            yield carved
         finally:
-            self.synchronize()
+            if synchronize:
+                self.synchronize()
             end = time.perf_counter()
-            self._carved[phase] += end - start
-            if self.timeline is not None:
-                self.timeline.span(phase, "collective", start, end, args)
+            carved.seconds = end - start
+            self.add_carved(phase, start, end, args)
+
+    def add_carved(self, phase: str, start: float, end: float,
+                   args: Optional[dict] = None) -> None:
+        """``carve`` for an interval the caller timed itself (the collective trace, which
+        cannot afford a context manager per call): moved into ``phase`` at the next mark."""
+        self._carved[phase] += end - start
+        if self.timeline is not None:
+            self.timeline.span(phase, "collective", start, end, args)
 
     def end_step(self, step: int) -> float:
         now = self._last

@@ -6,11 +6,11 @@ experts and weights their outputs:
 
 - ``score_func="softmax"`` (GPT-OSS; Megatron with ``moe_router_pre_softmax=false``): top-k of
   the router logits, then a softmax over those k logits.
-- ``score_func="sigmoid"`` (DeepSeek V3): sigmoid scores; the *choice* uses scores + a learned-
-  free ``expert_bias`` (aux-loss-free balancing, updated from the load after each step) and is
-  limited to the ``top_groups`` best of ``num_groups`` expert groups (a group's score is the sum
-  of its two best experts); the *weights* are the chosen raw scores, renormalised to sum to 1
-  and multiplied by ``route_scale``.
+- ``score_func="sigmoid"`` (DeepSeek V3): sigmoid scores; the *choice* uses scores + an
+  ``expert_bias`` that no gradient touches (aux-loss-free balancing: moved by the load after
+  each step) and is limited to the ``top_groups`` best of ``num_groups`` expert groups (a
+  group's score is the sum of its two best experts); the *weights* are the chosen raw scores,
+  renormalised to sum to 1 and multiplied by ``route_scale``.
 
 The experts run as one batched matmul over all experts (``torch._grouped_mm`` on GPU, a padded
 ``torch.bmm`` elsewhere), never a Python loop over experts. An optional capacity factor drops the
@@ -18,8 +18,9 @@ lowest-weight tokens beyond ``ceil(capacity_factor x tokens x top_k / experts)``
 (Megatron's "probs" drop policy); off (None) by default, as in both references.
 
 Every forward leaves ``router_stats`` (tokens per expert, dropped pairs, router entropy,
-balancing loss) for the workload's measurements, and ``aux_loss`` (the balancing loss, which the
-workload scales by its coefficient and adds to the language-model loss). With expert parallelism
+balancing loss) for the workload's measurements, and ``aux_loss`` (the balancing loss); with
+``aux_loss_scale`` set, backward also trains the router on it (coefficient / micro-batches)
+without adding it to the reported language-model loss. With expert parallelism
 (pinchpoint.parallel.expert) this layer holds only its rank's experts and the dispatcher moves
 tokens to them with all-to-all; the arithmetic is the same.
 """
@@ -144,19 +145,22 @@ class GroupedExperts(nn.Module):
 
     def forward(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """rows (n, dim) sorted by local expert, ``counts[e]`` rows each -> (n, dim)."""
-        if _grouped_mm_usable(rows):
-            return self._grouped(rows, counts)
+        if _grouped_mm_usable(rows, self.down_proj.shape[1]):
+            return self._grouped(rows.to(torch.bfloat16), counts)
         return self._padded(rows, counts)
 
     def _grouped(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """One grouped GEMM per projection over contiguous row blocks (``offs`` = block ends),
+        everything in the rows' dtype (bf16)."""
         offsets = counts.cumsum(0).to(torch.int32)
-        h = torch._grouped_mm(rows, self.gate_up_proj.to(rows.dtype), offs=offsets)
+        dtype, n = rows.dtype, len(rows)
+        h = torch._grouped_mm(rows, self.gate_up_proj.to(dtype), offs=offsets)
         if self.gate_up_bias is not None:
-            h = h + self.gate_up_bias.repeat_interleave(counts, dim=0, output_size=len(rows))
-        out = torch._grouped_mm(swiglu(h, self.activation), self.down_proj.to(rows.dtype),
+            h = h + self.gate_up_bias.to(dtype).repeat_interleave(counts, dim=0, output_size=n)
+        out = torch._grouped_mm(swiglu(h, self.activation).to(dtype), self.down_proj.to(dtype),
                                 offs=offsets)
         if self.down_bias is not None:
-            out = out + self.down_bias.repeat_interleave(counts, dim=0, output_size=len(rows))
+            out = out + self.down_bias.to(dtype).repeat_interleave(counts, dim=0, output_size=n)
         return out
 
     def _padded(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -179,10 +183,19 @@ class GroupedExperts(nn.Module):
         return out[expert_of_row, slot]
 
 
-def _grouped_mm_usable(rows: torch.Tensor) -> bool:
-    # torch._grouped_mm has CUDA kernels (bf16, sm90+) with backward; on CPU only a forward
-    # exists, so CPU training takes the padded bmm path.
-    return rows.is_cuda and rows.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
+def _grouped_mm_usable(rows: torch.Tensor, expert_dim: int) -> bool:
+    """torch._grouped_mm has CUDA kernels (bf16, Hopper and later) with a backward; on CPU only
+    a forward exists, so CPU training takes the padded bmm path. On GPU the experts run in bf16
+    when the rows are bf16 or the step runs under bf16 autocast; the kernels want row strides
+    in multiples of 16 bytes (widths divisible by 8)."""
+    if not (rows.is_cuda and hasattr(torch, "_grouped_mm")):
+        return False
+    if rows.shape[-1] % 8 or expert_dim % 8:
+        return False
+    if torch.cuda.get_device_capability(rows.device)[0] < 9:
+        return False
+    return rows.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cuda") and
+                                            torch.get_autocast_dtype("cuda") == torch.bfloat16)
 
 
 def capacity(tokens: int, a: MoEArgs) -> Optional[int]:
@@ -195,10 +208,10 @@ def sort_pairs(weights: torch.Tensor, experts: torch.Tensor, num_experts: int,
                cap: Optional[int]):
     """Flatten the (token, choice) pairs, order them by expert and apply the capacity.
 
-    Returns (token of each kept pair, its weight, its expert, pairs per expert (kept),
-    number of dropped pairs). With a capacity, pairs are ordered by descending weight within an
-    expert first, so the ones beyond capacity are the least weighted (Megatron's "probs")."""
-    tokens, k = experts.shape
+    Returns (token of each kept pair, its weight, its expert, number of dropped pairs). With a
+    capacity, pairs are ordered by descending weight within an expert first, so the ones beyond
+    capacity are the least weighted (Megatron's "probs" drop policy)."""
+    k = experts.shape[1]
     flat_expert, flat_weight = experts.reshape(-1), weights.reshape(-1)
     if cap is None:
         order = torch.argsort(flat_expert, stable=True)
@@ -306,7 +319,10 @@ def balancing_loss(probs: torch.Tensor, experts: torch.Tensor, a: MoEArgs, batch
 def combine(flat: torch.Tensor, token: torch.Tensor, weight: torch.Tensor,
             y: torch.Tensor) -> torch.Tensor:
     """Weight each expert output by its routing weight and sum a token's k outputs."""
-    return torch.zeros_like(flat).index_add_(0, token, y * weight.unsqueeze(-1).to(y.dtype))
+    # in at least fp32 (bf16 expert outputs under autocast), added in the residual's dtype
+    wide = torch.promote_types(y.dtype, torch.float32)
+    weighted = (y.to(wide) * weight.unsqueeze(-1)).to(flat.dtype)
+    return torch.zeros_like(flat).index_add_(0, token, weighted)
 
 
 def moe_layers(model: nn.Module) -> list[MoE]:

@@ -8,7 +8,10 @@ from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.workloads.common import validation as llm
 
 
-def validate_moe(run) -> ParallelDims:
+def validate_moe(run, model_checks, shape) -> ParallelDims:
+    """Architecture (shared, then ``model_checks(prefix, scale)``), layout, memory fit of
+    ``shape(scale)`` (not with plan_only, which prints the plan instead), then the recipe and
+    data, so a full-scale point is refused for memory before anything about its dataset."""
     m = run.model
     one_of(m.scale, "model.scale", ["proxy", "full", "smoke"])
     s, a = f"model.{m.scale}", getattr(m, m.scale)
@@ -21,8 +24,8 @@ def validate_moe(run) -> ParallelDims:
                 "a factor > 0 (capacity = factor x tokens x top_k / experts per expert), or "
                 "null for no token dropping")
     require(a.aux_loss_coeff, f"{s}.aux_loss_coeff", lambda v: v >= 0, "a coefficient >= 0")
+    model_checks(s, a)
     dims = ParallelDims.from_config(run.parallel)     # degrees x ... = world_size, ep | world/pp
-    llm.validate_recipe(run, dims)
     require(dims.ep, "parallel.ep", lambda v: a.num_experts % v == 0,
             f"a divisor of {s}.num_experts={a.num_experts} (every EP rank holds the same number "
             "of experts): one of " + ", ".join(
@@ -40,4 +43,7 @@ def validate_moe(run) -> ParallelDims:
             raise ConfigError("checkpoint.interval", run.checkpoint.interval,
                               "0 with parallel.ep > 1 (expert-sharded checkpoints are not "
                               "written yet); or parallel.ep=1")
+        from pinchpoint.plan.moe import check_fits
+        check_fits(shape(a), run)
+    llm.validate_recipe(run, dims)
     return dims

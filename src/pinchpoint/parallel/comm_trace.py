@@ -1,0 +1,287 @@
+"""Record the collectives torch runs by itself (FSDP2's all-gathers and reduce-scatters, tensor
+parallelism's DTensor redistributions, pipelining's sends and receives, object collectives) into
+a ``CollectiveProfile``: calls, bytes and seconds per kind, carved into the ``communication``
+phase and drawn on the timeline, for as long as the trace is entered.
+
+Where it hooks, and why there:
+
+* **c10d** (``torch.distributed.*``): every Python entry point -- ``all_gather_single`` and its
+  deprecated aliases, ``isend`` inside ``batch_isend_irecv``, ``broadcast_object_list`` -- ends
+  in exactly one method call on the ``ProcessGroup`` object. Wrapping those methods is one choke
+  point: aliases cannot be counted twice, and function identities that torch compares
+  (``P2POp.op is dist.isend``) stay untouched.
+* **functional collectives** (``torch.ops._c10d_functional``, what DTensor uses): the C++ ops
+  are called from Python through their op namespace; each is replaced there by a timed stand-in
+  that forwards everything else (``.default``, schemas) to the real op. Their outputs are waited
+  on later by ``wait_tensor``, which is timed the same way.
+
+The cost is paid per collective only (a few Python calls, two clock reads: 6-15 us measured by
+benchmarks/comm_trace_overhead.py on a loaded 2-core box) and nothing per tensor op, which is
+why this is used rather than the profiler's collective records or a dispatch/function mode
+(those pay on every op of the model, collective or not). A synchronous c10d call is timed as
+one span (issue and wait); an asynchronous one returns its work handle wrapped so that ``wait``
+is timed too.
+
+Seconds are the time the issuing thread is blocked: issuing, plus waiting on the returned work
+or tensor. An asynchronous collective that finished under compute costs only its issue, so the
+phases still tile the loop exactly. With ``synchronize`` (the default) each carve synchronizes
+the device first and last, as every phase mark does: on CUDA the recorded seconds are then the
+collective's device time, serialized (overlap with compute is given up for attribution); with
+``synchronize=False`` they are host blocking time only, and NCCL work hides in later phases.
+
+Not seen: collectives issued from C++ -- DDP's built-in all-reduce hook (register
+``collectives.ddp_comm_hook`` instead), NCCL coalesced groups' end-of-group wait -- and
+functional collectives inside a ``torch.compile`` graph. Collectives issued through the profile
+itself (``profile.all_reduce``...) are counted there once, not again here.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+# ProcessGroup method -> (kind, index of the argument holding what this rank hands in).
+# bytes follow the profile's convention: the input this rank hands to the collective (for an
+# all-gather its shard, for a reduce-scatter the full buffer); sends and receives count the
+# tensor sent or received.
+PROCESS_GROUP_METHODS: dict[str, tuple[str, Optional[int]]] = {
+    "allreduce": ("all_reduce", 0), "allreduce_coalesced": ("all_reduce", 0),
+    "all_gather_single": ("all_gather", 1), "all_gather_single_coalesced": ("all_gather", 1),
+    "allgather": ("all_gather", 1), "allgather_coalesced": ("all_gather", 1),
+    "allgather_into_tensor_coalesced": ("all_gather", 1), "_allgather_base": ("all_gather", 1),
+    "reduce_scatter_single": ("reduce_scatter", 1),
+    "reduce_scatter_single_coalesced": ("reduce_scatter", 1),
+    "reduce_scatter": ("reduce_scatter", 1),
+    "reduce_scatter_tensor_coalesced": ("reduce_scatter", 1),
+    "_reduce_scatter_base": ("reduce_scatter", 1),
+    "all_to_all_single": ("all_to_all", 1), "alltoall_base": ("all_to_all", 1),
+    "alltoall": ("all_to_all", 1),
+    "broadcast": ("broadcast", 0), "reduce": ("reduce", 0), "gather": ("gather", 1),
+    "scatter": ("scatter", 1),
+    "send": ("send_recv", 0), "recv": ("send_recv", 0), "recv_anysource": ("send_recv", 0),
+    "barrier": ("barrier", None),
+}
+
+# torch.ops._c10d_functional op -> (kind, index of its input argument).
+FUNCTIONAL_OPS: dict[str, tuple[str, int]] = {
+    "all_reduce": ("all_reduce", 0), "all_reduce_": ("all_reduce", 0),
+    "all_reduce_coalesced": ("all_reduce", 0), "all_reduce_coalesced_": ("all_reduce", 0),
+    "all_gather_into_tensor": ("all_gather", 0), "all_gather_into_tensor_out": ("all_gather", 0),
+    "all_gather_into_tensor_coalesced": ("all_gather", 0),
+    "reduce_scatter_tensor": ("reduce_scatter", 0),
+    "reduce_scatter_tensor_out": ("reduce_scatter", 0),
+    "reduce_scatter_tensor_coalesced": ("reduce_scatter", 0),
+    "all_to_all_single": ("all_to_all", 0),
+    "broadcast": ("broadcast", 0), "broadcast_": ("broadcast", 0),
+    "isend": ("send_recv", 0), "irecv": ("send_recv", 0), "batch_p2p_ops": ("send_recv", 3),
+}
+
+
+def nbytes(value: Any) -> int:
+    """Bytes of a tensor, or of every tensor in a (nested) list of them."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
+    return 0
+
+
+class _TimedWork(dist.Work):
+    """A ProcessGroup's work handle whose ``wait`` is timed (a subclass, so torch's
+    ``isinstance(work, dist.Work)`` checks still hold); everything else is the real handle's."""
+
+    def __init__(self, work: dist.Work, trace: "TorchCollectiveTrace", kind: str):
+        super().__init__()
+        self._work, self._trace, self._kind = work, trace, kind
+
+    def wait(self, timeout=None):
+        args = () if timeout is None else (timeout,)
+        return self._trace.blocked(self._kind, 0, False, self._work.wait, args, {})
+
+    def get_future(self):
+        return self._work.get_future()
+
+    def is_completed(self):
+        return self._work.is_completed()
+
+    def is_success(self):
+        return self._work.is_success()
+
+    def exception(self):
+        return self._work.exception()
+
+    def result(self):
+        return self._work.result()
+
+    def source_rank(self):
+        return self._work.source_rank()
+
+    def synchronize(self):
+        return self._work.synchronize()
+
+    def block_current_stream(self):
+        return self._work.block_current_stream()
+
+    def boxed(self):
+        return self._work.boxed()
+
+
+class _TimedOp:
+    """Stands in for one ``torch.ops._c10d_functional`` op: calls are timed, attribute lookups
+    (``.default``, overloads, schema) reach the real op."""
+
+    def __init__(self, op, call: Callable):
+        self._op, self._call = op, call
+
+    def __call__(self, *args, **kwargs):
+        return self._call(self._op, args, kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._op, name)
+
+
+class TorchCollectiveTrace:
+    """Context manager: while entered, torch-internal collectives are recorded into
+    ``profile``. One at a time per process (it patches process-wide entry points)."""
+
+    _active: Optional["TorchCollectiveTrace"] = None
+
+    def __init__(self, profile, synchronize: bool = True):
+        self.profile = profile
+        self.synchronize = synchronize
+        self._restore: list[Callable[[], None]] = []
+        # id of a functional collective's output -> its kind, until waited on
+        self._pending: dict[int, str] = {}
+        self._last_functional_kind = "all_reduce"
+
+    # --- entering and leaving ---------------------------------------------------------------
+    def __enter__(self) -> "TorchCollectiveTrace":
+        if TorchCollectiveTrace._active is not None:
+            raise RuntimeError("torch collectives are already being traced in this process")
+        TorchCollectiveTrace._active = self
+        try:
+            self._patch_process_group()
+            self._patch_functional()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self._restore:
+            self._restore.pop()()
+        self._pending.clear()
+        TorchCollectiveTrace._active = None
+
+    def _patch_process_group(self) -> None:
+        cls = dist.ProcessGroup
+        for name, (kind, arg) in PROCESS_GROUP_METHODS.items():
+            raw = cls.__dict__.get(name)   # the unbound descriptor, restored as it was
+            if raw is None:
+                continue
+            setattr(cls, name, self._process_group_method(getattr(cls, name), kind, arg))
+            self._restore.append(lambda name=name, raw=raw: setattr(cls, name, raw))
+
+    def _patch_functional(self) -> None:
+        namespace = torch.ops._c10d_functional
+        for name, (kind, arg) in FUNCTIONAL_OPS.items():
+            op = self._functional_op(namespace, name)
+            if op is None:
+                continue
+            setattr(namespace, name, _TimedOp(op, self._issue_functional(kind, arg)))
+            self._restore.append(lambda name=name, op=op: setattr(namespace, name, op))
+        wait = self._functional_op(namespace, "wait_tensor")
+        if wait is not None:
+            setattr(namespace, "wait_tensor", _TimedOp(wait, self._wait_functional))
+            self._restore.append(lambda: setattr(namespace, "wait_tensor", wait))
+
+    @staticmethod
+    def _functional_op(namespace, name: str):
+        try:
+            return getattr(namespace, name)
+        except (AttributeError, RuntimeError):  # op not in this torch build
+            return None
+
+    # --- recording ----------------------------------------------------------------------------
+    def blocked(self, kind: str, size: int, issue: bool, fn: Callable, args, kwargs):
+        """Run ``fn`` and record the time this thread is blocked in it (and, for an issue, one
+        call of ``size`` bytes). Nested entries (a collective the profile is already timing)
+        run untimed. No context managers here: this runs for every collective."""
+        profile = self.profile
+        if profile.busy():
+            return fn(*args, **kwargs)
+        phases = profile.phases
+        sync = self.synchronize and phases is not None
+        if sync:
+            phases.synchronize()
+        profile.hold(True)
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if sync:
+                phases.synchronize()
+            end = time.perf_counter()
+            profile.hold(False)
+            profile.add(kind, size, end - start, calls=int(issue))
+            if phases is not None:
+                label = None if phases.timeline is None else \
+                    {"kind": kind, "bytes": size} if issue else {"kind": kind, "wait": True}
+                phases.add_carved("communication", start, end, label)
+
+    def _process_group_method(self, method: Callable, kind: str, arg: Optional[int]):
+        trace = self
+
+        def timed(group, *args, **kwargs):
+            if trace.profile.busy():
+                return method(group, *args, **kwargs)
+            size = nbytes(args[arg]) if arg is not None and len(args) > arg else 0
+            if _synchronous(args, kwargs):
+                # torch.distributed waits on this work as soon as it returns: wait here, inside
+                # one timed span, instead of wrapping the handle (half the cost per call).
+                return trace.blocked(kind, size, True, _issue_and_wait, (method, group, args,
+                                                                        kwargs), {})
+            work = trace.blocked(kind, size, True, method, (group, *args), kwargs)
+            return _TimedWork(work, trace, kind) if isinstance(work, dist.Work) else work
+
+        timed.__name__ = getattr(method, "__name__", kind)
+        return timed
+
+    def _issue_functional(self, kind: str, arg: int) -> Callable:
+        def issue(op, args, kwargs):
+            if torch.compiler.is_compiling():
+                return op(*args, **kwargs)
+            size = nbytes(args[arg]) if len(args) > arg else 0
+            out = self.blocked(kind, size, True, op, args, kwargs)
+            if not self.profile.busy():
+                self._last_functional_kind = kind
+                if len(self._pending) > 4096:   # outputs freed without a wait: forget them
+                    self._pending.clear()
+                for tensor in out if isinstance(out, (list, tuple)) else (out,):
+                    self._pending[id(tensor)] = kind
+            return out
+
+        return issue
+
+    def _wait_functional(self, op, args, kwargs):
+        if torch.compiler.is_compiling() or not args:
+            return op(*args, **kwargs)
+        # The output itself, or (AsyncCollectiveTensor re-wraps views) a view of it: then the
+        # kind is the latest functional collective's.
+        kind = self._pending.pop(id(args[0]), self._last_functional_kind)
+        return self.blocked(kind, 0, False, op, args, kwargs)
+
+
+def _synchronous(args, kwargs) -> bool:
+    """Whether the c10d options passed to a ProcessGroup method ask for a synchronous op."""
+    opts = kwargs.get("opts", args[-1] if args else None)
+    return getattr(opts, "asyncOp", True) is False
+
+
+def _issue_and_wait(method, group, args, kwargs):
+    work = method(group, *args, **kwargs)
+    if work is not None:
+        work.wait()
+    return work

@@ -1,0 +1,159 @@
+"""Expert parallelism (EP): a MoE layer's experts are split over the ranks of an EP process
+group, and each rank's routed (token, expert) pairs travel to the expert's rank and back with
+``all_to_all_single`` (token dispatch, then combine), as Megatron's alltoall dispatcher and
+torchtitan's ExpertParallel do.
+
+Every exchange goes through the run's CollectiveProfile, so its calls, bytes and seconds land in
+the ``communication`` phase, and each one is also a named timeline slice ("moe dispatch",
+"moe combine", and their backward mirrors). The profile counts the bytes a rank hands to the
+collective (nccl-tests' convention); ``offrank_bytes`` here counts only the rows that leave the
+rank (tokens sent off-rank x hidden x element size, per direction), the figure that scales with
+the network.
+
+Gradients: the all-to-alls are autograd functions whose backward is the reverse exchange, so a
+rank's expert weights receive the gradients of every token routed to them. Replicated parameters
+(router, attention, shared expert) still need the usual data-parallel reduction, and expert
+weights must be divided by the same data-parallel degree (``scale_expert_gradients``).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pinchpoint.errors import ConfigError
+
+
+class ExpertParallel:
+    """The dispatcher a MoE layer uses when its experts are sharded over ``group``."""
+
+    def __init__(self, group, collectives, num_experts: int):
+        self.group = group
+        self.collectives = collectives
+        self.size = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        if num_experts % self.size:
+            raise ConfigError("parallel.ep", self.size,
+                              f"a divisor of the number of experts ({num_experts})")
+        self.num_experts = num_experts
+        self.local = num_experts // self.size
+        self.offrank_bytes = 0      # rows that left this rank, all exchanges, both directions
+        self.exchanges = 0
+
+    # --- the exchange, profiled and sliced ------------------------------------------------------
+    @contextlib.contextmanager
+    def _slice(self, name: str, nbytes: int):
+        timeline = getattr(getattr(self.collectives, "phases", None), "timeline", None)
+        start = time.perf_counter()
+        yield
+        if timeline is not None:
+            timeline.span(name, "collective", start, time.perf_counter(),
+                          {"offrank_bytes": nbytes})
+
+    def exchange(self, rows: torch.Tensor, out_splits: list[int], in_splits: list[int],
+                 name: str, tokens: bool = True) -> torch.Tensor:
+        """All-to-all of ``rows`` (n, dim) cut into ``in_splits`` per destination rank
+        (``tokens=False``: bookkeeping, kept out of ``offrank_bytes``)."""
+        rows = rows.contiguous()
+        out = rows.new_empty((sum(out_splits), *rows.shape[1:]))
+        row_bytes = rows[0].numel() * rows.element_size() if rows.dim() > 1 else \
+            rows.element_size()
+        offrank = (sum(in_splits) - in_splits[self.rank]) * row_bytes if tokens else 0
+        with self._slice(name, offrank):
+            self.collectives.all_to_all_single(out, rows, out_splits, in_splits, group=self.group)
+        self.offrank_bytes += offrank
+        self.exchanges += tokens
+        return out
+
+    # --- the routed computation -----------------------------------------------------------------
+    def run(self, flat: torch.Tensor, token: torch.Tensor, weight: torch.Tensor,
+            expert: torch.Tensor, experts: nn.Module) -> torch.Tensor:
+        """flat (tokens, dim); kept pairs sorted by global expert id -> routed output."""
+        from pinchpoint.workloads.common.moe import combine
+
+        ep, local = self.size, self.local
+        counts = torch.bincount(expert, minlength=self.num_experts)
+        # Tell every rank how many rows per local expert it will receive from us.
+        received = self.exchange(counts, [local] * ep, [local] * ep, "moe dispatch counts",
+                                 tokens=False)
+        in_splits = counts.view(ep, local).sum(1).tolist()
+        out_splits = received.view(ep, local).sum(1).tolist()
+        rows = _AllToAll.apply(flat[token], out_splits, in_splits, self, "moe dispatch")
+        # Received rows come grouped by source rank, then by local expert: regroup by expert.
+        expert_of_row = torch.arange(local, device=flat.device).repeat(ep)
+        expert_of_row = torch.repeat_interleave(expert_of_row, received,
+                                                output_size=len(rows))
+        by_expert = torch.argsort(expert_of_row, stable=True)
+        y = experts(rows[by_expert], received.view(ep, local).sum(0))
+        y = y[torch.argsort(by_expert)]                        # back to arrival order
+        back = _AllToAll.apply(y, in_splits, out_splits, self, "moe combine")
+        return combine(flat, token, weight, back)
+
+
+class _AllToAll(torch.autograd.Function):
+    """All-to-all whose backward is the reverse all-to-all of the gradients."""
+
+    @staticmethod
+    def forward(ctx, rows, out_splits, in_splits, ep: ExpertParallel, name: str):
+        ctx.splits, ctx.ep, ctx.name = (out_splits, in_splits), ep, name
+        return ep.exchange(rows, out_splits, in_splits, name)
+
+    @staticmethod
+    def backward(ctx, grad):
+        out_splits, in_splits = ctx.splits
+        g = ctx.ep.exchange(grad, in_splits, out_splits, ctx.name + " backward")
+        return g, None, None, None, None
+
+
+def apply_expert_parallel(model: nn.Module, group, collectives) -> Optional[ExpertParallel]:
+    """Keep this rank's slice of every MoE layer's experts (contiguous: rank r holds experts
+    r x E/ep ... (r+1) x E/ep - 1) and route through all-to-all. Call before the optimizer is
+    built. Returns the shared dispatcher (its ``offrank_bytes`` counts the traffic), or None
+    when the model has no MoE layer."""
+    from pinchpoint.workloads.common.moe import moe_layers
+
+    layers = moe_layers(model)
+    if not layers:
+        return None
+    ep = ExpertParallel(group, collectives, layers[0].args.num_experts)
+    lo, hi = ep.rank * ep.local, (ep.rank + 1) * ep.local
+    for layer in layers:
+        experts = layer.experts
+        for name, p in list(experts.named_parameters(recurse=False)):
+            setattr(experts, name, nn.Parameter(p.detach()[lo:hi].clone(),
+                                                requires_grad=p.requires_grad))
+        experts.first_expert = lo
+        layer.expert_parallel = ep
+    return ep
+
+
+def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The sharded expert weights (everything else in a MoE model is replicated)."""
+    from pinchpoint.workloads.common.moe import moe_layers
+    return [p for layer in moe_layers(model) for p in layer.experts.parameters()]
+
+
+def is_expert_parameter(name: str) -> bool:
+    """By name: routed experts live under ``...experts.<weight>``, shared ones elsewhere."""
+    return ".experts." in f".{name}"
+
+
+@torch.no_grad()
+def scale_expert_gradients(model: nn.Module, data_parallel: int, collectives=None,
+                           replica_group=None) -> None:
+    """Make expert gradients the data-parallel mean, like the replicated parameters'.
+
+    Backward leaves on an expert's rank the *sum* over every data-parallel rank's loss; a
+    replicated parameter gets the mean (DDP/FSDP divide by the data-parallel degree). When
+    ``ep`` is smaller than the data-parallel degree, ranks holding the same experts
+    (``replica_group``) first sum their gradients."""
+    grads = [p.grad for p in expert_parameters(model) if p.grad is not None]
+    if replica_group is not None and dist.get_world_size(replica_group) > 1:
+        for g in grads:
+            collectives.all_reduce(g, group=replica_group)
+    for g in grads:
+        g.div_(data_parallel)

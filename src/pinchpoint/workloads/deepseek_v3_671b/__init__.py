@@ -1,0 +1,11 @@
+"""DeepSeek V3 671B (MLPerf large MoE pretraining): MLA + MoE decoder with expert parallelism."""
+from pinchpoint.workloads.deepseek_v3_671b.config import DeepSeekModelConfig
+from pinchpoint.workloads.registry import WorkloadSpec, register
+
+# A run in seconds (conformance suite, sweep smoke tests): the smoke scale on a small corpus.
+SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_tokens=4000",
+         "dataset.target_margin=3.0")
+
+register(WorkloadSpec(name="deepseek_v3_671b",
+                      workload="pinchpoint.workloads.deepseek_v3_671b.workload:DeepSeekV3_671B",
+                      model_schema=DeepSeekModelConfig, smoke=SMOKE))

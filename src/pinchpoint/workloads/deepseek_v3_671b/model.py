@@ -1,0 +1,139 @@
+"""DeepSeek V3 (DeepSeek-AI, 2024) as published: pre-norm decoder with multi-head latent
+attention (MLA) and, after the first ``n_dense_layers`` dense SwiGLU layers, a MoE feed-forward
+(sigmoid router with a selection bias and group-limited routing, top-8 of 256 routed experts,
+one always-on shared expert, weights renormalised and scaled by 2.5). RMSNorm eps 1e-6,
+untied embeddings.
+
+MLA: queries go through a low-rank latent (dim -> q_lora_rank, RMSNorm, -> heads x (nope +
+rope)); keys and values share one compressed latent (dim -> kv_lora_rank, RMSNorm, -> heads x
+(nope + v)), and a separate ``qk_rope_head_dim`` slice of the key, computed once from the
+input and shared by all heads, carries the rotary position (decoupled RoPE). Softmax scale
+1/sqrt(nope + rope).
+
+Not modelled: the YaRN stretch of the released checkpoint's RoPE (factor 40 over 4096
+positions, with its softmax-scale correction) and the multi-token-prediction module, which the
+671 B count excludes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pinchpoint.workloads.common.moe import FeedForward, MoE, MoEArgs
+from pinchpoint.workloads.common.rotary import apply_rotary, rotary_table
+from pinchpoint.workloads.gpt_oss_20b.model import init_decoder_weights
+
+
+@dataclass
+class DeepSeekArgs:
+    dim: int
+    n_layers: int
+    n_dense_layers: int
+    dense_ffn_dim: int
+    n_heads: int
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    vocab_size: int
+    max_seq_len: int
+    num_experts: int
+    top_k: int
+    expert_dim: int
+    num_groups: int
+    top_groups: int
+    shared_experts: int = 1
+    route_scale: float = 2.5
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    capacity_factor: Optional[float] = None
+
+    @classmethod
+    def from_scale(cls, s) -> "DeepSeekArgs":
+        return cls(**{k: getattr(s, k) for k in cls.__dataclass_fields__})
+
+    def moe_args(self) -> MoEArgs:
+        return MoEArgs(dim=self.dim, expert_dim=self.expert_dim, num_experts=self.num_experts,
+                       top_k=self.top_k, score_func="sigmoid", num_groups=self.num_groups,
+                       top_groups=self.top_groups, route_scale=self.route_scale,
+                       expert_bias=True, shared_experts=self.shared_experts,
+                       capacity_factor=self.capacity_factor, balance_loss="sequence")
+
+
+class LatentAttention(nn.Module):
+    def __init__(self, a: DeepSeekArgs):
+        super().__init__()
+        self.nope, self.rope, self.v_dim = a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
+        self.kv_lora_rank = a.kv_lora_rank
+        self.wq_a = nn.Linear(a.dim, a.q_lora_rank, bias=False)
+        self.q_norm = nn.RMSNorm(a.q_lora_rank, eps=a.norm_eps)
+        self.wq_b = nn.Linear(a.q_lora_rank, a.n_heads * (self.nope + self.rope), bias=False)
+        self.wkv_a = nn.Linear(a.dim, a.kv_lora_rank + self.rope, bias=False)
+        self.kv_norm = nn.RMSNorm(a.kv_lora_rank, eps=a.norm_eps)
+        self.wkv_b = nn.Linear(a.kv_lora_rank, a.n_heads * (self.nope + self.v_dim), bias=False)
+        self.wo = nn.Linear(a.n_heads * self.v_dim, a.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        bsz, seq, _ = x.shape
+        q = self.wq_b(self.q_norm(self.wq_a(x))).view(bsz, seq, -1, self.nope + self.rope)
+        q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
+        latent, k_rope = self.wkv_a(x).split([self.kv_lora_rank, self.rope], dim=-1)
+        kv = self.wkv_b(self.kv_norm(latent)).view(bsz, seq, -1, self.nope + self.v_dim)
+        k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
+        heads = q.shape[2]
+        k_rope = apply_rotary(k_rope.unsqueeze(2), angles).expand(-1, -1, heads, -1)
+        q = torch.cat([q_nope, apply_rotary(q_rope, angles)], dim=-1)
+        k = torch.cat([k_nope, k_rope], dim=-1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                             v.transpose(1, 2), is_causal=True)
+        return self.wo(out.transpose(1, 2).reshape(bsz, seq, -1))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, a: DeepSeekArgs, layer: int):
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(a.dim, eps=a.norm_eps)
+        self.attention = LatentAttention(a)
+        self.ffn_norm = nn.RMSNorm(a.dim, eps=a.norm_eps)
+        if layer < a.n_dense_layers:
+            self.feed_forward, self.moe = FeedForward(a.dim, a.dense_ffn_dim), None
+        else:
+            self.feed_forward, self.moe = None, MoE(a.moe_args())
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), angles)
+        ffn = self.moe if self.moe is not None else self.feed_forward
+        return h + ffn(self.ffn_norm(h))
+
+
+class DeepSeekV3(nn.Module):
+    def __init__(self, a: DeepSeekArgs):
+        super().__init__()
+        self.args = a
+        self.tok_embeddings: Optional[nn.Embedding] = nn.Embedding(a.vocab_size, a.dim)
+        self.layers = nn.ModuleDict({str(i): TransformerBlock(a, i) for i in range(a.n_layers)})
+        self.norm: Optional[nn.RMSNorm] = nn.RMSNorm(a.dim, eps=a.norm_eps)
+        self.output: Optional[nn.Linear] = nn.Linear(a.dim, a.vocab_size, bias=False)
+        self.register_buffer("rope", rotary_table(a.qk_rope_head_dim, a.rope_theta,
+                                                  a.max_seq_len), persistent=False)
+        self.recompute = False
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        init_decoder_weights(self, self.args.n_layers)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
+        for layer in self.layers.values():
+            if self.recompute and self.training:
+                h = torch.utils.checkpoint.checkpoint(layer, h, self.rope, use_reentrant=False)
+            else:
+                h = layer(h, self.rope)
+        h = self.norm(h) if self.norm is not None else h
+        return self.output(h) if self.output is not None else h

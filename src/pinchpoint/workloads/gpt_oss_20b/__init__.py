@@ -1,0 +1,11 @@
+"""GPT-OSS 20B (MLPerf small MoE pretraining): MoE decoder with expert parallelism."""
+from pinchpoint.workloads.gpt_oss_20b.config import GptOssModelConfig
+from pinchpoint.workloads.registry import WorkloadSpec, register
+
+# A run in seconds (conformance suite, sweep smoke tests): the smoke scale on a small corpus.
+SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_tokens=4000",
+         "dataset.target_margin=3.0")
+
+register(WorkloadSpec(name="gpt_oss_20b",
+                      workload="pinchpoint.workloads.gpt_oss_20b.workload:GptOss20B",
+                      model_schema=GptOssModelConfig, smoke=SMOKE))

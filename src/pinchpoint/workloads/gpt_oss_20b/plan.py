@@ -1,0 +1,29 @@
+"""GPT-OSS parameter arithmetic for the planner (no torch): every tensor of model.py counted by
+hand, so tests can hold it against the meta-device model."""
+from __future__ import annotations
+
+from pinchpoint.plan.moe import MoEShape
+
+
+def attention_parameters(s) -> int:
+    q = s.n_heads * s.head_dim
+    kv = s.n_kv_heads * s.head_dim
+    return (s.dim * q + q) + 2 * (s.dim * kv + kv) + (q * s.dim + s.dim) + s.n_heads  # + sinks
+
+
+def expert_parameters(s) -> int:
+    """All routed experts of one layer: gate/up (dim x 2h + 2h) and down (h x dim + dim)."""
+    h = s.expert_dim
+    return s.num_experts * (s.dim * 2 * h + 2 * h + h * s.dim + s.dim)
+
+
+def shape(s, vocab_size: int | None = None) -> MoEShape:
+    router = s.dim * s.num_experts + s.num_experts
+    replicated = attention_parameters(s) + router + 2 * s.dim      # + the two norms
+    q, kv = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+    return MoEShape(name="gpt_oss_20b", vocab_size=vocab_size or s.vocab_size, dim=s.dim,
+                    num_experts=s.num_experts, top_k=s.top_k, expert_dim=s.expert_dim,
+                    replicated_per_layer=[replicated] * s.n_layers,
+                    experts_per_layer=[expert_parameters(s)] * s.n_layers,
+                    attention_widths=2 * q + 2 * kv, attention_flops_dim=2 * q,
+                    final_norm=s.dim)

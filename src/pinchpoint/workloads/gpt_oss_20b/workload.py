@@ -1,0 +1,51 @@
+"""GPT-OSS 20B behind the Workload protocol: the shared MoE decoder step with the GPT-OSS
+model; validation and the full-scale plan (both the MLPerf and the published vocabulary)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from pinchpoint.errors import require
+from pinchpoint.plan import moe as moe_plan
+from pinchpoint.workloads.common.moe_llm import MoEDecoderWorkload
+from pinchpoint.workloads.common.moe_validation import validate_moe
+from pinchpoint.workloads.gpt_oss_20b import plan
+from pinchpoint.workloads.gpt_oss_20b.model import GptOss, GptOssArgs
+
+
+class GptOss20B(MoEDecoderWorkload):
+    mlperf_benchmark = "gpt_oss_20b"
+
+    @classmethod
+    def validate(cls, run) -> None:
+        validate_moe(run, _validate_attention, plan.shape)
+
+    @classmethod
+    def plan(cls, run) -> dict[str, Any]:
+        a = getattr(run.model, run.model.scale)
+        published = plan.shape(a, run.model.published_vocab_size).counts()
+        extra = {"vocabulary": {
+            "used": a.vocab_size,
+            "used_is": "the MLPerf reference's Llama 3.1 tokenizer" if a.vocab_size == 128256
+            else "this scale's", "published": run.model.published_vocab_size,
+            "published_total_parameters": published["total"],
+            "published_active_parameters": published["active"],
+            "published_active_without_embedding": published["active_without_embedding"]}}
+        return moe_plan.describe(plan.shape(a), run, extra)
+
+    def shape(self):
+        return plan.shape(self.arch)
+
+    def build_model(self) -> nn.Module:
+        return GptOss(GptOssArgs.from_scale(self.arch))
+
+
+def _validate_attention(s: str, a) -> None:
+    for key in ("n_kv_heads", "head_dim", "sliding_window"):
+        require(getattr(a, key), f"{s}.{key}", lambda v: isinstance(v, int) and v > 0,
+                "a positive integer" + (" (tokens a sliding-window layer looks back)"
+                                        if key == "sliding_window" else ""))
+    require(a.n_kv_heads, f"{s}.n_kv_heads", lambda v: a.n_heads % v == 0,
+            f"a divisor of n_heads={a.n_heads} (grouped-query attention)")
+    require(a.head_dim, f"{s}.head_dim", lambda v: v % 2 == 0, "an even width (RoPE pairs)")
