@@ -1,0 +1,10 @@
+"""FLUX.1 (MLPerf Training text_to_image): rectified-flow MMDiT from raw images + captions or
+from preprocessed encodings."""
+from pinchpoint.workloads.flux1.config import FluxDatasetConfig, FluxModelConfig
+from pinchpoint.workloads.registry import WorkloadSpec, register
+
+register(WorkloadSpec(name="flux1", workload="pinchpoint.workloads.flux1.workload:FluxWorkload",
+                      model_schema=FluxModelConfig,
+                      datasets={"flux": FluxDatasetConfig},
+                      smoke=("model.scale=smoke",),
+                      two_rank_layout="parallel=fsdp2"))

@@ -1,0 +1,122 @@
+"""FLUX.1 planner: arithmetic only (no torch, nothing allocated).
+
+Parameters of the MMDiT from its shape (checked against the real module on the meta device in
+tests), memory per device for DDP / FSDP2 / HSDP, and the bytes each pipeline reads from storage
+per step: the preprocessed columns' exact row size (np.save headers included) against the raw
+image + caption bytes per sample.
+"""
+from __future__ import annotations
+
+NPY_HEADER = 128            # np.save header of a small-rank array (format 1.0, padded to 64)
+BF16 = 2
+# Raw bytes per CC12M sample when no real shard is at hand: the reference README's ~1 TB for
+# the cc12m-wds download of ~10.9 M samples (jpg + txt + json in tar).
+CC12M_RAW_BYTES_PER_SAMPLE = 1.0e12 / 10.9e6
+
+
+def mmdit_parameters(s) -> int:
+    """Parameter count of FluxMMDiT for shape ``s`` (an MMDiTShape or a scale config)."""
+    h = s.hidden_size
+    m = int(h * s.mlp_ratio)
+    head = h // s.num_heads
+    qkv_bias = 3 * h if s.qkv_bias else 0
+    embed = (s.in_channels * h + h) + (256 * h + h + h * h + h) \
+        + (s.vec_in_dim * h + h + h * h + h) + (s.context_in_dim * h + h)
+    side = (6 * h * h + 6 * h) + (3 * h * h + qkv_bias) + 2 * head + (h * h + h) \
+        + (h * m + m + m * h + h)
+    single = (h * (3 * h + m) + 3 * h + m) + ((h + m) * h + h) + 2 * head + (3 * h * h + 3 * h)
+    final = (h * s.in_channels + s.in_channels) + (h * 2 * h + 2 * h)
+    return embed + s.depth * 2 * side + s.depth_single_blocks * single + final
+
+
+def latent_side(scale) -> int:
+    return scale.image_size // 2 ** (len(scale.vae.block_out_channels) - 1)
+
+
+def sequence_lengths(scale) -> tuple[int, int]:
+    """(text tokens, image patches) per sample."""
+    return scale.t5.max_tokens, (latent_side(scale) // 2) ** 2
+
+
+def preprocessed_bytes_per_sample(scale) -> int:
+    """One row of the reference's columns: t5, clip, mean, logvar (bf16, np.save'd)."""
+    side = latent_side(scale)
+    latent = scale.vae.latent_channels * side * side
+    arrays = scale.t5.max_tokens * scale.t5.d_model + scale.clip.hidden_size + 2 * latent
+    return arrays * BF16 + 4 * NPY_HEADER
+
+
+def memory_per_device(scale, dp_replicate: int, dp_shard: int, pipeline: str) -> dict:
+    """Bytes per device: fp32 master weights + grads + AdamW moments (16 B/param) sharded over
+    dp_shard (replicated over dp_replicate), the largest block's gathered bf16 weights (FSDP),
+    activations (per-block inputs kept, one block recomputed: the reference's full activation
+    checkpointing when recompute, else every block's working set), and for the raw pipeline the
+    frozen encoders in bf16 (sharded over dp_shard as the reference's parallelize_encoders)."""
+    params = mmdit_parameters(_shape(scale))
+    h = scale.hidden_size
+    txt, img = sequence_lengths(scale)
+    tokens = scale.batch_size * (txt + img)
+    blocks = scale.depth + scale.depth_single_blocks
+    per_block_live = tokens * h * BF16 * (10 + 2 * int(scale.mlp_ratio))  # qkv, attn, mlp x4 ...
+    if scale.recompute:
+        activations = blocks * tokens * h * BF16 + per_block_live
+    else:
+        activations = blocks * per_block_live
+    block_params = 2 * (10 * h * h + 2 * h * int(h * scale.mlp_ratio))
+    gathered = block_params * BF16 if dp_shard > 1 else 0
+    out = {"parameters": params,
+           "states_bytes": 16 * params / dp_shard,
+           "gathered_block_bytes": gathered,
+           "activation_bytes": activations}
+    out["encoder_bytes"] = encoder_parameters(scale) * BF16 / dp_shard if pipeline == "raw" \
+        else 0
+    out["total_bytes"] = sum(v for k, v in out.items() if k.endswith("_bytes"))
+    return out
+
+
+def encoder_parameters(scale) -> int:
+    """T5 encoder + CLIP text + VAE encoder (approximate: transformer blocks and embeddings)."""
+    t5 = scale.t5
+    t5_block = 4 * t5.d_model * t5.num_heads * t5.d_kv + 3 * t5.d_model * t5.d_ff + 2 * t5.d_model
+    t5_total = t5.num_layers * t5_block + t5.vocab_size * t5.d_model
+    c = scale.clip
+    clip_block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
+    clip_total = c.num_layers * clip_block + (c.vocab_size + c.max_tokens) * c.hidden_size
+    ch = list(scale.vae.block_out_channels)
+    # each level: layers_per_block resnets of two 3x3 convs, plus a strided downsampling conv
+    vae = sum(scale.vae.layers_per_block * 2 * 9 * c_ * c_ + 9 * c_ * c_ for c_ in ch)
+    return t5_total + clip_total + vae
+
+
+def bytes_read_per_step(scale, global_batch: int, raw_bytes_per_sample: float) -> dict:
+    return {"preprocessed": global_batch * preprocessed_bytes_per_sample(scale),
+            "raw": global_batch * raw_bytes_per_sample}
+
+
+def _shape(scale):
+    from types import SimpleNamespace
+    return SimpleNamespace(
+        hidden_size=scale.hidden_size, num_heads=scale.num_heads, depth=scale.depth,
+        depth_single_blocks=scale.depth_single_blocks, mlp_ratio=scale.mlp_ratio,
+        qkv_bias=scale.qkv_bias, in_channels=scale.vae.latent_channels * 4,
+        vec_in_dim=scale.clip.hidden_size, context_in_dim=scale.t5.d_model)
+
+
+def plan(scale, dp_replicate: int, dp_shard: int, raw_bytes_per_sample: float) -> dict:
+    dp = dp_replicate * dp_shard
+    gbs = scale.batch_size * dp
+    reads = bytes_read_per_step(scale, gbs, raw_bytes_per_sample)
+    out = {"parameters": mmdit_parameters(_shape(scale)),
+           "encoder_parameters": encoder_parameters(scale),
+           "global_batch_size": gbs,
+           "preprocessed_bytes_per_sample": preprocessed_bytes_per_sample(scale),
+           "raw_bytes_per_sample": raw_bytes_per_sample,
+           "preprocessed_bytes_per_step": reads["preprocessed"],
+           "raw_bytes_per_step": reads["raw"],
+           "preprocessed_dataset_bytes": scale.train_samples
+           * preprocessed_bytes_per_sample(scale),
+           "raw_dataset_bytes": scale.train_samples * raw_bytes_per_sample}
+    for pipeline in ("preprocessed", "raw"):
+        mem = memory_per_device(scale, dp_replicate, dp_shard, pipeline)
+        out[f"memory_per_device_gib_{pipeline}"] = mem["total_bytes"] / 2 ** 30
+    return out
