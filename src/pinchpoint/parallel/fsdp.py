@@ -19,14 +19,16 @@ def data_parallel_mesh(mesh, dims: ParallelDims):
 
 
 def shard_model(model: nn.Module, blocks: Iterable[nn.Module], mesh, dims: ParallelDims,
-                reshard_after_forward: bool = True) -> None:
-    """Apply FSDP2 in place. ``blocks``: the units to shard one by one (transformer blocks)."""
+                reshard_after_forward: bool = True, ignored: set | None = None) -> None:
+    """Apply FSDP2 in place. ``blocks``: the units to shard one by one (transformer blocks);
+    ``ignored``: parameters sharded otherwise (experts over the EP group), left alone."""
     if dims.dp == 1:
         return
     from torch.distributed.fsdp import fully_shard
     dp_mesh = data_parallel_mesh(mesh, dims)
     for block in blocks:
-        fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward)
+        fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward,
+                    ignored_params=ignored or None)
     # The root (embedding, norm, head) stays gathered between forward and backward (torch's
     # default for the root): resharding it would re-gather it for every micro-batch's backward.
-    fully_shard(model, mesh=dp_mesh)
+    fully_shard(model, mesh=dp_mesh, ignored_params=ignored or None)

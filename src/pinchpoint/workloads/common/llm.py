@@ -135,6 +135,15 @@ class DecoderLLMWorkload(Workload):
     def after_step(self) -> None:
         """Called after every optimizer step (e.g. router statistics, expert-bias updates)."""
 
+    def before_sharding(self, stage: nn.Module) -> set:
+        """Called on this rank's stage after TP, before FSDP2: parameters FSDP must leave alone
+        (e.g. experts already split over the expert-parallel group)."""
+        return set()
+
+    def clip_gradients(self, max_norm: float) -> float:
+        """The global gradient norm over every rank's parameters, clipped in place."""
+        return float(clip_grad_norm(self.params, max_norm, self.layout.pp_group))
+
     # --- init ----------------------------------------------------------------------------------
     def _generator_params(self) -> dict:
         d = self.cfg_data
@@ -195,7 +204,8 @@ class DecoderLLMWorkload(Workload):
             self.apply_tensor_parallel(part, mesh["tp"])
         # Pipelining runs several micro-batches through a stage before backward: keep the
         # gathered parameters instead of re-gathering them for every micro-batch.
-        shard_model(part, part.layers.values(), mesh, dims, reshard_after_forward=dims.pp == 1)
+        shard_model(part, part.layers.values(), mesh, dims, reshard_after_forward=dims.pp == 1,
+                    ignored=self.before_sharding(part))
         out.model = part
         if dims.pp > 1:
             out.pp_group = mesh["pp"].get_group()
@@ -307,8 +317,7 @@ class DecoderLLMWorkload(Workload):
 
     def optimizer_step(self) -> None:
         m = self.cfg_model
-        norm = clip_grad_norm(self.params, m.grad_clip, self.layout.pp_group)
-        self.inputs.measurements["last_grad_norm"] = float(norm)
+        self.inputs.measurements["last_grad_norm"] = self.clip_gradients(m.grad_clip)
         self.optimizer.step()
         self.step += 1
         self._set_lr()

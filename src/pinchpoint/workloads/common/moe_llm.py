@@ -11,20 +11,17 @@ the expert shards' squares over the EP group.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from pinchpoint.errors import ConfigError
-from pinchpoint.parallel.clip import clip_grad_norm
-from pinchpoint.parallel.dims import local_rank
 from pinchpoint.parallel.expert import (apply_expert_parallel, expert_parameters,
                                         scale_expert_gradients)
-from pinchpoint.parallel.pipeline import build_schedule
 from pinchpoint.workloads.common import moe
-from pinchpoint.workloads.common.llm import DecoderLLMWorkload, Layout, decoder_stage
+from pinchpoint.workloads.common.llm import DecoderLLMWorkload
 
 
 def data_parallel_groups(dims) -> dict[str, Any]:
@@ -81,63 +78,22 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
         for layer in moe.moe_layers(self.model):
             layer.aux_loss_scale = self.aux_loss_coeff / self.grad_accumulation
 
-    def _parallelize(self, model: nn.Module) -> Layout:
-        """As DecoderLLMWorkload's (PP split, TP, FSDP2/HSDP), with the experts split over the
-        EP group before FSDP and left out of it."""
-        dims, device = self.dims, self.ctx.device
-        model.recompute = self.arch.recompute
-        if not dims.distributed:
-            return Layout(model.to(device))
-        mesh = dims.build_mesh(device.type)
-        out = Layout(model, mesh, dp_rank=dims.dp_rank(mesh), tp_rank=local_rank(mesh, "tp"),
-                     pp_rank=local_rank(mesh, "pp"), pp=dims.pp)
-        part = decoder_stage(model, dims.pp, out.pp_rank) if dims.pp > 1 else model
-        part = part.to(device)
-        part.recompute = self.arch.recompute
-        if dims.tp > 1:
-            self.apply_tensor_parallel(part, mesh["tp"])
-        self.groups = data_parallel_groups(dims)
-        ignored: Optional[set] = None
-        if dims.ep > 1:
-            self.expert_parallel = apply_expert_parallel(part, self.groups["ep"],
-                                                         self.inputs.collectives)
-            ignored = set(expert_parameters(part))
-        self._shard(part, mesh, ignored, reshard_after_forward=dims.pp == 1)
-        out.model = part
-        if dims.pp > 1:
-            out.pp_group = mesh["pp"].get_group()
-            out.schedule = build_schedule(part, out.pp_rank, dims.pp, device, out.pp_group,
-                                          self.cfg_model.pipeline_schedule,
-                                          self.grad_accumulation, self.loss)
-        return out
-
-    def _shard(self, part: nn.Module, mesh, ignored: Optional[set],
-               reshard_after_forward: bool) -> None:
-        if self.dims.dp == 1:
-            return
-        from torch.distributed.fsdp import fully_shard
-
-        from pinchpoint.parallel.fsdp import data_parallel_mesh
-        dp_mesh = data_parallel_mesh(mesh, self.dims)
-        for block in part.layers.values():
-            fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward,
-                        ignored_params=ignored)
-        fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard_after_forward,
-                    ignored_params=ignored)
+    def before_sharding(self, stage: nn.Module) -> set:
+        """Split the experts over the EP group (before FSDP2) and keep FSDP off them."""
+        self.groups = data_parallel_groups(self.dims)
+        if self.dims.ep == 1:
+            return set()
+        self.expert_parallel = apply_expert_parallel(stage, self.groups["ep"],
+                                                     self.inputs.collectives)
+        return set(expert_parameters(stage))
 
     # --- the step ----------------------------------------------------------------------------------
-    def optimizer_step(self) -> None:
+    def clip_gradients(self, max_norm: float) -> float:
         if self.expert_parallel is None:
-            return super().optimizer_step()
-        m = self.cfg_model
+            return super().clip_gradients(max_norm)
         scale_expert_gradients(self.model, self.dims.dp, self.inputs.collectives,
                                self.groups.get("replica"))
-        norm = self._clip_with_experts(m.grad_clip)
-        self.inputs.measurements["last_grad_norm"] = norm
-        self.optimizer.step()
-        self.step += 1
-        self._set_lr()
-        self.after_step()
+        return self._clip_with_experts(max_norm)
 
     def _clip_with_experts(self, max_norm: float) -> float:
         """Global gradient norm = FSDP/replicated part (DTensor-reduced) + expert shards summed
