@@ -32,6 +32,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     rep.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
     rep.add_argument("--out", help="folder for the files (default outputs/reports/...)")
     rep.add_argument("--no-log", action="store_true", help="do not attach to the parent run")
+    rep.add_argument("--plan", metavar="CSV",
+                     help="draw a plan sweep (the CSV `pinchpoint plan` wrote) like a measured "
+                          "one: time-to-train and the pinch per point vs --x")
     args = parser.parse_args(argv)
     if args.command == "plan":
         return args.func(args)
@@ -42,6 +45,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def report(args) -> int:
+    if args.plan:
+        return plan_report(args)
     from pinchpoint.analysis.report import make
     from pinchpoint.analysis.runs import ReportError
 
@@ -66,6 +71,19 @@ def report(args) -> int:
     if r.logged:
         print(f"attached to MLflow run {r.source.parent_id} "
               f"(artifacts/{r.source.artifact_dir})")
+    return 0
+
+
+def plan_report(args) -> int:
+    from pinchpoint.analysis.plan_report import main_from_csv, read_csv, swept
+
+    axes = swept(read_csv(args.plan))
+    if not (args.x or axes):
+        print("pinchpoint report: --plan CSV has no swept axis; give --x", file=sys.stderr)
+        return 2
+    r = main_from_csv(args.plan, args.x or axes[0], args.by)
+    print(r.text)
+    print(f"files: {r.png}")
     return 0
 
 
