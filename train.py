@@ -1,6 +1,12 @@
 """pinchpoint entry point: `python train.py [group=option ...] [-m for a sweep]`.
 
 Thin on purpose: compose (Hydra), then hand the config to the runner.
+
+Exit codes (README "Exit codes"): 0 the run finished (its status says whether it reached the
+target), 2 pinchpoint refused the input before anything ran (a config value, a data file, the
+storage root, the tracking URI: one line naming the field or file and what is allowed), 1 Hydra
+refused the command line, or the run failed while running (a traceback follows; a full disk
+during a checkpoint is one line naming the checkpoint, the tier and the newest valid one).
 """
 import sys
 
@@ -14,14 +20,34 @@ setup()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from pinchpoint.config import ConfigError
     from pinchpoint.runner import run
 
     try:
         return run(cfg)
-    except ConfigError as err:  # bad input: one clear line, no traceback, nothing launched
-        sys.stderr.write(f"Invalid config: {err}\n")
-        sys.exit(2)
+    except BaseException as err:
+        known = user_error(err)
+        if known is None:
+            raise
+        code, message = known
+        sys.stderr.write(message + "\n")  # one clear line, no traceback
+        sys.exit(code)
+
+
+def user_error(err: BaseException):
+    """(exit code, one-line message) of an error the user can fix; None: re-raised."""
+    import errno
+
+    from pinchpoint.config import ConfigError
+    from pinchpoint.data.npy_format import DataFormatError
+    from pinchpoint.errors import DataError
+
+    if isinstance(err, ConfigError):
+        return 2, f"Invalid config: {err}"
+    if isinstance(err, (DataError, DataFormatError)):
+        return 2, f"Invalid data: {err}"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC and getattr(err, "checkpoint", 0):
+        return 1, f"Disk full: {err.strerror}"
+    return None
 
 
 if __name__ == "__main__":

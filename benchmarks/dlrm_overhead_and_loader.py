@@ -1,11 +1,19 @@
 """Side by side in one run (python benchmarks/dlrm_overhead_and_loader.py [--steps N]):
 
 1. Instrumentation overhead: training samples/s of the full pinchpoint run (phase timer, MLPerf
-   log, timeline, prefetching loader, MLflow with system metrics) against the same model, data
-   and steps written as a bare PyTorch loop. Eval time is excluded from both. Runs alternate
-   (bare, instrumented, bare, ...) and the medians are compared. Goal: >= 0.98x.
+   log, timeline, MLflow with its system-metrics monitor, or without it) against the same
+   model, data and steps written as a bare PyTorch loop. Eval time is excluded from both. Runs
+   alternate (bare, instrumented, ...); medians with min-max spread and the load average at the
+   time are printed. Goal: >= 0.98x with system metrics on.
 2. Loader: samples/s and MB/s of the Criteo reader with mmap on/off, cold cache (pages evicted
    with posix_fadvise) and warm, against the raw sequential read rate of the same files.
+3. Real-data path (dataset.synthetic=false): days whose ids index the full-size tables, read and
+   folded onto the proxy tables (only when needed, in place, int32) against the previous fold
+   (int64 remainder + a copy) and the synthetic path (no fold); with --reference PATH (a
+   checkout of mlcommons/training) also the MLCommons reference loader,
+   recommendation_v2/torchrec_dlrm/data/multi_hot_criteo.py, one thread, on the same files.
+   The reference needs torchrec (an optional extra: torchrec 1.8.0 --no-deps + fbgemm-gpu-cpu
+   1.8.0, iopath, pyre-extensions); without it that row is skipped with a message.
 """
 from __future__ import annotations
 
@@ -67,7 +75,11 @@ def bare(cfg, folder: str, steps: int) -> float:
     return steps * b / (time.perf_counter() - started)
 
 
-def overhead(out: Path, steps: int, repeats: int, batch: int) -> None:
+def load() -> str:
+    return "load %.1f" % os.getloadavg()[0]
+
+
+def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool = False) -> None:
     from pinchpoint.data import synthetic_criteo
 
     cfg = compose_cfg(out, steps, batch)
@@ -77,22 +89,32 @@ def overhead(out: Path, steps: int, repeats: int, batch: int) -> None:
                                         _gen_params(cfg))
     synchronous = compose_cfg(out, steps, batch, prefetch=0)  # loads inline, like the bare loop
     quiet = compose_cfg(out, steps, batch, prefetch=0, system_metrics=False)
-    results = {"bare PyTorch loop": [], "pinchpoint, prefetch=0": [],
-               "pinchpoint, prefetch=0, no sys metrics": [],
-               "pinchpoint, prefetch=2 (default)": []}
+    variants = {"bare PyTorch loop": lambda: bare(cfg, folder, steps),
+                "pinchpoint, prefetch=0, sys metrics": lambda: instrumented(synchronous, out),
+                "pinchpoint, prefetch=0, no sys metrics": lambda: instrumented(quiet, out),
+                "pinchpoint, prefetch=2 (default)": lambda: instrumented(cfg, out)}
+    if skip_default:
+        variants.pop("pinchpoint, prefetch=2 (default)")
+    results: dict[str, list] = {k: [] for k in variants}
+    loads = []
     for _ in range(repeats):
-        results["bare PyTorch loop"].append(bare(cfg, folder, steps))
-        results["pinchpoint, prefetch=0"].append(instrumented(synchronous, out))
-        results["pinchpoint, prefetch=0, no sys metrics"].append(instrumented(quiet, out))
-        results["pinchpoint, prefetch=2 (default)"].append(instrumented(cfg, out))
+        for name, measure in variants.items():   # alternating: load drifts hit every variant
+            results[name].append(measure())
+            loads.append(os.getloadavg()[0])
     medians = {k: statistics.median(v) for k, v in results.items()}
     base = medians["bare PyTorch loop"]
     print(f"\n== instrumentation overhead ({steps} steps x batch {batch}, {repeats} alternating "
-          "runs each, medians; eval excluded) ==")
+          f"runs each, medians [min-max]; eval excluded; load average {min(loads):.1f}-"
+          f"{max(loads):.1f} on {os.cpu_count()} cores) ==")
+    bare_runs = results["bare PyTorch loop"]
     for name, runs in results.items():
-        print(f"{name:<40}{medians[name]:>10,.0f} samples/s  {medians[name] / base:6.3f}x bare"
-              "   runs: " + ", ".join(f"{x:,.0f}" for x in runs))
-    print("goal: pinchpoint, prefetch=0 >= 0.98x bare (same synchronous loading)")
+        # Paired: each run against the bare run of the same round (the load drifts less
+        # within a round than across the benchmark).
+        paired = [r / b for r, b in zip(runs, bare_runs)]
+        print(f"{name:<40}{medians[name]:>10,.0f} samples/s  {medians[name] / base:6.3f}x bare "
+              f"(paired median {statistics.median(paired):.3f}x, range {min(paired):.3f}-"
+              f"{max(paired):.3f})   runs: " + ", ".join(f"{x:,.0f}" for x in runs))
+    print("goal: pinchpoint, prefetch=0, sys metrics >= 0.98x bare (same synchronous loading)")
 
 
 def _gen_params(cfg) -> dict:
@@ -154,18 +176,122 @@ def loader(out: Path, batch: int) -> None:
                   f"MB/s {samples / seconds:>12,.0f} samples/s  ({nbytes / 1e6 / seconds / raw:.2f}x raw)")
 
 
+def write_full_size_days(folder: str, arch, days: int, samples: int, full) -> None:
+    """Days in the reference layout whose ids index the full tables (as real Criteo's do)."""
+    from pinchpoint.data import criteo
+    rng = np.random.default_rng(0)
+    for day in range(days):
+        dense = rng.random((samples, criteo.NUM_DENSE), dtype=np.float32)
+        labels = (rng.random((samples, 1)) < 0.25).astype(np.int32)
+        sparse = [rng.integers(0, rows, (samples, hot), dtype=np.int32)
+                  for rows, hot in zip(full.num_embeddings_per_feature, arch.multi_hot_sizes)]
+        criteo.write_day(folder, day, dense, labels, sparse)
+
+
+def old_fold(ids: np.ndarray, rows: int) -> np.ndarray:
+    """The fold before issue 15: every batch, through an int64 intermediate and a copy."""
+    return np.remainder(ids, np.int64(rows)).astype(np.int32)
+
+
+def real_data(out: Path, batch: int, days: int, samples: int, reference: str | None,
+              repeats: int) -> None:
+    from pinchpoint.data import criteo
+
+    cfg = compose_cfg(out, 1, batch)
+    arch, full = cfg.model.proxy, cfg.model.full
+    folder = str(out / "full_size_days")
+    os.makedirs(folder, exist_ok=True)
+    write_full_size_days(folder, arch, days, samples, full)
+    proxy_rows = [int(r) for r in arch.num_embeddings_per_feature]
+
+    def ours(fold):
+        def run() -> float:
+            train, _ = criteo.open_splits(folder, days, arch.multi_hot_sizes, mmap=False)
+            folder_of_ids = criteo.IdFolder(proxy_rows)   # what the workload uses
+            started, n = time.perf_counter(), 0
+            for start in range(0, len(train) - batch + 1, batch):
+                b = train.read(start, batch)
+                sparse = b.sparse if fold is None else folder_of_ids(b.sparse) \
+                    if fold == "new" else [fold(s, r) for s, r in zip(b.sparse, proxy_rows)]
+                _ = [torch.from_numpy(s) for s in sparse], torch.from_numpy(b.dense)
+                n += batch
+            return n / (time.perf_counter() - started)
+        return run
+
+    variants = {"pinchpoint, synthetic path (no fold)": ours(None),
+                "pinchpoint, real path, old fold": ours(old_fold),
+                "pinchpoint, real path, fold (issue 15)": ours("new")}
+    ref = reference_loader(reference, folder, days, batch, list(full.num_embeddings_per_feature))
+    if ref is not None:
+        variants["MLCommons multi_hot_criteo.py (1 thread)"] = ref
+    results: dict[str, list] = {k: [] for k in variants}
+    torch.set_num_threads(1)
+    for _ in range(repeats):
+        for name, measure in variants.items():
+            results[name].append(measure())
+    base = statistics.median(results["pinchpoint, real path, fold (issue 15)"])
+    print(f"\n== real-data path: {days - 1} training days x {samples} samples, ids over the full "
+          f"tables, batch {batch}, {repeats} alternating runs, medians [min-max]; {load()} ==")
+    for name, runs in results.items():
+        m = statistics.median(runs)
+        print(f"{name:<44}{m:>12,.0f} samples/s  {m / base:6.2f}x new fold  "
+              f"[{min(runs):,.0f}-{max(runs):,.0f}]")
+
+
+def reference_loader(checkout: str | None, folder: str, days: int, batch: int, hashes):
+    """The MLCommons reader, imported from a checkout by path (never vendored)."""
+    if checkout is None:
+        print("(reference loader skipped: pass --reference PATH, a checkout of "
+              "mlcommons/training)")
+        return None
+    import importlib.util
+    path = os.path.join(checkout, "recommendation_v2/torchrec_dlrm/data/multi_hot_criteo.py")
+    try:
+        spec = importlib.util.spec_from_file_location("multi_hot_criteo", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, FileNotFoundError, OSError) as err:
+        print(f"(reference loader skipped: {err}; it needs torchrec, iopath and pyre-extensions)")
+        return None
+    train = [os.path.join(folder, f"day_{d}_{{}}") for d in range(days - 1)]
+
+    def run() -> float:
+        pipe = module.MultiHotCriteoIterDataPipe(
+            "train", [t.format("dense.npy") for t in train],
+            [t.format("sparse_multi_hot.npz") for t in train],
+            [t.format("labels.npy") for t in train], batch_size=batch, rank=0, world_size=1,
+            drop_last=True, hashes=hashes)
+        started, n = time.perf_counter(), 0
+        for _ in pipe:
+            n += batch
+        return n / (time.perf_counter() - started)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--days", type=int, default=3, help="real-data path: days on disk")
+    parser.add_argument("--samples-per-day", type=int, default=200_000)
+    parser.add_argument("--reference", help="a checkout of mlcommons/training (optional)")
+    parser.add_argument("--only", choices=["overhead", "loader", "real_data"], action="append")
+    parser.add_argument("--skip-default", action="store_true",
+                        help="overhead: leave out the prefetch=2 variant (shorter)")
     args = parser.parse_args()
     import logging
     logging.basicConfig(level=logging.WARNING)
+    parts = args.only or ["overhead", "loader", "real_data"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outputs"
-        overhead(out, args.steps, args.repeats, args.batch)
-        loader(out, args.batch)
+        if "overhead" in parts:
+            overhead(out, args.steps, args.repeats, args.batch, args.skip_default)
+        if "loader" in parts:
+            loader(out, args.batch)
+        if "real_data" in parts:
+            real_data(out, args.batch, args.days, args.samples_per_day, args.reference,
+                      args.repeats)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_two_point_sweep_parent_and_children(tmp_path):
     assert names[1].startswith("dlrm_dcnv2 nvme mmap=on bs=512")
     for c in children:
         assert c.info.status == "FINISHED" and c.data.tags["status"] == "success"
-        assert {"time_to_train_s", "throughput_samples_per_s", "data_wait_fraction",
+        assert {"time_to_train_s", "throughput_samples_per_s", "phase/data_wait_fraction",
                 "eval_auroc"} <= set(c.data.metrics)
     emulated = {c.data.tags["storage_tier"]: c.data.tags["storage_emulated"] for c in children}
     assert emulated == {"local": "false", "nvme": "true"}

@@ -34,10 +34,11 @@ def test_signature_sweep_ep8_on_nvme_and_nfs(tmp_path):
         m = c.data.metrics
         assert c.data.tags["status"] == "success" and m["world_size"] == 8
         assert c.data.tags["launcher"] == "spawn"
-        assert m["comm_all_to_all_bytes_per_step"] == expected > 0
-        assert m["comm_all_to_all_calls_per_step"] == 3
-        assert m["comm_all_reduce_bytes_per_step"] > 0 and m["communication_fraction"] > 0
-        assert m["data_wait_s_max"] >= m["data_wait_s_mean"] >= m["data_wait_s_min"]
+        assert m["comm/all_to_all/bytes_per_step"] == expected > 0
+        assert m["comm/all_to_all/calls_per_step"] == 3
+        assert m["comm/all_reduce/bytes_per_step"] > 0 and m["phase/communication_fraction"] > 0
+        assert m["ranks/data_wait_s_max"] >= m["ranks/data_wait_s_mean"] \
+            >= m["ranks/data_wait_s_min"]
 
 
 def test_submitit_local_ranks_are_adopted(tmp_path):

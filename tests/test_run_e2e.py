@@ -75,10 +75,11 @@ def test_mlflow_run_has_metrics_tags_and_artifacts(run):
     assert r.info.run_name.startswith("dlrm_dcnv2 local mmap=on bs=512")
     m = r.data.metrics
     for key in ("time_to_train_s", "samples_to_target", "throughput_samples_per_s",
-                "step_time_p50_s", "step_time_p95_s", "data_wait_fraction",
-                "forward_backward_fraction", "eval_fraction", "data_bytes_read",
-                "data_read_mb_per_s", "eval_auroc", "train_loss", "success"):
+                "step_time/p50_s", "step_time/p95_s", "phase/data_wait_fraction",
+                "phase/forward_backward_fraction", "phase/eval_fraction", "data/bytes_read",
+                "data/read_mb_per_s", "eval_auroc", "train_loss", "success"):
         assert key in m, key
+    assert not any(k.startswith("comm/") for k in m)   # one process: no collective was called
     assert m["time_to_train_s"] == json.loads((folder / "phase_summary.json").read_text())[
         "time_to_train_s"]
     assert any(k.startswith("system/cpu_utilization") for k in m), sorted(m)
@@ -86,6 +87,8 @@ def test_mlflow_run_has_metrics_tags_and_artifacts(run):
     assert t["bottleneck"] in ("data_wait", "forward_backward", "optimizer", "eval")
     assert t["storage_emulated"] == "false" and t["git_sha"] and t["host"]
     assert r.data.params["dataset.batch_size"] == "512"
+    assert not any(k.startswith(("model.full.", "model.smoke.", "gpu.")) for k in r.data.params)
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "plots")} == {"plots/phases.png"}
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"mlperf.log", "timeline.json", "config_resolved.yaml",
             "phase_summary.json"} <= artifacts

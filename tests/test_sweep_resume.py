@@ -29,6 +29,15 @@ def test_decisions():
     assert "unfinished" in decide([fake("RUNNING", None)]).reason
 
 
+def point_key(seed: int, out) -> str:
+    """The point's run key as the sweep computes it: after validation, which fills in derived
+    fields (parallel.world_size)."""
+    from pinchpoint.config import validate
+    cfg = compose([*QUICK, f"seed={seed}"], out)
+    validate(cfg)
+    return run_key(cfg)
+
+
 def seed_store(out, outcomes: dict[int, tuple[str, str]]) -> dict[int, str]:
     """Runs as earlier sweeps would have left them: seed -> (MLflow status, status tag)."""
     uri = f"sqlite:///{out}/mlflow.db"
@@ -36,7 +45,7 @@ def seed_store(out, outcomes: dict[int, tuple[str, str]]) -> dict[int, str]:
     exp = ensure_experiment(uri, "dlrm_dcnv2", str(out / "mlartifacts"))
     client, ids = mlflow_client(out), {}
     for seed, (status, tag) in outcomes.items():
-        key = run_key(compose([*QUICK, f"seed={seed}"], out))
+        key = point_key(seed, out)
         run = client.create_run(exp, tags={"pinchpoint.run_key": key, "pinchpoint.kind": "point",
                                            "status": tag})
         client.set_terminated(run.info.run_id, status)
@@ -86,3 +95,50 @@ def test_every_point_is_validated_before_any_is_launched(out):
     text = proc.stdout + proc.stderr
     assert "sweep refused, nothing launched" in text and "train.max_epochs=-1" in text
     assert not (out / "sweeps").exists() or not any((out / "sweeps").rglob("mlperf.log"))
+
+
+def test_a_point_whose_slurm_job_is_still_alive_is_skipped_not_relaunched(out, tmp_path):
+    """An unfinished run whose Slurm job squeue still lists (here RUNNING, or PENDING between
+    requeued attempts) is skipped and the plan says so; one whose job is gone is rerun."""
+    uri = f"sqlite:///{out}/mlflow.db"
+    ensure_store(uri)
+    exp = ensure_experiment(uri, "dlrm_dcnv2", str(out / "mlartifacts"))
+    client = mlflow_client(out)
+    for seed, task in ((0, "3"), (1, "4")):
+        client.create_run(exp, tags={"pinchpoint.run_key": point_key(seed, out),
+                                     "pinchpoint.kind": "point",
+                                     "slurm_array_job_id": "12", "slurm_array_task_id": task})
+    bin_dir = tmp_path / "bin"   # a stand-in squeue: job 12_3 is alive, 12_4 has left the queue
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho '12_3|RUNNING'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    import os
+    proc = train(["-m", *QUICK, "seed=0,1", "hydra.sweeper.dry_run=true"], out, timeout=120,
+                 env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    text = proc.stdout + proc.stderr
+    assert "2 point(s), 1 to run, 0 already succeeded, 1 still running (skipped)" in text
+    assert "skip seed=0" in text and "still running (Slurm job 12_3 RUNNING" in text
+    assert "run  seed=1" in text and "unfinished" in text
+
+
+def test_a_point_resumed_from_an_earlier_sweep_becomes_a_child_of_the_current_one(out):
+    """Sweep A dies with its point mid-run (kill_at_step SIGKILLs the whole process group);
+    sweep B resumes the point from its checkpoint, continuing the same MLflow run, which now
+    hangs under B's parent (A's is kept in a tag)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    args = [sys.executable, str(ROOT / "train.py"), "-m", *TINY_DLRM, "train.max_steps=6",
+            "checkpoint.interval=2", f"output_root={out}"]
+    killed = subprocess.run([*args, "fault=kill_at_step:3"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=240, start_new_session=True)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    train(args[2:], out, timeout=240)
+    first, second = sorted((out / "sweeps").iterdir())
+    parent_a = (first / "mlflow_parent_run_id").read_text().strip()
+    parent_b = (second / "mlflow_parent_run_id").read_text().strip()
+    [run] = points(out)
+    assert run.data.tags["mlflow.parentRunId"] == parent_b != parent_a
+    assert run.data.tags["pinchpoint.earlier_parent"] == parent_a
+    assert run.info.status == "FINISHED"

@@ -135,6 +135,7 @@ def _nonempty(src: Source) -> Source:
 
 
 def _record(run) -> RunRecord:
+    from pinchpoint.tracking.run_record import flat_metrics  # MLflow's grouped names, flat
     tags = dict(run.data.tags)
     overrides = {}
     for item in tags.get("overrides", "").split():
@@ -142,7 +143,7 @@ def _record(run) -> RunRecord:
         if sep:
             overrides[key.lstrip("+~")] = value
     return RunRecord(run.info.run_id, tags.get("mlflow.runName", run.info.run_id), overrides,
-                     dict(run.data.params), dict(run.data.metrics), tags)
+                     dict(run.data.params), flat_metrics(run.data.metrics), tags)
 
 
 # Overrides that say where or how a run was recorded, not what was measured.

@@ -74,6 +74,13 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         setup()  # resolvers and schemas: the task composes the point's config again
         return super().__call__(*args, **kwargs)
 
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit calls this on a time limit or preemption, then requeues the job and exits:
+        mark the process so the run stays RUNNING (status=requeued) between attempts."""
+        from pinchpoint.runner.faults import REQUEUED
+        os.environ[REQUEUED] = "1"
+        return super().checkpoint(*args, **kwargs)
+
     # --- in the submitting command -------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:

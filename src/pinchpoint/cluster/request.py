@@ -29,7 +29,10 @@ def mem_mb(text: str) -> float:
 
 def tasks_per_node(cfg: DictConfig) -> int:
     """Ranks per node: cluster.tasks_per_node, or parallel.world_size / cluster.nodes."""
-    c, world = cfg.cluster, cfg.parallel.world_size
+    from pinchpoint.parallel.dims import ParallelDims
+    c = cfg.cluster
+    # null world_size: derived from the degrees (the runner's validation fills it in later)
+    world = cfg.parallel.world_size or ParallelDims.from_config(cfg.parallel).world_size
     if c.nodes < 1:
         raise ConfigError("cluster.nodes", c.nodes, "a positive integer")
     if c.tasks_per_node is not None:

@@ -21,8 +21,12 @@ def get(cfg: DictConfig, path: str) -> Any:
     return OmegaConf.select(cfg, path, throw_on_missing=False)
 
 
-def writable_dir(value: Any, field: str) -> None:
-    """The directory exists and is writable, or can be created (checked without creating it)."""
+def writable_dir(value: Any, field: str, env: str | None = None) -> None:
+    """The directory exists and is writable, or can be created: probed by creating a file in
+    the nearest existing ancestor (``os.access`` says yes to root even on a read-only mount or
+    /proc, and the failure would come much later). Nothing is left behind."""
+    import tempfile
+
     target = os.path.abspath(os.path.expanduser(str(value)))
     probe = target
     while not os.path.exists(probe):
@@ -30,8 +34,45 @@ def writable_dir(value: Any, field: str) -> None:
         if parent == probe:
             break
         probe = parent
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(field, value, f"a writable directory ({probe} is not writable)")
+    where = f"{field} (or the {env} environment variable)" if env and os.environ.get(env) \
+        else field
+    try:
+        if not os.path.isdir(probe):
+            raise OSError(f"{probe} is not a directory")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".pinchpoint-probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(where, value, f"a writable directory ({probe} cannot be written: "
+                          f"{getattr(err, 'strerror', None) or err})") from None
+
+
+STORAGE_ENV = {"local": "PINCHPOINT_LOCAL_ROOT", "nfs": "PINCHPOINT_NFS_ROOT",
+               "nvme": "PINCHPOINT_NVME_ROOT"}
+
+
+def validate_tracking(tracking: Any) -> None:
+    """A tracking server is asked once, with a short timeout and no retries, before launch:
+    MLflow's own client retries for minutes and then prints a traceback."""
+    if not tracking.enabled:
+        return
+    uri = str(tracking.uri)
+    if uri.startswith("sqlite:///"):
+        writable_dir(os.path.dirname(uri[len("sqlite:///"):]) or ".", "tracking.uri")
+        return
+    if not uri.startswith(("http://", "https://")):
+        return  # another MLflow backend (postgresql://, databricks, ...): MLflow checks it
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as reply:
+            reply.read(64)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError("tracking.uri", uri, f"a reachable MLflow tracking server ({reason}); "
+                          "start one (launchers/mlflow_server.sh), or record locally with "
+                          "tracking=mlflow (a sqlite store under output_root; serve it later "
+                          "with mlflow server --backend-store-uri sqlite:///PATH), or "
+                          "tracking.enabled=false") from None
 
 
 def validate_common(run: Any) -> None:
@@ -49,9 +90,10 @@ def validate_common(run: Any) -> None:
     require(run.checkpoint.interval, "checkpoint.interval", lambda v: isinstance(v, int) and v >= 0,
             "an integer >= 0 (steps between checkpoints; 0 = off)")
     positive_int(run.checkpoint.keep, "checkpoint.keep")
+    writable_dir(run.output_root, "output_root")
     validate_storage(run.storage)
     one_of(run.mlperf.submission_division, "mlperf.submission_division", ["open", "closed"])
-    writable_dir(run.output_root, "output_root")
+    validate_tracking(run.tracking)
 
 
 def validate_storage(storage: Any) -> None:
@@ -59,7 +101,7 @@ def validate_storage(storage: Any) -> None:
     if getattr(storage, "object_store", None) is not None:
         from pinchpoint.storage.object_store import check_reachable
         check_reachable(storage)   # one short try: an unreachable endpoint fails before launch
-    writable_dir(storage.root, "storage.root")
+    writable_dir(storage.root, "storage.root", STORAGE_ENV.get(storage.name))
     e = storage.emulation
     if e.enabled:
         for key in ("read_mb_per_s", "write_mb_per_s"):

@@ -106,6 +106,35 @@ class Batch:
         return self.dense.nbytes + self.labels.nbytes + sum(s.nbytes for s in self.sparse)
 
 
+def fold_ids(ids: np.ndarray, rows: int) -> np.ndarray:
+    """Fold real Criteo ids (indices into the full tables) onto a table of ``rows`` rows, the
+    reference's ``id % num_embeddings``: only when some id is at or above ``rows`` (the max is
+    one cheap pass), in place and in the file's int32 (no int64 intermediate, no second copy).
+    ``ids`` must be the caller's own array (a batch copied out of the file, never a memmap).
+    Ids are non-negative, so C's truncating ``fmod`` equals ``%`` and skips its sign fix-up."""
+    if ids.size and int(ids.max()) >= rows:
+        np.fmod(ids, np.int32(rows), out=ids)
+    return ids
+
+
+class IdFolder:
+    """``fold_ids`` per table for a stream of batches: once a table has needed folding it is
+    folded without the max pass (folding ids already below ``rows`` changes nothing)."""
+
+    def __init__(self, rows: Sequence[int]):
+        self.rows = [int(r) for r in rows]
+        self.folding = [False] * len(self.rows)
+
+    def __call__(self, sparse: list[np.ndarray]) -> list[np.ndarray]:
+        for t, (ids, rows) in enumerate(zip(sparse, self.rows)):
+            if self.folding[t]:
+                np.fmod(ids, np.int32(rows), out=ids)
+            elif ids.size and int(ids.max()) >= rows:
+                self.folding[t] = True
+                np.fmod(ids, np.int32(rows), out=ids)
+        return sparse
+
+
 class CriteoSplit:
     """A sequence of days read as one contiguous sample space (train days, or validation)."""
 

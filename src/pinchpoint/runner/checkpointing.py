@@ -35,6 +35,7 @@ def find_resume(own: Optional[CheckpointManager], tier: StorageTier,
     (checkpoint.resume_from). Every rank reads the same manifests on the tier."""
     found = own.latest() if own is not None else None
     if found is not None:
+        _require_mlperf_log(found, own)
         return Resume(found["step"], found, own)
     if not resume_from:
         return None
@@ -44,7 +45,21 @@ def find_resume(own: Optional[CheckpointManager], tier: StorageTier,
         raise ConfigError("checkpoint.resume_from", resume_from,
                           f"a run key or folder holding a valid checkpoint "
                           f"({source.where} has none)")
+    _require_mlperf_log(found, source)
     return Resume(found["step"], found, source, imported=True)
+
+
+def _require_mlperf_log(manifest: dict, source) -> None:
+    """A resume continues the first attempt's MLPerf log (its run_start is the clock's zero).
+    Without it the run would train to the end and then fail with 'run_start not recorded', so
+    refuse now, before any step, and say how to go on."""
+    path = manifest.get("mlperf_log")
+    if not path or os.path.exists(path):
+        return
+    raise ConfigError("checkpoint", f"step {manifest['step']} in {source.where}",
+                      f"a checkpoint whose MLPerf log is present; {path} is gone (its run_start "
+                      f"is this run's time-to-train origin). Restore that file to resume from "
+                      f"step {manifest['step']}, or delete {source.where} to start afresh")
 
 
 def restore(resume: Resume, workload: Workload, phases) -> loop.LoopState:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pinchpoint.parallel.context import RankContext
 from pinchpoint.runner import loop
 from pinchpoint.runner.checkpointing import ProgressMarker, Resume, Saver, find_resume, restore
-from pinchpoint.runner.faults import Fault
+from pinchpoint.runner.faults import REQUEUED, Fault
 from pinchpoint.runner.info import JobInfo
 from pinchpoint.runner.inputs import build_inputs, build_workload
 from pinchpoint.runner.run_key import flatten, resolved_dict, run_key
@@ -82,6 +82,9 @@ class Session:
             return summary
         except KeyboardInterrupt:
             status = "killed"
+            raise
+        except SystemExit:   # submitit exits after requeueing the job (runner/faults.py)
+            status = "requeued" if os.environ.get(REQUEUED) else "failed"
             raise
         finally:
             self._finish(status, summary)

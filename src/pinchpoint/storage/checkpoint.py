@@ -12,6 +12,7 @@ tensors by name and global shape, so a load reshards into any layout or world si
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -108,20 +109,46 @@ class CheckpointManager:
                     os.remove(stale)
             os.makedirs(tmp)
         _barrier()
-        with _one_process_ok():
-            dcp.save(state, checkpoint_id=tmp)
-        _barrier()
-        if not is_main:
-            return None
-        os.replace(tmp, final)
-        fsync_dir(self.dir)
-        files = _files(final)
-        nbytes = sum(size for size, _ in files.values())
-        manifest = {"step": step, "files": files, **meta}
-        write_text_atomic(self.manifest_path(step), json.dumps(manifest, default=str))
+        try:
+            with _one_process_ok():
+                dcp.save(state, checkpoint_id=tmp)
+            _barrier()
+            if not is_main:
+                return None
+            os.replace(tmp, final)
+            fsync_dir(self.dir)
+            files = _files(final)
+            nbytes = sum(size for size, _ in files.values())
+            manifest = {"step": step, "files": files, **meta}
+            write_text_atomic(self.manifest_path(step), json.dumps(manifest, default=str))
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise self._disk_full(step, tmp) from None
         self.tier.charge_write(nbytes, requests=len(files) + 1, started=started)
         self._prune()
         return CheckpointWrite(step, final, nbytes, time.perf_counter() - started)
+
+    def _disk_full(self, step: int, tmp: str) -> OSError:
+        """ENOSPC, said so a user can act: which checkpoint, on which tier, what is still safe."""
+        shutil.rmtree(tmp, ignore_errors=True)  # the partial step; earlier steps are untouched
+        for partial in (self.step_dir(step), self.manifest_path(step)):
+            if os.path.isdir(partial):
+                shutil.rmtree(partial, ignore_errors=True)
+            elif os.path.exists(partial):
+                os.remove(partial)
+        newest = self.latest()
+        safe = (f"the newest valid checkpoint is step {newest['step']} "
+                f"({self.step_dir(newest['step'])}): rerunning the same command resumes from it"
+                if newest else "there is no earlier valid checkpoint")
+        err = OSError(errno.ENOSPC, f"the checkpoint of step {step} could not be written to "
+                      f"{self.step_dir(step)} on storage tier '{self.tier.name}' "
+                      f"({self.tier.root}): no space left on the device; {safe}. Free space "
+                      f"there, or point storage.root at a larger disk, or keep fewer "
+                      f"checkpoints (checkpoint.keep) or write them less often "
+                      f"(checkpoint.interval)")
+        err.checkpoint = True   # train.py prints this one line instead of a traceback
+        return err
 
     # --- finding and reading -------------------------------------------------------------------
     def steps(self) -> list[int]:

@@ -199,8 +199,10 @@ def _from_mlflow(ret) -> Optional[PointResult]:
     if not runs:
         return None
     run = runs[0]
+    from pinchpoint.tracking.run_record import flat_metrics  # MLflow's grouped names, flat
     return PointResult(list(ret.overrides or []), run.data.tags.get("status", "failed"),
-                       dict(run.data.metrics), run.data.tags.get("bottleneck"), run.info.run_id)
+                       flat_metrics(run.data.metrics), run.data.tags.get("bottleneck"),
+                       run.info.run_id)
 
 
 @functools.lru_cache(maxsize=4)

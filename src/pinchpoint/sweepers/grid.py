@@ -3,8 +3,10 @@
 - every point composed and validated (pinchpoint.config.validate) before any is launched, so a
   bad value fails the sweep up front, naming the point and the field;
 - resume: a point whose run key (runner/run_key.py) already has a successful run in the point's
-  MLflow experiment is skipped; failed, aborted, unfinished and missing points run (a failed
-  point with a checkpoint resumes it and continues its MLflow run);
+  MLflow experiment is skipped; so is one whose unfinished run's Slurm job is still alive
+  (queued, running, between requeued attempts: it is skipped and the plan says so, never
+  relaunched); failed, aborted, unfinished and missing points run (a failed point with a
+  checkpoint resumes it and continues its MLflow run);
 - dry run (``hydra.sweeper.dry_run=true``): list what would run and why, launch nothing;
 - every point runs even when an earlier one fails; the command then exits non-zero naming the
   failed points (after the sweep's MLflow parent run is closed).
@@ -55,8 +57,11 @@ class GridSweeper(BasicSweeper):
             self._discard_parent()
             raise
         todo = [p for p in plan if p.run]
-        log.info("sweep: %d point(s), %d to run, %d already succeeded%s", len(plan), len(todo),
-                 len(plan) - len(todo), " (dry run: nothing is launched)" if self.dry_run else "")
+        running = sum(p.reason.startswith("still running") for p in plan)
+        log.info("sweep: %d point(s), %d to run, %d already succeeded%s%s", len(plan), len(todo),
+                 len(plan) - len(todo) - running,
+                 f", {running} still running (skipped)" if running else "",
+                 " (dry run: nothing is launched)" if self.dry_run else "")
         for p in plan:
             log.info("  %s %-44s %s", "run " if p.run else "skip", p.label, p.reason)
         if self.dry_run:
@@ -100,8 +105,8 @@ class GridSweeper(BasicSweeper):
                                  ) from None
             decision = Decision(True, "resume off (hydra.sweeper.resume=false)")
             if self.resume and cfg.tracking.enabled:
-                decision = decide(point_runs(cfg.tracking.uri, cfg.tracking.experiment,
-                                             run_key(cfg)))
+                runs = point_runs(cfg.tracking.uri, cfg.tracking.experiment, run_key(cfg))
+                decision = still_running(runs) or decide(runs)
             planned.append(PlannedPoint(list(overrides), label, decision.run, decision.reason))
         return planned
 
@@ -141,6 +146,21 @@ class GridSweeper(BasicSweeper):
         raise SweepError(f"{len(failed)} of {len(results)} point(s) failed:\n" + "\n".join(lines)
                          + "\nRe-run the same command to rerun only these (succeeded points "
                          "are skipped).")
+
+
+def still_running(runs: list):
+    """A skip decision when the point's newest run is unfinished and its Slurm job is still
+    alive (queued, running, or waiting between requeued attempts): never launch a second copy."""
+    from pinchpoint.cluster.liveness import still_running as alive
+    from pinchpoint.tracking.points import Decision
+
+    if not runs or runs[0].info.status != "RUNNING":
+        return None
+    job = alive(runs[0])
+    if job is None:
+        return None
+    return Decision(False, f"still running ({job}, run {runs[0].info.run_id[:8]}): skipped, "
+                           "not relaunched; rerun the sweep after it ends", runs[0].info.run_id)
 
 
 def _why(ret) -> str:
