@@ -14,7 +14,10 @@ from typing import Any, Optional
 from pinchpoint.tracking.store import absolute_uri, ensure_experiment, ensure_store, retrying
 
 log = logging.getLogger(__name__)
-TERMINAL = {"success": "FINISHED", "aborted": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+# "requeued": Slurm requeued the job (submitit exits after marking it); the next attempt continues
+# this run, so between attempts it stays RUNNING rather than reading FAILED.
+TERMINAL = {"success": "FINISHED", "aborted": "FINISHED", "failed": "FAILED", "killed": "KILLED",
+            "requeued": "RUNNING"}
 
 
 class RunTracker:
@@ -50,6 +53,7 @@ class RunTracker:
             run = retrying(lambda: mlflow.start_run(run_id=resume_run_id,
                                                     log_system_metrics=self.system_metrics))
             self.step_floor = self.last_step()
+            self._adopt(run, parent_run_id)
         else:
             run = retrying(lambda: mlflow.start_run(
                 experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
@@ -60,6 +64,18 @@ class RunTracker:
         # ours runs first (atexit is LIFO) and closes it as FAILED instead.
         atexit.register(self._abandoned)
         return self.run_id
+
+    @staticmethod
+    def _adopt(run, parent_run_id: Optional[str]) -> None:
+        """A point resumed by another sweep hangs under that sweep's parent from now on; the
+        parent it had is kept in a tag."""
+        import mlflow
+        earlier = run.data.tags.get("mlflow.parentRunId")
+        if parent_run_id and earlier != parent_run_id:
+            tags = {"mlflow.parentRunId": parent_run_id}
+            if earlier:
+                tags["pinchpoint.earlier_parent"] = earlier
+            retrying(lambda: mlflow.set_tags(tags))
 
     def _abandoned(self) -> None:
         if self.run_id is not None:
