@@ -100,7 +100,9 @@ def test_sweep_validates_and_runs_tiny(name, shared_out, request):
     assert len(children) == runs, proc.stdout[-3000:]
     assert all(c.data.tags.get("status") in ("success", "aborted") for c in children)
     for key, axis in axes.items():   # the swept axes ran as the sweep says, not overridden
-        if axis.values and "." in axis.name and not axis.name.startswith("+"):
+        # An axis over the proxy scale's own fields (model.proxy.seq_len) has no effect on a
+        # smoke-scale run, which logs only the scale it ran: not checked here (known gap).
+        if axis.values and "." in axis.name and not axis.name.startswith("model.proxy."):
             seen = {str(c.data.params.get(axis.name)).lower() for c in children}
             allowed = {str(v).lower() for v in axis.values}
             assert seen <= allowed, (axis.name, seen, allowed)
