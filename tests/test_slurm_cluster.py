@@ -156,7 +156,7 @@ def test_scancel_fails_the_point_without_a_hang_and_a_rerun_reruns_only_it(out, 
         found = glob.glob(str(out / "sweeps" / "*" / "1" / "mlflow_run_id"))
         run_file = found[0] if found else None
     assert run_file, f"nfs point never started:\n{log.read_text()[-3000:]}"
-    while not glob.glob(str(out / "storage/nfs/checkpoints/*/step_*.pt.sha256")):
+    while not glob.glob(str(out / "storage/nfs/checkpoints/*/step_*.json")):
         assert time.time() < deadline and proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.5)   # cancel after its first checkpoint: the rerun resumes from it
     job = re.search(r"#1 storage=nfs\s+job (\S+)", log.read_text()).group(1)
