@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pinchpoint.workloads.common.decoder import FeedForward
+
 
 @dataclass
 class MoEArgs:
@@ -63,19 +65,6 @@ def swiglu(x: torch.Tensor, activation: str) -> torch.Tensor:
         up = up.clamp(-7.0, 7.0)
         return (up + 1) * gate * torch.sigmoid(1.702 * gate)
     return F.silu(gate) * up
-
-
-class FeedForward(nn.Module):
-    """Dense SwiGLU (DeepSeek V3's dense layers and shared expert): w2(silu(w1 x) * w3 x)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class Router(nn.Module):

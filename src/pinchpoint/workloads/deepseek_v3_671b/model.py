@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pinchpoint.workloads.common.moe import FeedForward, MoE, MoEArgs
+from pinchpoint.workloads.common.decoder import DecoderStack, FeedForward, init_decoder_weights
+from pinchpoint.workloads.common.moe import MoE, MoEArgs
 from pinchpoint.workloads.common.rotary import apply_rotary, rotary_table
-from pinchpoint.workloads.gpt_oss_20b.model import init_decoder_weights
 
 
 @dataclass
@@ -111,29 +111,10 @@ class TransformerBlock(nn.Module):
         return h + ffn(self.ffn_norm(h))
 
 
-class DeepSeekV3(nn.Module):
+class DeepSeekV3(DecoderStack):
     def __init__(self, a: DeepSeekArgs):
-        super().__init__()
+        super().__init__(a.vocab_size, a.dim, a.n_layers, a.norm_eps,
+                         lambda i: TransformerBlock(a, i),
+                         rotary_table(a.qk_rope_head_dim, a.rope_theta, a.max_seq_len))
         self.args = a
-        self.tok_embeddings: Optional[nn.Embedding] = nn.Embedding(a.vocab_size, a.dim)
-        self.layers = nn.ModuleDict({str(i): TransformerBlock(a, i) for i in range(a.n_layers)})
-        self.norm: Optional[nn.RMSNorm] = nn.RMSNorm(a.dim, eps=a.norm_eps)
-        self.output: Optional[nn.Linear] = nn.Linear(a.dim, a.vocab_size, bias=False)
-        self.register_buffer("rope", rotary_table(a.qk_rope_head_dim, a.rope_theta,
-                                                  a.max_seq_len), persistent=False)
-        self.recompute = False
-        self.init_weights()
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        init_decoder_weights(self, self.args.n_layers)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        for layer in self.layers.values():
-            if self.recompute and self.training:
-                h = torch.utils.checkpoint.checkpoint(layer, h, self.rope, use_reentrant=False)
-            else:
-                h = layer(h, self.rope)
-        h = self.norm(h) if self.norm is not None else h
-        return self.output(h) if self.output is not None else h
+        init_decoder_weights(self, a.n_layers)

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from pinchpoint.workloads.common.decoder import DecoderStack, init_decoder_weights
 from pinchpoint.workloads.common.moe import MoE, MoEArgs
 from pinchpoint.workloads.common.rotary import apply_rotary, rotary_table
 
@@ -103,52 +104,10 @@ class TransformerBlock(nn.Module):
         return h + self.moe(self.ffn_norm(h))
 
 
-class GptOss(nn.Module):
+class GptOss(DecoderStack):
     def __init__(self, a: GptOssArgs):
-        super().__init__()
+        super().__init__(a.vocab_size, a.dim, a.n_layers, a.norm_eps,
+                         lambda i: TransformerBlock(a, i),
+                         rotary_table(a.head_dim, a.rope_theta, a.max_seq_len))
         self.args = a
-        self.tok_embeddings: Optional[nn.Embedding] = nn.Embedding(a.vocab_size, a.dim)
-        self.layers = nn.ModuleDict({str(i): TransformerBlock(a, i) for i in range(a.n_layers)})
-        self.norm: Optional[nn.RMSNorm] = nn.RMSNorm(a.dim, eps=a.norm_eps)
-        self.output: Optional[nn.Linear] = nn.Linear(a.dim, a.vocab_size, bias=False)
-        self.register_buffer("rope", rotary_table(a.head_dim, a.rope_theta, a.max_seq_len),
-                             persistent=False)
-        self.recompute = False
-        self.init_weights()
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        init_decoder_weights(self, self.args.n_layers)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        for layer in self.layers.values():
-            if self.recompute and self.training:
-                h = torch.utils.checkpoint.checkpoint(layer, h, self.rope, use_reentrant=False)
-            else:
-                h = layer(h, self.rope)
-        h = self.norm(h) if self.norm is not None else h
-        return self.output(h) if self.output is not None else h
-
-
-@torch.no_grad()
-def init_decoder_weights(model: nn.Module, n_layers: int, std: float = 0.02) -> None:
-    """Normal(std) weights, zero biases and sinks, unit norms; residual output projections
-    (attention wo, expert down, dense/shared w2) scaled by 1/sqrt(2 x layers) as GPT-2 and
-    torchtitan do, so the residual stream does not grow with depth. The selection bias of a
-    sigmoid router is a buffer and starts at zero."""
-    depth_std = std / math.sqrt(2 * n_layers)
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if "norm" in name:
-            nn.init.ones_(p)
-        elif leaf in ("bias", "sinks", "gate_up_bias", "down_bias"):
-            nn.init.zeros_(p)
-        elif name.endswith(("wo.weight", "w2.weight", "down_proj")):
-            nn.init.trunc_normal_(p, std=depth_std, a=-3 * depth_std, b=3 * depth_std)
-        else:
-            nn.init.trunc_normal_(p, std=std, a=-3 * std, b=3 * std)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+        init_decoder_weights(self, a.n_layers)
