@@ -9,7 +9,18 @@ from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.parallel.pipeline import SCHEDULES
 
 
-def validate_recipe(run, dims: ParallelDims) -> None:
+def validate_attention_shape(s: str, a) -> None:
+    """A decoder's block shape (``s`` is the scale's dotted path, ``a`` the scale)."""
+    for key in ("n_layers", "dim", "n_heads", "n_kv_heads", "ffn_dim"):
+        positive_int(getattr(a, key), f"{s}.{key}")
+    require(a.dim, f"{s}.dim", lambda v: v % a.n_heads == 0 and (v // a.n_heads) % 2 == 0,
+            f"a multiple of n_heads={a.n_heads} with an even head dimension (RoPE pairs)")
+    require(a.n_kv_heads, f"{s}.n_kv_heads", lambda v: a.n_heads % v == 0,
+            f"a divisor of n_heads={a.n_heads} (grouped-query attention)")
+
+
+def validate_schedule(run) -> None:
+    """The scale's sizes, learning-rate schedule and precision."""
     m = run.model
     s, a = f"model.{m.scale}", getattr(m, m.scale)
     for key in ("vocab_size", "max_seq_len", "seq_len", "global_batch_size", "micro_batch_size",
@@ -22,8 +33,12 @@ def validate_recipe(run, dims: ParallelDims) -> None:
     require(a.decay_samples, f"{s}.decay_samples", lambda v: v > a.warmup_samples,
             f"more than warmup_samples={a.warmup_samples}")
     one_of(a.precision, f"{s}.precision", ["fp32", "bf16"])
-    one_of(m.pipeline_schedule, "model.pipeline_schedule", SCHEDULES)
     require(m.min_lr_ratio, "model.min_lr_ratio", lambda v: 0 <= v <= 1, "a ratio in [0, 1]")
+
+
+def validate_recipe(run, dims: ParallelDims) -> None:
+    validate_schedule(run)
+    one_of(run.model.pipeline_schedule, "model.pipeline_schedule", SCHEDULES)
     validate_layout(run, dims)
     validate_batches(run, dims)
     validate_megatron_dataset(run)

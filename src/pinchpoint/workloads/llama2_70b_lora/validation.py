@@ -6,6 +6,7 @@ import os
 
 from pinchpoint.errors import ConfigError, one_of, positive_int, require
 from pinchpoint.parallel.dims import ParallelDims
+from pinchpoint.workloads.common import validation as llm
 from pinchpoint.workloads.llama2_70b_lora.lora import check_lora, projection_sizes
 
 
@@ -13,7 +14,7 @@ def validate(run) -> None:
     m = run.model
     one_of(m.scale, "model.scale", ["proxy", "full", "smoke"])
     s, a = f"model.{m.scale}", getattr(m, m.scale)
-    _architecture(s, a)
+    llm.validate_attention_shape(s, a)
     check_lora(m.lora.rank, m.lora.alpha, m.lora.dropout, list(m.lora.target_modules),
                projection_sizes(a.dim, a.n_heads, a.n_kv_heads, a.ffn_dim))
     dims = ParallelDims.from_config(run.parallel)
@@ -25,35 +26,17 @@ def validate(run) -> None:
         check_fits(run)
 
 
-def _architecture(s: str, a) -> None:
-    for key in ("n_layers", "dim", "n_heads", "n_kv_heads", "ffn_dim"):
-        positive_int(getattr(a, key), f"{s}.{key}")
-    require(a.dim, f"{s}.dim", lambda v: v % a.n_heads == 0 and (v // a.n_heads) % 2 == 0,
-            f"a multiple of n_heads={a.n_heads} with an even head dimension (RoPE pairs)")
-    require(a.n_kv_heads, f"{s}.n_kv_heads", lambda v: a.n_heads % v == 0,
-            f"a divisor of n_heads={a.n_heads} (grouped-query attention)")
-
-
 def _recipe(run, dims: ParallelDims) -> None:
     """The shared decoder checks that apply (batch arithmetic, schedule, sequence length) and
     the reference's layout: data parallel (ZeRO-3/FSDP), no TP/PP/CP/EP."""
     m = run.model
     s, a = f"model.{m.scale}", getattr(m, m.scale)
-    for key in ("vocab_size", "max_seq_len", "seq_len", "global_batch_size", "micro_batch_size",
-                "eval_every_samples", "eval_samples"):
-        positive_int(getattr(a, key), f"{s}.{key}")
-    require(a.seq_len, f"{s}.seq_len", lambda v: v <= a.max_seq_len,
-            f"at most the model's max_seq_len={a.max_seq_len}")
-    require(a.learning_rate, f"{s}.learning_rate", lambda v: v > 0, "a learning rate > 0")
-    require(a.decay_samples, f"{s}.decay_samples", lambda v: v > a.warmup_samples >= 0,
-            f"more than warmup_samples={a.warmup_samples} (max_steps x global_batch_size)")
-    one_of(a.precision, f"{s}.precision", ["fp32", "bf16"])
-    require(m.min_lr_ratio, "model.min_lr_ratio", lambda v: 0 <= v <= 1, "a ratio in [0, 1]")
+    llm.validate_schedule(run)
     require(m.grad_clip, "model.grad_clip", lambda v: v > 0, "a norm > 0 (reference 0.3)")
     for field, degree in (("parallel.tp", dims.tp), ("parallel.pp", dims.pp),
                           ("parallel.cp", dims.cp), ("parallel.ep", dims.ep)):
         require(degree, field, lambda v: v == 1,
-                f"1 (llama2_70b_lora shards the frozen base with FSDP/ZeRO-3 as the reference: "
+                "1 (llama2_70b_lora shards the frozen base with FSDP/ZeRO-3 as the reference: "
                 "use parallel.dp_shard)")
     per_replica = a.micro_batch_size * dims.dp
     require(a.global_batch_size, f"{s}.global_batch_size", lambda v: v % per_replica == 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from pinchpoint.errors import one_of, positive_int, require
+from pinchpoint.errors import one_of, require
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.workloads.common import validation as llm
 
@@ -13,12 +13,7 @@ def validate(run) -> None:
     m = run.model
     one_of(m.scale, "model.scale", ["proxy", "full", "smoke"])
     s, a = f"model.{m.scale}", getattr(m, m.scale)
-    for key in ("n_layers", "dim", "n_heads", "n_kv_heads", "ffn_dim"):
-        positive_int(getattr(a, key), f"{s}.{key}")
-    require(a.dim, f"{s}.dim", lambda v: v % a.n_heads == 0 and (v // a.n_heads) % 2 == 0,
-            f"a multiple of n_heads={a.n_heads} with an even head dimension (RoPE pairs)")
-    require(a.n_kv_heads, f"{s}.n_kv_heads", lambda v: a.n_heads % v == 0,
-            f"a divisor of n_heads={a.n_heads} (grouped-query attention)")
+    llm.validate_attention_shape(s, a)
     dims = ParallelDims.from_config(run.parallel)
     llm.validate_recipe(run, dims)
     require(dims.ep, "parallel.ep", lambda v: v == 1,
