@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinchpoint.plan.llm import Layout
+
 GIB = 2 ** 30
 
 
@@ -61,27 +63,10 @@ class MoEShape:
 
 
 @dataclass
-class MoELayout:
-    dp_replicate: int = 1
-    dp_shard: int = 1
-    tp: int = 1
-    pp: int = 1
-    cp: int = 1
-    ep: int = 1
-    micro_batch: int = 1
-    global_batch: int = 1
+class MoELayout(Layout):
+    """The dense planner's layout plus the expert-parallel degree."""
     seq_len: int = 4096
-    recompute: bool = False
-    precision: str = "bf16"
-    schedule: str = "1f1b"
-
-    @property
-    def world(self) -> int:
-        return self.dp_replicate * self.dp_shard * self.tp * self.pp * self.cp
-
-    @property
-    def dp(self) -> int:
-        return self.dp_replicate * self.dp_shard
+    ep: int = 1
 
     @property
     def accumulation(self) -> int:
