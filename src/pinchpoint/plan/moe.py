@@ -69,10 +69,6 @@ class MoELayout(Layout):
     ep: int = 1
 
     @property
-    def accumulation(self) -> int:
-        return max(1, self.global_batch // (self.micro_batch * self.dp))
-
-    @property
     def expert_shards(self) -> int:
         return max(self.ep, self.dp_shard)
 
