@@ -60,8 +60,9 @@ class Session:
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         resume = find_resume(self.checkpoints, self.tier, self.cfg.checkpoint.get("resume_from"))
-        attempt = resume.meta["attempt"] + 1 if resume else 0
-        self.timeline.attempt = max(attempt, int(os.environ.get("SLURM_RESTART_COUNT") or 0))
+        self.attempt = resume.meta["attempt"] + 1 if resume else 0
+        self.timeline.attempt = max(self.attempt,
+                                    int(os.environ.get("SLURM_RESTART_COUNT") or 0))
         if self.ctx.is_main:  # CPU, memory, disk and network as counter tracks on the timeline
             from pinchpoint.telemetry.system_sampler import SystemSampler
             self.sampler = SystemSampler(self.timeline, 0.5).start()
@@ -97,7 +98,6 @@ class Session:
         if not resume:
             m.end(C.INIT_STOP)
             m.start(C.RUN_START)
-        attempt = resume.meta["attempt"] + 1 if resume else 0
         steps_redone = max(0, self.progress_marker.read() - resume.step) if resume else 0
         self._announce(resume, quality)
         self.phases.begin()
@@ -108,11 +108,11 @@ class Session:
         # the communication phase like the ones workloads issue through the profile.
         with self.collectives.trace_torch_collectives(synchronize=True):
             state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
-                               self._hooks(sizes, quality, attempt))
+                               self._hooks(sizes, quality))
         m.end(C.RUN_STOP, metadata={"status": state.status})
         summary = summarize(state, quality, self.phases, self.tier.io, self.collectives,
                             self.inputs.measurements, self.saver.writes if self.saver else [],
-                            time.perf_counter() - started, attempt, steps_redone, resume,
+                            time.perf_counter() - started, self.attempt, steps_redone, resume,
                             self.ctx.world_size)
         summary.update(across_ranks(self.ctx, self.phases.totals))
         return summary
@@ -148,13 +148,13 @@ class Session:
         return loop.LoopLimits(t.max_epochs, t.evals_per_epoch, t.max_steps,
                                self.cfg.checkpoint.interval)
 
-    def _hooks(self, sizes, quality, attempt: int) -> loop.LoopHooks:
+    def _hooks(self, sizes, quality) -> loop.LoopHooks:
         progress = loop.Progress(self.cfg.train.progress_every_s,
                                  self._limits().total_steps(sizes), sizes.global_batch_size,
                                  quality.metric, quality.target)
         if self.checkpoints is not None:
             self.saver = Saver(self.checkpoints, self.workload, self.ctx.is_main,
-                               lambda: self._checkpoint_meta(attempt))
+                               self._checkpoint_meta)
         fault = Fault(self.cfg.get("fault"), self.ctx, self.job.output_dir)
 
         def on_step(state: loop.LoopState) -> None:
@@ -182,8 +182,8 @@ class Session:
             self.timeline.span(f"checkpoint step {state.step}", "checkpoint", started,
                                time.perf_counter(), {"bytes": write.nbytes})
 
-    def _checkpoint_meta(self, attempt: int) -> dict[str, Any]:
-        return {"attempt": attempt, "phase_totals": dict(self.phases.totals),
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "phase_totals": dict(self.phases.totals),
                 "step_times": list(self.phases.step_times),
                 "mlflow_run_id": self.tracker.run_id if self.tracker else None,
                 "mlperf_log": os.path.abspath(self.mlperf_path),
