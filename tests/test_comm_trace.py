@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from pinchpoint.parallel.collectives import CollectiveProfile
+from pinchpoint.parallel.context import shutdown
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.workloads.llama31.model import Llama, LlamaArgs
 
@@ -229,7 +230,7 @@ def _rank(rank: int, store: str, out: str) -> None:
             json.dump(result, f)
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()   # collects the models' cycles first, so no group outlives its gloo threads
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def test_compose_time_errors(tmp_path, override, error, words):
 
 def test_train_py_reports_bad_input_without_running(tmp_path):
     out = tmp_path / "out"
-    proc = train(["dataset.batch_size=-8"], out, check=False)
+    proc = train(["dataset.batch_size=-8"], out, check=False, seed_store=False)
     assert proc.returncode == 2
     assert "Invalid config: dataset.batch_size=-8 is not allowed: a positive integer" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, train
+import pytest
+
+from conftest import ROOT, seed_mlflow_store, train
 from pinchpoint.telemetry.mlperf_log import compliance_check
 
 # The default proxy with a looser target (teacher entropy + 0.4 < 1.0, which the open
@@ -30,6 +32,7 @@ def test_kill_9_resumes_reaches_target_and_the_log_is_compliant(out):
     """kill -9 after the second checkpoint, rerun: it resumes (same MLPerf log, clock running),
     reaches the target, and the log passes the checker as an open llama31_8b result."""
     args = TINY + ["checkpoint.interval=10", f"output_root={out}"]
+    seed_mlflow_store(out)
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -59,6 +62,7 @@ def test_kill_9_resumes_reaches_target_and_the_log_is_compliant(out):
     assert all(x["metadata"]["samples_count"] % 320 == 0 for x in evals)
 
 
+@pytest.mark.full   # the conformance suite resumes Llama's FSDP2 checkpoint in another layout
 def test_fsdp2_run_resumes_from_sharded_checkpoint(out):
     args = TINY + ["parallel=fsdp2", "checkpoint.interval=5", "train.max_steps=12"]
     failed = train(args + ["fault=raise_at_step:8"], out, timeout=400, check=False)

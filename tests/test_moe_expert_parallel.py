@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from test_moe_layer import DEEPSEEK, GPT_OSS, make
+from pinchpoint.parallel.context import shutdown
 
 WORLD = 2
 
@@ -26,7 +27,7 @@ def _rank(rank: int, store_path: str, configs: list, results) -> None:
         results.put((rank, repr(e)))
         raise
     finally:
-        dist.destroy_process_group()
+        shutdown()   # collects cycles first: no group outlives its gloo threads
 
 
 def _check(rank: int, kw: dict) -> str:

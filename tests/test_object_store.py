@@ -18,6 +18,7 @@ from pinchpoint.storage import s3_checkpoint as s3c
 from pinchpoint.storage.object_store import (Endpoint, ObjectStore, ObjectStoreTier,
                                              check_reachable)
 from pinchpoint.storage.tier import StorageTier
+from pinchpoint.parallel.context import shutdown
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def _two_rank_save(rank: int, world: int, port: int, url: str, endpoint: str) ->
         state = {"w": distribute_tensor(full, mesh, [Shard(0)]), "step": 5}
         s3c.save(state, url, _store(endpoint))
     finally:
-        dist.destroy_process_group()
+        shutdown()   # collects cycles first: no group outlives its gloo threads
 
 
 def test_two_ranks_write_their_shards_and_one_process_reads_them_back(object_store, s3_prefix):

@@ -74,3 +74,23 @@ def test_memory_model_against_the_proxys_measured_peak(out):
                              "dataset.train_tokens=300000", "dataset.validation_tokens=40000"],
                             str(out))
     assert -0.5 < r["error"] < 0.0, r
+
+
+def test_a_plan_only_sweep_is_planned_in_the_sweeper_not_launched(out):
+    """-m plan_only=true: every point planned in the sweep's own process (one table and CSV),
+    a point that does not fit marked, not fatal; no job is launched, nothing goes to MLflow."""
+    import csv
+
+    from conftest import mlflow_client
+    proc = train(["-m", "plan_only=true", "model=llama31_405b", "model.scale=full", "+gpu=gb200",
+                  "parallel.dp_shard=8", "parallel.tp=1,8", "parallel.pp=4,8"], out,
+                 timeout=180)
+    assert "4 points planned: 3 fit, 1 do not fit, 0 invalid" in proc.stdout
+    assert "Launching" not in proc.stdout + proc.stderr
+    (table,) = out.glob("sweeps/*/plan.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert {(r["parallel.tp"], r["parallel.pp"]) for r in rows} == {
+        ("1", "4"), ("1", "8"), ("8", "4"), ("8", "8")}
+    assert [r["fits"] for r in rows].count("False") == 1
+    client = mlflow_client(out)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

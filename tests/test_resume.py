@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_DLRM, mlflow_client, train
+from conftest import ROOT, TINY_DLRM, mlflow_client, seed_mlflow_store, train
 from pinchpoint.telemetry.mlperf_log import compliance_check
 
 pytestmark = pytest.mark.slow
@@ -21,6 +21,7 @@ ARGS = [*TINY_DLRM, "checkpoint.interval=4", "storage=nfs", "storage.emulation.l
 def test_kill_9_then_resume(tmp_path):
     out = tmp_path / "outputs"
     cmd = [sys.executable, str(ROOT / "train.py"), *ARGS, f"output_root={out}"]
+    seed_mlflow_store(out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     ckpt_root = out / "storage" / "nfs" / "checkpoints"
@@ -80,6 +81,7 @@ def test_damaged_or_unpublished_checkpoints_are_skipped(tmp_path):
     assert mgr.latest()["step"] == 4
 
 
+@pytest.mark.full   # the conformance suite resumes DLRM's ep2 checkpoint in one process too
 def test_resume_into_another_world_size(tmp_path):
     """An ep2 run dies after its step-4 checkpoint; a single-process run continues it. Its
     evaluation at step 8 equals an uninterrupted ep2 run's to float rounding: the checkpoint

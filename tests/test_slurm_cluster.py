@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_DLRM, compose, mlflow_client, train
+from conftest import ROOT, TINY_DLRM, compose, mlflow_client, seed_mlflow_store, train
 
 pytestmark = pytest.mark.slurm
 # Reaches its target (success) at step 24 of the tiny proxy.
@@ -90,6 +90,8 @@ def background(slurm_cluster, tmp_path_factory):
     started = {}
     for name, args in BACKGROUND.items():
         out = tmp_path_factory.mktemp(name) / "outputs"
+        if name != "writers":   # the writers' point is eight jobs creating one fresh store
+            seed_mlflow_store(out)
         started[name] = Sweep(out, popen_train(args, out, out.parent / "sweep.log"),
                               out.parent / "sweep.log")
     yield started

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from conftest import TINY_DLRM, compose, mlflow_client, train
+from conftest import TINY_DLRM, compose, mlflow_client, seed_mlflow_store, train
 from pinchpoint.runner.run_key import run_key
 from pinchpoint.tracking.points import decide
 from pinchpoint.tracking.store import ensure_experiment, ensure_store
@@ -131,6 +131,7 @@ def test_a_point_resumed_from_an_earlier_sweep_becomes_a_child_of_the_current_on
     from conftest import ROOT
     args = [sys.executable, str(ROOT / "train.py"), "-m", *TINY_DLRM, "train.max_steps=6",
             "checkpoint.interval=2", f"output_root={out}"]
+    seed_mlflow_store(out)
     killed = subprocess.run([*args, "fault=kill_at_step:3"], cwd=ROOT, capture_output=True,
                             text=True, timeout=240, start_new_session=True)
     assert killed.returncode == -9, killed.stderr[-3000:]

@@ -127,3 +127,17 @@ def test_axis_errors_name_the_field(kwargs, args, message):
         return
     with pytest.raises(SweepError, match=message.replace("(", r"\(")):
         sweeper._axes(parse(None, args))
+
+
+def test_a_short_run_is_compared_on_what_it_measured():
+    """A run stopped by max_steps (aborted) measured its throughput: a sweep of short runs
+    compares it (the FLUX.1 raw-vs-preprocessed sweep does); it has no time to train, and a
+    failed run has nothing."""
+    from pinchpoint.sweepers.common import PointResult
+    metrics = {"throughput_samples_per_s": 120.0, "time_to_train_s": 30.0}
+    short = PointResult([], "aborted", metrics)
+    assert short.value("throughput_samples_per_s", "maximize") == 120.0
+    assert short.value("time_to_train_s", "minimize") == float("inf")
+    assert PointResult([], "failed", metrics).value("throughput_samples_per_s",
+                                                    "maximize") == float("-inf")
+    assert PointResult([], "success", metrics).value("time_to_train_s", "minimize") == 30.0

@@ -7,6 +7,7 @@ The run-level groups are checked here; the model and dataset are checked by the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
@@ -110,11 +111,11 @@ def validate_storage(storage: Any) -> None:
         non_negative(e.latency_ms, "storage.emulation.latency_ms")
 
 
-def validate_parallel(cfg: DictConfig) -> ParallelDims:
-    """Check the degrees once and write the derived world size back into the config, so the
-    launchers and Slurm requests read it."""
+def validate_parallel(cfg: Any) -> ParallelDims:
+    """Check the degrees once and write the derived world size back into the config (composed
+    or typed), so the launchers and Slurm requests read it."""
     dims = ParallelDims.from_config(cfg.parallel)
-    with read_write(cfg):
+    with read_write(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
         cfg.parallel.world_size = dims.world_size
         cfg.parallel.dp_shard = dims.dp_shard
     one_of(cfg.parallel.backend, "parallel.backend", ["auto", "gloo", "nccl"])
@@ -138,19 +139,19 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
             check_known_keys(child, full + ".")
 
 
-def validate_cluster(cfg: DictConfig) -> None:
+def validate_cluster(cfg: Any) -> None:
     """What can be checked without asking Slurm (pinchpoint.cluster.preflight asks sinfo)."""
-    if get(cfg, "cluster.name") != "slurm":
+    if getattr(cfg.cluster, "name", None) != "slurm":
         return
     from pinchpoint.cluster.request import mem_mb, tasks_per_node
 
     c = cfg.cluster
     for key in ("nodes", "cpus_per_task", "array_parallelism"):
-        positive_int(c[key], f"cluster.{key}")
+        positive_int(getattr(c, key), f"cluster.{key}")
     require(c.time_limit_min, "cluster.time_limit_min", lambda v: isinstance(v, int) and v > 0,
             "a whole number of minutes > 0 (Slurm's --time)")
     for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
-        require(c[key], f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
+        require(getattr(c, key), f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
                 "an integer >= 0")
     require(c.tasks_per_node, "cluster.tasks_per_node",
             lambda v: v is None or (isinstance(v, int) and v > 0),
@@ -182,12 +183,18 @@ def typed(cfg: DictConfig) -> Any:
 def validate(cfg: DictConfig) -> Any:
     """Validate a composed run config; raises ConfigError on the first problem. Returns the
     typed run config (with ``parallel.world_size`` derived)."""
-    from pinchpoint.workloads import workload_class
-
     check_known_keys(cfg)
     validate_parallel(cfg)
-    run = typed(cfg)
+    return validate_typed(typed(cfg))
+
+
+def validate_typed(run: Any) -> Any:
+    """The checks on the typed run config (what the sweepers' pre-flight calls on its typed
+    copies, sweepers/preflight.py); derives ``parallel.world_size`` on it too."""
+    from pinchpoint.workloads import workload_class
+
+    validate_parallel(run)
     validate_common(run)
-    validate_cluster(cfg)
+    validate_cluster(run)
     workload_class(run.model.name).validate(run)
     return run

@@ -61,7 +61,14 @@ def init_process_group(backend_requested: str, device_requested: str, threads: i
 
 def shutdown() -> None:
     """Leave the process group (every rank, before its process exits: a group destroyed by
-    the interpreter's teardown instead can abort in gloo's threads)."""
+    the interpreter's teardown instead can abort in gloo's threads). Garbage is collected
+    first: FSDP/pipeline modules hold groups in reference cycles, and a group that outlives
+    ``destroy_process_group`` is torn down at interpreter exit, where gloo's worker threads
+    abort the process ("terminate called without an active exception")."""
+    import gc
+
     import torch.distributed as dist
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()

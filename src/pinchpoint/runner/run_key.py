@@ -2,10 +2,12 @@
 result (where outputs go, how tracking is reached, how chatty the terminal is, test hooks)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 IGNORED = ("tracking", "output_root", "train.progress_every_s", "fault", "plan_only",
            "cluster", "hydra")
@@ -21,11 +23,15 @@ def flatten(node, prefix: str = "") -> dict:
     return out
 
 
-def resolved_dict(cfg: DictConfig) -> dict:
+def resolved_dict(cfg: Any) -> dict:
+    """The composed config resolved, or a typed run config (dataclasses) as the same dict."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def run_key(cfg: DictConfig) -> str:
+def run_key(cfg: Any) -> str:
+    """Of a composed config, or of its typed run config (the sweepers' pre-flight): equal."""
     flat = flatten(resolved_dict(cfg))
     kept = {k: v for k, v in flat.items()
             if not any(k == p or k.startswith(p + ".") for p in IGNORED)}

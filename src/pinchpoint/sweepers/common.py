@@ -34,6 +34,10 @@ def validator_for(validator: Optional[str], config: DictConfig) -> Optional[str]
     return validator or None
 
 
+# Metrics that exist only for a run that reached its quality target.
+NEEDS_TARGET = frozenset({"time_to_train_s"})
+
+
 @dataclass
 class PointResult:
     """One launched point as recorded: status success|aborted|failed, metrics, bottleneck."""
@@ -45,9 +49,12 @@ class PointResult:
     error: Optional[str] = None
 
     def value(self, metric: str, direction: str) -> float:
-        """The objective; a run that did not succeed gets the worst value (inf or -inf)."""
+        """The objective; the worst value (inf or -inf) for a failed run, and for a time to
+        train that was not reached. A run stopped short of the target (``aborted``: max_steps,
+        a time limit) still measured its throughput, phase shares and bytes: those count (as
+        in ``pinchpoint report``), so a sweep of short runs can compare steady-state speed."""
         worst = math.inf if direction == "minimize" else -math.inf
-        if self.status != "success":
+        if self.status == "failed" or (metric in NEEDS_TARGET and self.status != "success"):
             return worst
         v = self.metrics.get(metric)
         return worst if v is None or math.isnan(v) else float(v)
@@ -107,6 +114,10 @@ class PointChecker:
         if validator:
             from hydra.utils import get_method
             self.validator = get_method(validator)
+        self.preflight = None   # pinchpoint's own validator has a fast path (preflight.py)
+        if validator == DEFAULT_VALIDATOR:
+            from pinchpoint.sweepers.preflight import Preflight
+            self.preflight = Preflight(self)
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         try:
@@ -130,6 +141,12 @@ class PointChecker:
 
         if self.validator is None:
             self.compose(overrides)
+            return None
+        if self.preflight is not None:
+            try:
+                self.preflight.check(overrides)
+            except ConfigError as err:
+                return err
             return None
         cfg = self.task_config(overrides)
         try:

@@ -23,7 +23,7 @@ from pinchpoint.sweepers.space import Axis, SweepError, check_keys, parse, rende
 
 log = logging.getLogger(__name__)
 PHASE = ("dominant_phase", "phase", "bottleneck")   # spellings of "compare dominant phases"
-VALIDATE_ALL_UP_TO = 512                            # points checked before the first launch
+VALIDATE_ALL_UP_TO = 10_000   # points checked before the first launch (sweepers/preflight.py)
 
 
 # --- the search, independent of Hydra ---------------------------------------------------------

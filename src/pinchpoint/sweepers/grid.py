@@ -51,6 +51,8 @@ class GridSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         points = [p for batch in self.split_arguments(overrides, None) for p in batch]
+        if self.config.get("plan_only"):
+            return self._plan_only(points)
         try:
             plan = self.plan(points)
         except SweepError:
@@ -85,29 +87,86 @@ class GridSweeper(BasicSweeper):
 
     # --- before launching anything ---------------------------------------------------------------
     def plan(self, points: List[List[str]]) -> List[PlannedPoint]:
-        from pinchpoint.config import validate
         from pinchpoint.errors import ConfigError
-        from pinchpoint.runner.run_key import run_key
         from pinchpoint.tracking.naming import point_labels
-        from pinchpoint.tracking.points import Decision, decide, point_runs
+        from pinchpoint.tracking.points import Decision, decide
 
-        from pinchpoint.sweepers.common import PointChecker
+        from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
 
-        checker = PointChecker(self.hydra_context, self.config, validator=None)
+        checker = PointChecker(self.hydra_context, self.config, validator=DEFAULT_VALIDATOR)
         labels = point_labels(points)
-        planned = []
+        checked = []
         for overrides, label in zip(points, labels):
             try:
-                cfg = checker.task_config(overrides)
-                validate(cfg)
+                checked.append(checker.preflight.check(overrides))
             except ConfigError as err:
                 raise SweepError(f"sweep refused, nothing launched: point ({label}): {err}"
                                  ) from None
+        known = self._runs_of(checked) if self.resume else {}
+        planned = []
+        for c, label in zip(checked, labels):
             decision = Decision(True, "resume off (hydra.sweeper.resume=false)")
-            if self.resume and cfg.tracking.enabled:
-                runs = point_runs(cfg.tracking.uri, cfg.tracking.experiment, run_key(cfg))
+            if self.resume and c.run.tracking.enabled:
+                runs = known[(c.run.tracking.uri, c.run.tracking.experiment)].get(c.key, [])
                 decision = still_running(runs) or decide(runs)
-            planned.append(PlannedPoint(list(overrides), label, decision.run, decision.reason))
+            planned.append(PlannedPoint(c.overrides, label, decision.run, decision.reason))
+        return planned
+
+    @staticmethod
+    def _runs_of(checked: list) -> dict:
+        """Each store's and experiment's runs of these points, by run key: one query each."""
+        from pinchpoint.tracking.points import runs_by_key
+
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for c in checked:
+            if c.run.tracking.enabled:
+                t = c.run.tracking
+                wanted.setdefault((str(t.uri), str(t.experiment)), set()).add(c.key)
+        return {where: runs_by_key(*where, keys) for where, keys in wanted.items()}
+
+    def _plan_only(self, points: List[List[str]]) -> list:
+        """``-m plan_only=true``: a full-scale plan sweep is arithmetic, planned here in one
+        process as ``pinchpoint plan`` does (plan/grid.py), not launched point by point: a
+        table and a CSV in the sweep folder, nothing in MLflow. Points that do not fit or are
+        invalid are marked; a single such point exits 2, as a single plan_only run does."""
+        from pinchpoint.plan import cli, grid
+
+        self._discard_parent()
+        planned = self._planned(points)
+        rows = grid.sort_rows([p.row for p in planned], None)
+        print(grid.format_table(rows, 40))
+        path = grid.write_csv(rows, Path(self.config.hydra.sweep.dir) / "plan.csv")
+        fit, bad = sum(1 for r in rows if r["fits"]), sum(1 for r in rows if r["error"])
+        print(f"\n{len(rows)} points planned: {fit} fit, {len(rows) - fit - bad} do not fit, "
+              f"{bad} invalid; table: {path}\ndraw it: pinchpoint report --plan {path}")
+        if len(planned) == 1 and cli._single(planned[0]):
+            raise SystemExit(2)
+        return []
+
+    def _planned(self, points: List[List[str]]) -> list:
+        """Each point checked on the pre-flight's fast path, then planned from its typed run."""
+        import dataclasses
+
+        from pinchpoint.errors import ConfigError
+        from pinchpoint.plan import grid, plan_point
+        from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
+
+        checker = PointChecker(self.hydra_context, self.config, validator=DEFAULT_VALIDATOR)
+        settings = [dict(o.split("=", 1) for o in p if "=" in o) for p in points]
+        swept = [k for k in settings[0] if len({s.get(k) for s in settings}) > 1] \
+            if settings else []
+        planned = []
+        for overrides, values in zip(points, settings):
+            point = grid.Point({k.lstrip("+~"): values.get(k) for k in swept})
+            try:
+                run = checker.preflight.check(overrides).run
+                point.plan = plan_point(grid.View(dataclasses.asdict(run)))
+            except ConfigError as err:
+                point.error = str(err)
+            except (ZeroDivisionError, ValueError) as err:
+                point.error = f"{type(err).__name__}: {err}"
+            point.row = grid.row_of(point)
+            planned.append(point)
         return planned
 
     def _tag_parent(self, plan: List[PlannedPoint]) -> None:
