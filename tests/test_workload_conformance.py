@@ -51,8 +51,9 @@ def test_bad_degrees_are_refused_before_launch(name, out):
     assert not out.exists()
 
 
-# Llama 3.1 405B is the 8B's workload class, layout and code at smoke scale.
-SAME_CODE_AS_ANOTHER = {"llama31_405b"}
+# Llama 3.1 405B is the 8B's workload class, layout and code at smoke scale; DeepSeek V3 shares
+# GPT-OSS's MoE step, EP layout and checkpoint state (its own attention is in test_moe_*.py).
+SAME_CODE_AS_ANOTHER = {"llama31_405b", "deepseek_v3_671b"}
 
 
 @pytest.mark.slow
