@@ -170,3 +170,22 @@ def test_parent_run_description_compares_the_points(tmp_path):
     assert rows[-1].split(" | ")[1:3] == ["aborted", "-"]
     names = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
     assert "report/report.png" in names
+
+
+def test_the_table_splits_data_wait_into_storage_and_cpu_where_runs_recorded_it():
+    from pinchpoint.analysis.runs import RunRecord
+    from pinchpoint.analysis.table import points, rows
+
+    def run(mbps: str, pipeline: str, read: float, decode: float) -> RunRecord:
+        metrics = {"throughput_samples_per_s": 100.0, "data/read_seconds_per_step": read,
+                   "data/decode_seconds_per_step": decode}
+        return RunRecord(mbps + pipeline, "", {"read": mbps, "dataset.pipeline": pipeline}, {},
+                         metrics, {"status": "aborted"})
+    table = rows(points([run("1", "raw", 0.002, 0.030), run("1", "preprocessed", 0.040, 0.0)],
+                        "read", ["dataset.pipeline"], "throughput_samples_per_s"),
+                 "read", "throughput_samples_per_s")
+    by = {r["alternative"]: r for r in table}
+    assert by["dataset.pipeline=raw"]["decode_ms_per_step"] == pytest.approx(30.0)
+    assert by["dataset.pipeline=preprocessed"]["read_ms_per_step"] == pytest.approx(40.0)
+    assert "encode_ms_per_step" not in by["dataset.pipeline=raw"]   # nobody recorded it
+    assert by["dataset.pipeline=raw"]["throughput_samples_per_s"] == 100.0   # a short run counts

@@ -26,7 +26,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rep.add_argument("--by", action="append",
                      help="the alternatives, one line each (repeatable; default: the other "
                           "swept settings)")
-    rep.add_argument("--metric", default="time_to_train_s", help="default: time_to_train_s")
+    rep.add_argument("--metric", help="default: the metric the sweep compared (a crossover "
+                     "sweep's), else time_to_train_s")
     rep.add_argument("--direction", choices=["minimize", "maximize"],
                      help="which value wins (default: maximize for throughput, else minimize)")
     rep.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")

@@ -27,9 +27,22 @@ class Report:
     logged: bool
 
 
+def _sweep_metric(tags: dict, metric: Optional[str],
+                  direction: Optional[str]) -> tuple[str, Optional[str]]:
+    """The metric (and direction) to compare: as asked, else what the crossover sweeper
+    compared (a sweep of short runs compares throughput: its time_to_train_s is all inf), else
+    time_to_train_s."""
+    if metric:
+        return metric, direction
+    swept = tags.get("crossover.metric")
+    if swept and swept != "bottleneck":
+        return swept, direction or tags.get("crossover.direction")
+    return "time_to_train_s", direction
+
+
 def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = None,
          parent: Optional[str] = None, x: Optional[str] = None, by: Optional[list[str]] = None,
-         metric: str = "time_to_train_s", direction: Optional[str] = None,
+         metric: Optional[str] = None, direction: Optional[str] = None,
          out: Optional[str] = None, log_artifacts: bool = True,
          all_runs: bool = False) -> Report:
     src = load(uri, experiment, parent, all_runs)
@@ -48,6 +61,7 @@ def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = N
         if all(r.get(key) is None for r in src.runs):
             raise ReportError(f"{key!r} is not a setting of these runs; swept here: "
                               f"{', '.join(swept) or 'nothing'}")
+    metric, direction = _sweep_metric(src.parent_tags, metric, direction)
     if not any(metric in r.metrics for r in src.runs) and metric != "time_to_train_s":
         known = sorted({m for r in src.runs for m in r.metrics})
         raise ReportError(f"--metric {metric!r} was not recorded; recorded: {', '.join(known)}")

@@ -86,7 +86,15 @@ def _order(x) -> tuple:
     return (0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x))
 
 
+# data_wait split into storage and CPU (what a run recorded; FLUX.1's raw pipeline decodes and
+# encodes, every pipeline reads), in ms per step.
+DATA_SPLIT = {"data/read_seconds_per_step": "read_ms_per_step",
+              "data/decode_seconds_per_step": "decode_ms_per_step",
+              "data/encode_seconds_per_step": "encode_ms_per_step"}
+
+
 def rows(pts: list[Point], x: str, metric: str) -> list[dict]:
+    split = [k for k in DATA_SPLIT if any(k in r.metrics for p in pts for r in p.runs)]
     out = []
     for p in pts:
         row = {x: p.x}
@@ -97,6 +105,7 @@ def rows(pts: list[Point], x: str, metric: str) -> list[dict]:
         if metric not in row:
             row[metric] = p.value(metric)
         row.update({f"{k}_fraction": v for k, v in p.fractions().items()})
+        row.update({DATA_SPLIT[k]: p.value(k) * 1000 for k in split})
         row.update({"bottleneck": p.bottleneck, "status": p.status})
         out.append(row)
     return out

@@ -199,6 +199,7 @@ class CrossoverSearch(common.LaunchingSweeper):
         parent.set_tags({"pinchpoint.sweeper": "crossover", "pinchpoint.x": axis.name,
                          "pinchpoint.by": by.name if by else "dominant_phase",
                          "crossover.metric": summary["metric"],
+                         "crossover.direction": self.direction,
                          "crossover.intervals": json.dumps(summary["crossovers"], default=str),
                          "crossover.summary": text})
         parent.log_metrics({"crossover_runs": runs, "crossover_dense_grid_runs": dense,
