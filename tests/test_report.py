@@ -189,3 +189,24 @@ def test_the_table_splits_data_wait_into_storage_and_cpu_where_runs_recorded_it(
     assert by["dataset.pipeline=preprocessed"]["read_ms_per_step"] == pytest.approx(40.0)
     assert "encode_ms_per_step" not in by["dataset.pipeline=raw"]   # nobody recorded it
     assert by["dataset.pipeline=raw"]["throughput_samples_per_s"] == 100.0   # a short run counts
+
+
+def test_collectives_are_drawn_by_kind_only_where_runs_called_them(tmp_path):
+    from pinchpoint.analysis import collectives
+    from pinchpoint.analysis.runs import RunRecord
+    from pinchpoint.analysis.table import points
+
+    def run(layout: str, comm: dict) -> RunRecord:
+        metrics = {f"comm/{k}/{w}_per_step": v for k, (b, s) in comm.items()
+                   for w, v in (("bytes", b), ("seconds", s))}
+        return RunRecord(layout, "", {"+moe_layout": layout}, {}, metrics, {"status": "aborted"})
+    pts = points([run("dense_fsdp4", {"all_gather": (4e6, 0.01), "reduce_scatter": (8e6, 0.02),
+                                      "all_to_all": (0.0, 0.0)}),
+                  run("moe_fsdp4_ep4", {"all_to_all": (2e6, 0.03)})],
+                 "+moe_layout", [], "throughput_samples_per_s")
+    assert collectives.kinds(pts) == ["all_gather", "all_to_all", "reduce_scatter"]
+    assert collectives.per_kind(pts, "all_to_all", "bytes") == [0.0, 2e6]
+    png = collectives.save_png(pts, "t", str(tmp_path / "collectives.png"))
+    assert png and (tmp_path / "collectives.png").stat().st_size > 10_000
+    quiet = points([run("single", {})], "+moe_layout", [], "throughput_samples_per_s")
+    assert collectives.save_png(quiet, "t", str(tmp_path / "none.png")) is None

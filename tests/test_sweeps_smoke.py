@@ -80,15 +80,16 @@ def test_sweep_validates_and_runs_tiny(name, shared_out, request):
     cfg = sweep_config(name)
     if cfg.storage.name == "object":   # a real S3 endpoint (SeaweedFS) for the object tier
         request.getfixturevalue("object_store")
-    model = cfg.model.name
     out = shared_out
     axes = parse(cfg.hydra.sweeper.get("params") or {}, []).axes
     cut, runs, grid = plan(cfg)
     from hydra import compose, initialize_config_dir
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for point in itertools.product(*grid.values()):  # every grid point is a valid config
-            validate(compose("train", [f"+sweep={name}", f"output_root={out}",
-                                       *(f"{k}={v}" for k, v in zip(grid, point))]))
+        models = [validate(compose("train", [f"+sweep={name}", f"output_root={out}",
+                                             *(f"{k}={v}" for k, v in zip(grid, point))]
+                                   )).model.name   # every grid point is a valid config
+                  for point in itertools.product(*grid.values())]
+    model = models[0] if models else cfg.model.name   # the model of the point that runs
     tiny = smoke_overrides(model, axes)
     proc = train(["-m", f"+sweep={name}", *tiny, *cut], out, timeout=400)
     client = mlflow_client(out)
@@ -120,3 +121,15 @@ def report_is_attached(out: Path, parent: str, client) -> None:
     assert {"report.csv", "report.png"} <= names   # report.html stays local (analysis/report.py)
     tags = client.get_run(parent).data.tags
     assert tags["pinchpoint.sweeper"] == "crossover" and "crossover.intervals" in tags
+
+
+def test_a_point_that_picks_its_model_gets_it():
+    """A group option that overrides /model (conf/moe_layout/) must not lose to a model the
+    sweep file chose: Hydra keeps the first override of a group, silently."""
+    from conftest import compose
+    chosen = {layout: compose(["+sweep=dense_vs_moe_collectives", f"+moe_layout={layout}"],
+                              "/tmp/unused").model.name
+              for layout in ("dense_fsdp4", "moe_fsdp4", "moe_fsdp4_ep4")}
+    assert chosen == {"dense_fsdp4": "llama31_8b", "moe_fsdp4": "gpt_oss_20b",
+                      "moe_fsdp4_ep4": "gpt_oss_20b"}
+

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from pinchpoint.analysis import plots, table
+from pinchpoint.analysis import collectives, plots, table
 from pinchpoint.analysis.runs import ReportError, Source, load, swept_keys
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = N
                  {"axis": x, "by": by, "metric": metric, "direction": direction,
                   "crossovers": found, "sweeps": src.sweeps}, indent=1, default=str)),
              plots.save_png(pts, x, metric, marks, title, os.path.join(out, "report.png"))]
+    comm = collectives.save_png(pts, f"{src.experiment}: collectives per step by kind",
+                                os.path.join(out, "collectives.png"))
+    files += [comm] if comm else []
     # The interactive page stays local: it loads plotly.min.js from beside it (one copy per
     # folder, not 4.8 MB per page), which MLflow's artifact viewer cannot serve to it.
     page = plots.save_html(pts, x, metric, marks, title,
