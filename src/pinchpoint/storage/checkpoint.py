@@ -48,6 +48,23 @@ class CheckpointRead:
     seconds: float
 
 
+def training_state(model, optimizer, step: int, options=None) -> dict[str, Any]:
+    """A workload's DCP state: model + optimizer keyed by the full model's parameter names
+    (DTensor shards under FSDP/TP, a stage's subset under PP), so DCP reshards into another
+    layout; plus the step."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)
+    return {"model": model_state, "optimizer": optim_state, "step": step}
+
+
+def load_training_state(model, optimizer, state: dict[str, Any], options=None) -> int:
+    """Put ``training_state``'s model and optimizer back; returns its step."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"], options=options)
+    return int(state["step"])
+
+
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

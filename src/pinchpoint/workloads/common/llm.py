@@ -38,6 +38,7 @@ from pinchpoint.parallel.dims import local_rank
 from pinchpoint.parallel.fsdp import shard_model
 from pinchpoint.parallel.pipeline import build_schedule, split_layers
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
+from pinchpoint.storage.checkpoint import load_training_state, training_state
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -365,15 +366,10 @@ class DecoderLLMWorkload(Workload):
         """Model + optimizer keyed by the full model's parameter names (DTensor shards under
         FSDP/TP, a stage's subset under PP), so DCP reshards into another layout; plus the
         schedule position."""
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-        model, optim = get_state_dict(self.model, self.optimizer)
-        return {"model": model, "optimizer": optim, "step": self.step}
+        return training_state(self.model, self.optimizer, self.step)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
-        self.step = int(state["step"])
+        self.step = load_training_state(self.model, self.optimizer, state)
         self._set_lr()
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from pinchpoint.workloads.flux1 import synthetic, validation
 from pinchpoint.workloads.flux1.data_preprocessed import (ExpectedShapes, PreprocessedBatches,
                                                           PreprocessedShards)
 from pinchpoint.workloads.flux1.data_raw import RawFluxDataset, RawShards, collate
+from pinchpoint.storage.checkpoint import load_training_state, training_state
 
 TIMERS = ("read", "decode", "encode")
 
@@ -321,15 +322,10 @@ class FluxWorkload(Workload):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-        model, optim = get_state_dict(self.model, self.optimizer)
-        return {"model": model, "optimizer": optim, "step": self.step}
+        return training_state(self.model, self.optimizer, self.step)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
-        self.step = int(state["step"])
+        self.step = load_training_state(self.model, self.optimizer, state)
 
     def close(self) -> None:
         if self.stream is not None:

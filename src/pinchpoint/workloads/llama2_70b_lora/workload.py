@@ -17,6 +17,7 @@ from torch import nn
 
 from pinchpoint.data.loader import BatchStream
 from pinchpoint.parallel.fsdp import shard_model
+from pinchpoint.storage.checkpoint import load_training_state, training_state
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes
 from pinchpoint.workloads.common.llm import DecoderLLMWorkload, Layout
 from pinchpoint.workloads.llama2_70b_lora import base, data, hf_checkpoint, synthetic, validation
@@ -235,15 +236,12 @@ class Llama2LoraWorkload(DecoderLLMWorkload):
     def state_dict(self) -> dict[str, Any]:
         """Adapters and their optimizer state (the frozen base is the base checkpoint's, loaded
         at init), or everything with model.checkpoint_adapters_only=false."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
         options = StateDictOptions(ignore_frozen_params=self.cfg_model.checkpoint_adapters_only)
-        model, optim = get_state_dict(self.model, self.optimizer, options=options)
-        return {"model": model, "optimizer": optim, "step": self.step}
+        return training_state(self.model, self.optimizer, self.step, options)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
         options = StateDictOptions(strict=not self.cfg_model.checkpoint_adapters_only)
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"], options=options)
-        self.step = int(state["step"])
+        self.step = load_training_state(self.model, self.optimizer, state, options)
         self._set_lr()
