@@ -50,10 +50,7 @@ def main(args) -> int:
     elapsed = time.perf_counter() - start
     print(grid.format_table(rows, args.top))
     path = grid.write_csv(rows, grid.default_csv() if not args.csv else grid.Path(args.csv))
-    fit = sum(1 for r in rows if r["fits"])
-    bad = sum(1 for r in rows if r["error"])
-    print(f"\n{len(rows)} points planned in {elapsed:.2f} s: {fit} fit, "
-          f"{len(rows) - fit - bad} do not fit, {bad} invalid; table: {path}")
+    print(f"\n{grid.summary(rows, elapsed)}; table: {path}")
     if args.plot:
         from pinchpoint.analysis.plan_report import draw
         report = draw(rows, args.plot, args.by, path.with_suffix(".png"))

@@ -206,8 +206,6 @@ def _is_group(key: str) -> bool:
 
 
 def plan_settings(jobs: list[dict], shown: list[str]) -> list[Point]:
-    from pinchpoint.plan import plan_point
-
     bases: dict[tuple, dict] = {}
     points = []
     for settings in jobs:
@@ -226,14 +224,35 @@ def plan_settings(jobs: list[dict], shown: list[str]) -> list[Point]:
                 values.update({f"{k.lstrip('+~')}.{f}": x
                                for f, x in _plain_option(k.lstrip("+~"), v).items()})
             values.update({k: v for k, v in settings.items() if not _is_group(k)})
-            point.plan = plan_point(View(with_overrides(bases[group_key], values)))
+            plan_into(point, lambda: View(with_overrides(bases[group_key], values)))
         except ConfigError as err:
             point.error = str(err)
-        except (ZeroDivisionError, ValueError) as err:
-            point.error = f"{type(err).__name__}: {err}"
-        point.row = row_of(point)
+            point.row = row_of(point)
         points.append(point)
     return points
+
+
+def plan_into(point: Point, config) -> Point:
+    """Plan ``config()`` (a view of the point's run config) into ``point``: its plan, or the
+    error that names what is wrong; then its table row. Also used by the grid sweeper's
+    ``-m plan_only=true`` (sweepers/grid.py)."""
+    from pinchpoint.plan import plan_point
+    try:
+        point.plan = plan_point(config())
+    except ConfigError as err:
+        point.error = str(err)
+    except (ZeroDivisionError, ValueError) as err:
+        point.error = f"{type(err).__name__}: {err}"
+    point.row = row_of(point)
+    return point
+
+
+def summary(rows: list[dict], seconds: Optional[float] = None) -> str:
+    """'N points planned [in S s]: F fit, D do not fit, B invalid' for a plan table."""
+    fit, bad = sum(1 for r in rows if r["fits"]), sum(1 for r in rows if r["error"])
+    took = "" if seconds is None else f" in {seconds:.2f} s"
+    return (f"{len(rows)} points planned{took}: {fit} fit, {len(rows) - fit - bad} do not fit, "
+            f"{bad} invalid")
 
 
 _OPTIONS: dict[tuple, Any] = {}

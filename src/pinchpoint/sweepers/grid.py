@@ -136,9 +136,8 @@ class GridSweeper(BasicSweeper):
         rows = grid.sort_rows([p.row for p in planned], None)
         print(grid.format_table(rows, 40))
         path = grid.write_csv(rows, Path(self.config.hydra.sweep.dir) / "plan.csv")
-        fit, bad = sum(1 for r in rows if r["fits"]), sum(1 for r in rows if r["error"])
-        print(f"\n{len(rows)} points planned: {fit} fit, {len(rows) - fit - bad} do not fit, "
-              f"{bad} invalid; table: {path}\ndraw it: pinchpoint report --plan {path}")
+        print(f"\n{grid.summary(rows)}; table: {path}\n"
+              f"draw it: pinchpoint report --plan {path}")
         if len(planned) == 1 and cli._single(planned[0]):
             raise SystemExit(2)
         return []
@@ -148,7 +147,7 @@ class GridSweeper(BasicSweeper):
         import dataclasses
 
         from pinchpoint.errors import ConfigError
-        from pinchpoint.plan import grid, plan_point
+        from pinchpoint.plan import grid
         from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
 
         checker = PointChecker(self.hydra_context, self.config, validator=DEFAULT_VALIDATOR)
@@ -160,12 +159,11 @@ class GridSweeper(BasicSweeper):
             point = grid.Point({k.lstrip("+~"): values.get(k) for k in swept})
             try:
                 run = checker.preflight.check(overrides).run
-                point.plan = plan_point(grid.View(dataclasses.asdict(run)))
             except ConfigError as err:
                 point.error = str(err)
-            except (ZeroDivisionError, ValueError) as err:
-                point.error = f"{type(err).__name__}: {err}"
-            point.row = grid.row_of(point)
+                point.row = grid.row_of(point)
+            else:
+                grid.plan_into(point, lambda: grid.View(dataclasses.asdict(run)))
             planned.append(point)
         return planned
 
