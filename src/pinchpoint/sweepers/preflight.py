@@ -164,19 +164,15 @@ def _interpolations(node: Any, skip: str = "", out: Optional[list] = None) -> li
     """The raw text of every interpolation under ``node`` (``${output_root}/storage``...)."""
     out = [] if out is None else out
     if isinstance(node, DictConfig):
-        for key in node.keys():
-            if key == skip:
-                continue
-            child = node._get_node(key)
-            if child is not None and child._is_interpolation():
-                out.append(str(child._value()))
-            else:
-                _interpolations(child, "", out)
+        keys = [k for k in node.keys() if k != skip]
     elif OmegaConf.is_list(node):
-        for i in range(len(node)):
-            child = node._get_node(i)
-            if child is not None and child._is_interpolation():
-                out.append(str(child._value()))
-            else:
-                _interpolations(child, "", out)
+        keys = range(len(node))
+    else:
+        return out
+    for key in keys:
+        child = node._get_node(key)
+        if child is not None and child._is_interpolation():
+            out.append(str(child._value()))
+        else:
+            _interpolations(child, "", out)
     return out
