@@ -2,8 +2,11 @@
 first steps' losses of EP2 (experts split over 2 replicated data-parallel ranks), EP2 x FSDP2
 (the rest sharded) and PP2 match the single-process run (GPT-OSS; DeepSeek V3 with its
 balancing loss and expert-bias updates under EP2 x FSDP2), and EP's all-to-alls show in the
-collective profile. EP4 (4 ranks) is in test_moe_e2e.py, marked slow."""
+collective profile; an EP2 x FSDP2 checkpoint resumes in one process on the same losses. EP4
+(4 ranks) is in test_moe_e2e.py, marked slow."""
 from __future__ import annotations
+
+import functools
 
 import pytest
 
@@ -23,9 +26,14 @@ def single(tmp_path_factory):
     return root, harness.run_layouts([(GPT, None), (DS, None)], root, STEPS)
 
 
-def test_two_rank_moe_layouts_match_single_process(single):
+def test_two_rank_moe_layouts_match_single_process(single, tmp_path):
     root, (gpt, ds) = single
-    jobs = [(GPT + o, None) for o in LAYOUTS.values()] + [(DS + LAYOUTS["ep2fsdp2"], None)]
+    # The EP x FSDP2 runs also checkpoint at step 2 (experts saved as the global tensors they
+    # are slices of); one process resumes both below.
+    saved = {m: functools.partial(harness.save_then_continue, str(tmp_path / m), 2)
+             for m in ("gpt", "ds")}
+    jobs = [(GPT + o, saved["gpt"] if n == "ep2fsdp2" else None) for n, o in LAYOUTS.items()]
+    jobs += [(DS + LAYOUTS["ep2fsdp2"], saved["ds"])]
     results = harness.run_layouts(jobs, root, STEPS)
     names = [f"gpt_oss {n}" for n in LAYOUTS] + ["deepseek ep2fsdp2"]
     expected = [gpt["losses"]] * len(LAYOUTS) + [ds["losses"]]
@@ -39,3 +47,9 @@ def test_two_rank_moe_layouts_match_single_process(single):
     # micro-batch; a layout without EP has none
     assert ep2["comm_all_to_all_calls_per_step"] > 0 and ep2["comm_all_to_all_bytes_per_step"] > 0
     assert results[2]["collectives"]["comm_all_to_all_calls_per_step"] == 0     # pp2: no EP
+    resumed = harness.run_layouts(
+        [(model, functools.partial(harness.load_and_continue, str(tmp_path / m), 2))
+         for model, m in ((GPT, "gpt"), (DS, "ds"))], root, STEPS)
+    for want, got in zip((gpt, ds), resumed):
+        assert got["read_bytes"] > 0
+        assert got["losses"] == pytest.approx(want["losses"][2:], abs=TOLERANCE), got

@@ -28,7 +28,6 @@ DS = ["model=deepseek_v3_671b"]
     (DS + ["model.proxy.kv_lora_rank=0"], "model.proxy.kv_lora_rank", "between 1 and dim - 1"),
     (GPT + ["model.proxy.sliding_window=0"], "model.proxy.sliding_window", "look"),
     (["model=llama31_8b", "parallel=ep2"], "parallel.ep", "a dense model"),
-    (GPT + ["parallel=ep2", "checkpoint.interval=5"], "checkpoint.interval", "parallel.ep > 1"),
     (GPT + ["parallel=tp2"], "parallel.tp", "no plan to run here"),
     (DS + ["model.proxy.n_dense_layers=3"], "model.proxy.n_dense_layers", "at least one MoE"),
 ])

@@ -157,3 +157,54 @@ def scale_expert_gradients(model: nn.Module, data_parallel: int, collectives=Non
             collectives.all_reduce(g, group=replica_group)
     for g in grads:
         g.div_(data_parallel)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+# A rank holds experts r x E/ep ... as plain tensors of shape (E/ep, ...). For DCP they become
+# what they are: slices of one (E, ...) tensor, i.e. DTensors sharded on dim 0 over the EP group.
+# DCP then writes each slice once (ranks holding the same experts are deduplicated), records the
+# global shape, and reads any slicing back: an ep2 checkpoint resumes with ep4 or in one process.
+def _as_global(local: torch.Tensor, mesh) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor, Shard
+    shape = torch.Size([local.shape[0] * mesh.size(), *local.shape[1:]])
+    stride = torch.empty(shape, device="meta").stride()
+    return DTensor.from_local(local, mesh, [Shard(0)], run_check=False, shape=shape,
+                              stride=stride)
+
+
+def shard_expert_state(state: dict, ep: ExpertParallel) -> dict:
+    """``training_state``'s model and optimizer entries of expert weights (and their AdamW
+    moments), wrapped in place as DTensors over the EP group; views, so DCP loads in place."""
+    from torch.distributed.device_mesh import DeviceMesh
+    if getattr(ep, "mesh", None) is None:
+        ep.mesh = DeviceMesh.from_group(ep.group, _device_type(state))
+    model = state["model"]
+    for name in [n for n in model if is_expert_parameter(n)]:
+        model[name] = _as_global(model[name], ep.mesh)
+    optimizer = state["optimizer"].get("state", {})
+    for name, moments in optimizer.items():
+        if is_expert_parameter(name):     # a new dict: this one is the optimizer's own state
+            optimizer[name] = {key: _as_global(v, ep.mesh) if torch.is_tensor(v) and v.dim()
+                               else v for key, v in moments.items()}
+    return state
+
+
+def unshard_expert_state(state: dict) -> dict:
+    """The inverse of ``shard_expert_state`` after a load: this rank's slices as plain tensors."""
+    from torch.distributed.tensor import DTensor
+
+    def local(name: str, value):
+        expert = isinstance(value, DTensor) and is_expert_parameter(name)
+        return value.to_local() if expert else value
+    model = state["model"]
+    for name, value in model.items():
+        model[name] = local(name, value)
+    for name, moments in state["optimizer"].get("state", {}).items():
+        for key, value in moments.items():
+            moments[key] = local(name, value)
+    return state
+
+
+def _device_type(state: dict) -> str:
+    tensors = (v for v in state["model"].values() if torch.is_tensor(v))
+    return next(tensors).device.type

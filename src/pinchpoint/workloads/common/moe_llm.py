@@ -17,9 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.expert import (apply_expert_parallel, expert_parameters,
-                                        scale_expert_gradients)
+                                        scale_expert_gradients, shard_expert_state,
+                                        unshard_expert_state)
 from pinchpoint.workloads.common import moe
 from pinchpoint.workloads.common.llm import DecoderLLMWorkload
 
@@ -148,7 +148,12 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
                 "moe_aux_loss_coeff": self.aux_loss_coeff}
 
     def state_dict(self) -> dict[str, Any]:
+        """The shared LLM state; with EP, expert weights and moments are saved as the global
+        (experts, ...) tensors they are slices of, so any EP degree (or none) can resume."""
+        state = super().state_dict()
         if self.expert_parallel is not None:
-            raise ConfigError("checkpoint.interval", "> 0", "0 with parallel.ep > 1 (expert-"
-                              "sharded checkpoints are not written yet)")
-        return super().state_dict()
+            shard_expert_state(state, self.expert_parallel)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(unshard_expert_state(state))

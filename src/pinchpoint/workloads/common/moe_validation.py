@@ -3,7 +3,7 @@ dotted field and what would work. Model-specific checks (sliding window, MLA ran
 groups) live with each model's workload."""
 from __future__ import annotations
 
-from pinchpoint.errors import ConfigError, one_of, positive_int, require
+from pinchpoint.errors import one_of, positive_int, require
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.workloads.common import validation as llm
 
@@ -39,10 +39,6 @@ def validate_moe(run, model_checks, shape) -> ParallelDims:
         require(dims.tp, "parallel.tp", lambda v: v == 1,
                 f"1 for {m.name} runs (tensor parallelism of the MoE models is planned with "
                 "plan_only=true but has no plan to run here; use parallel.ep / dp_shard / pp)")
-        if dims.ep > 1 and run.checkpoint.interval:
-            raise ConfigError("checkpoint.interval", run.checkpoint.interval,
-                              "0 with parallel.ep > 1 (expert-sharded checkpoints are not "
-                              "written yet); or parallel.ep=1")
         from pinchpoint.plan.moe import check_fits
         check_fits(shape(a), run)
     llm.validate_recipe(run, dims)

@@ -6,6 +6,8 @@ from pinchpoint.workloads.registry import WorkloadSpec, register
 SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_tokens=4000",
          "dataset.target_margin=3.0")
 
+# The conformance suite checkpoints in the EP + FSDP2 layout and resumes in one process.
 register(WorkloadSpec(name="deepseek_v3_671b",
                       workload="pinchpoint.workloads.deepseek_v3_671b.workload:DeepSeekV3_671B",
-                      model_schema=DeepSeekModelConfig, smoke=SMOKE))
+                      model_schema=DeepSeekModelConfig, smoke=SMOKE,
+                      two_rank_layout="parallel=ep2fsdp2"))

@@ -6,6 +6,8 @@ from pinchpoint.workloads.registry import WorkloadSpec, register
 SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_tokens=4000",
          "dataset.target_margin=3.0")
 
+# The conformance suite checkpoints in the EP + FSDP2 layout and resumes in one process.
 register(WorkloadSpec(name="gpt_oss_20b",
                       workload="pinchpoint.workloads.gpt_oss_20b.workload:GptOss20B",
-                      model_schema=GptOssModelConfig, smoke=SMOKE))
+                      model_schema=GptOssModelConfig, smoke=SMOKE,
+                      two_rank_layout="parallel=ep2fsdp2"))
