@@ -333,12 +333,14 @@ def assert_refused(proc, out: Path, *words: str) -> None:
         assert not exps or client.search_runs(exps, run_view_type=1) == []
 
 
-def test_train_py_refuses_a_damaged_data_file(shared_out, valid_days, tmp_path):
+# Two ranks: each rank finds the damage; the launching process prints it once, as itself.
+@pytest.mark.parametrize("layout", ["parallel=single", "parallel=ep2"])
+def test_train_py_refuses_a_damaged_data_file(shared_out, valid_days, tmp_path, layout):
     folder = tmp_path / "criteo"
     shutil.copytree(valid_days, folder)
     _compress(criteo.day_files(str(folder), 1))
     proc = train(["dataset=criteo_multihot", f"dataset.path={folder}", "dataset.num_days=2",
-                  "dataset.samples_per_day=64", "dataset.batch_size=32",
+                  "dataset.samples_per_day=64", "dataset.batch_size=32", layout,
                   "tracking.system_metrics=false"], shared_out, check=False)
     assert_refused(proc, shared_out, "Invalid data: ", "day_1_sparse_multi_hot.npz")
 

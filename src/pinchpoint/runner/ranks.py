@@ -13,6 +13,7 @@ runner's session for a run, or a test's function (tests/harness.py) — same spa
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -107,14 +108,33 @@ class Spawn(RankSource):
                               monitor_interval=0.1, start_method="spawn")
         log.info("spawning %d ranks (%s)", world, cfg.parallel.name)
         try:
-            results = elastic_launch(config, _spawned_rank)(resolved, job, body, _log_level())
+            with _quiet_elastic():
+                results = elastic_launch(config, _spawned_rank)(resolved, job, body, _log_level())
         except ChildFailedError as err:
             from pinchpoint.tracking.run_record import mark_failed
             mark_failed(cfg.tracking, job.output_dir)
+            raise_rank_user_error(job)      # a config or data error: as itself, one line
             first = err.get_first_failure()[1]
             raise RuntimeError(f"rank {first.local_rank} of {world} failed "
                                f"(exit {first.exitcode}):\n{_failure_text(first)}") from None
         return results[0]
+
+
+@contextlib.contextmanager
+def _quiet_elastic():
+    """The elastic agent logs a failed rank as the traceback of its own poll loop and each rank
+    it stops as a warning; the error raised below already says which rank failed and why (with
+    that rank's traceback, unless it was a config or data error, said in one line)."""
+    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic.multiprocessing.api",
+                                               "torch.multiprocessing.spawn")]
+    levels = [x.level for x in loggers]
+    for x in loggers:
+        x.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for x, level in zip(loggers, levels):
+            x.setLevel(level)
 
 
 def _as_rank(cfg: DictConfig, job: JobInfo, body: Body, launcher: str) -> Any:
@@ -142,7 +162,53 @@ def _spawned_main(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Opti
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, stream=sys.stdout,
                         format=f"[%(asctime)s][rank {rank}][%(name)s] %(message)s",
                         datefmt="%H:%M:%S")
-    return _as_rank(cfg, job, body, "spawn")
+    try:
+        return _as_rank(cfg, job, body, "spawn")
+    except user_errors() as err:   # the launching process raises it; no traceback here
+        keep_rank_user_error(err, job, rank)
+        sys.exit(2)
+
+
+# --- a rank's config or data error, raised again by the process that launched the ranks ---------
+def user_errors() -> tuple:
+    """What train.py reports as one line (pinchpoint's config and data errors)."""
+    from pinchpoint.data.npy_format import DataFormatError
+    from pinchpoint.errors import DataError
+    return ConfigError, DataError, DataFormatError
+
+
+def _user_error_file(job: JobInfo, rank: int) -> str:
+    return os.path.join(job.output_dir, f".rank{rank:05d}.user_error.json")
+
+
+def keep_rank_user_error(err: Exception, job: JobInfo, rank: int) -> None:
+    import json
+    os.makedirs(job.output_dir, exist_ok=True)
+    record = {"class": f"{type(err).__module__}:{type(err).__qualname__}",
+              "message": str(err), "attributes": vars(err)}
+    with open(_user_error_file(job, rank), "w") as f:
+        json.dump(record, f, default=str)
+
+
+def raise_rank_user_error(job: JobInfo) -> None:
+    """Raise the lowest rank's kept config/data error as its own class (same message and
+    attributes), and clear every rank's file; nothing when no rank kept one."""
+    import glob
+    import importlib
+    import json
+    found = sorted(glob.glob(_user_error_file(job, 0).replace("00000", "*")))
+    if not found:
+        return
+    with open(found[0]) as f:
+        record = json.load(f)
+    for path in found:
+        os.remove(path)
+    module, name = record["class"].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    err = cls.__new__(cls)
+    err.args = (record["message"],)
+    err.__dict__.update(record["attributes"])
+    raise err from None
 
 
 def _on_sigterm(signum, frame):
