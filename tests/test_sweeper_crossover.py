@@ -103,7 +103,8 @@ def test_refused_sweep_leaves_no_parent_run(tmp_path):
     proc = run_app(["hydra/sweeper=crossover", "x=choice(500,1000)", "alt=a,b",
                     "hydra.sweeper.axis=x", "multiple_of=3",
                     "hydra.sweeper.validator=app.validate"], out, check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr   # refused: one line
+    assert "HYDRA_FULL_ERROR" not in proc.stderr   # Hydra's hint, with no stack trace to show
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     exps = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(exps) == []            # not left RUNNING: deleted

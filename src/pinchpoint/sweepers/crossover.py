@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from pinchpoint.analysis.crossover import Crossover, crossovers, winner
 from pinchpoint.sweepers import common
-from pinchpoint.sweepers.space import Axis, SweepError, check_keys, parse, render
+from pinchpoint.sweepers.space import (Axis, SweepError, check_keys, exits_cleanly, parse,
+                                       render)
 
 log = logging.getLogger(__name__)
 PHASE = ("dominant_phase", "phase", "bottleneck")   # spellings of "compare dominant phases"
@@ -92,6 +93,7 @@ class CrossoverSearch(common.LaunchingSweeper):
         self.resolution, self.params, self.validator = resolution, params, validator
         self.job_idx = 0
 
+    @exits_cleanly
     def sweep(self, arguments: list[str]) -> list[common.PointResult]:
         with self.closing_parent():
             return self._sweep(arguments)

@@ -21,14 +21,11 @@ from typing import Any, Dict, List, Optional
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
-from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
+from pinchpoint.sweepers.space import PointsFailed, SweepError, exits_cleanly
+
 log = logging.getLogger("pinchpoint.sweep")
-
-
-class SweepError(CompactHydraException):
-    """A sweep that was refused up front or had failed points (exit status 1)."""
 
 
 @dataclass
@@ -46,6 +43,7 @@ class GridSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.resume, self.dry_run = resume, dry_run
 
+    @exits_cleanly
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -200,7 +198,7 @@ class GridSweeper(BasicSweeper):
             from pinchpoint.tracking.points import fail_sweep
             fail_sweep(self.config.tracking.uri, str(self.config.hydra.sweep.dir),
                        [p.label for p, _ in failed])
-        raise SweepError(f"{len(failed)} of {len(results)} point(s) failed:\n" + "\n".join(lines)
+        raise PointsFailed(f"{len(failed)} of {len(results)} point(s) failed:\n" + "\n".join(lines)
                          + "\nRe-run the same command to rerun only these (succeeded points "
                          "are skipped).")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pinchpoint.sweepers.space import SweepError
+from pinchpoint.sweepers.space import PointsFailed
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def results(study, directions: list[str]) -> dict[str, Any]:
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
-        raise SweepError(f"study {study.study_name}: no trial completed ({failed} failed, "
+        raise PointsFailed(f"study {study.study_name}: no trial completed ({failed} failed, "
                          f"{len(study.trials) - failed} pruned or unfinished), so there is no "
                          "best value; see the failed trials' logs")
     if len(directions) < 2:

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pinchpoint.sweepers import common, optuna_results
 from pinchpoint.sweepers.optuna_space import distribution, every_point, freeze, grid_choices
-from pinchpoint.sweepers.space import Space, SweepError, check_keys, parse, render
+from pinchpoint.sweepers.space import (PointsFailed, Space, SweepError, check_keys,
+                                       exits_cleanly, parse, render)
 
 log = logging.getLogger(__name__)
 PROPOSALS = 64   # re-asks before falling back to an unseen point of a finite space
@@ -68,6 +69,7 @@ class OptunaSearch(common.LaunchingSweeper):
         self.objectives = _objectives(self.objective, len(self.directions), self.own_app)
 
     # --- the sweep ---------------------------------------------------------------------------
+    @exits_cleanly
     def sweep(self, arguments: list[str]) -> list[common.PointResult]:
         with self.closing_parent():
             return self._sweep(arguments)
@@ -280,7 +282,7 @@ class OptunaSearch(common.LaunchingSweeper):
             if err is not None:
                 log.error("trial %d (%s) failed", trial.number, " ".join(overrides),
                           exc_info=(type(err), err, err.__traceback__))
-            raise SweepError(
+            raise PointsFailed(
                 f"{len(failures)} of {len(returns)} trial(s) in this batch failed, above "
                 f"hydra.sweeper.max_failure_rate={self.max_failure_rate}; trial {trial.number} "
                 f"({' '.join(overrides)}): {error}")

@@ -21,6 +21,32 @@ from omegaconf import DictConfig, OmegaConf
 class SweepError(CompactHydraException, ValueError):
     """A sweep that cannot run; the message names the field (axis or hydra.sweeper option).
     Compact: Hydra prints the message alone, without a traceback."""
+    exit_code = 2      # refused before any point ran (train.py's convention for refusals)
+
+
+class PointsFailed(SweepError):
+    """Points ran and failed (the sweep's parent run is closed FAILED first)."""
+    exit_code = 1
+
+
+def exits_cleanly(sweep):
+    """For a sweeper's ``sweep``: Hydra follows even a compact error with "Set the environment
+    variable HYDRA_FULL_ERROR=1 for a complete stack trace", although a refused sweep has none
+    to show. Say the message alone and exit with its code (HYDRA_FULL_ERROR=1: re-raised)."""
+    import functools
+    import os
+    import sys
+
+    @functools.wraps(sweep)
+    def wrapper(*args, **kwargs):
+        try:
+            return sweep(*args, **kwargs)
+        except SweepError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            sys.stderr.write(f"{err}\n")
+            raise SystemExit(err.exit_code) from None
+    return wrapper
 
 
 @dataclass
