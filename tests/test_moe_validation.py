@@ -28,7 +28,22 @@ DS = ["model=deepseek_v3_671b"]
     (DS + ["model.proxy.kv_lora_rank=0"], "model.proxy.kv_lora_rank", "between 1 and dim - 1"),
     (GPT + ["model.proxy.sliding_window=0"], "model.proxy.sliding_window", "look"),
     (["model=llama31_8b", "parallel=ep2"], "parallel.ep", "a dense model"),
-    (GPT + ["parallel=tp2"], "parallel.tp", "no plan to run here"),
+    # tensor parallelism splits whole heads, the dense SwiGLU, the vocabulary and (sequence
+    # parallel) the sequence; the message lists the degrees that would work
+    (GPT + ["parallel=tp2", "model.proxy.n_kv_heads=1"], "parallel.tp",
+     "divisor of model.proxy.n_kv_heads=1 (each rank takes whole key/value heads); one that "
+     "divides every width tensor parallelism splits: 1"),
+    (GPT + ["parallel=tp2", "model.proxy.n_heads=3", "model.proxy.n_kv_heads=1"], "parallel.tp",
+     "divisor of model.proxy.n_heads=3"),
+    (GPT + ["parallel=tp2", "model.proxy.vocab_size=255"], "parallel.tp", "vocab_size=255"),
+    (GPT + ["parallel=tp2", "model.proxy.seq_len=127"], "parallel.tp",
+     "divisor of seq_len=127"),
+    (DS + ["parallel=tp2", "model.proxy.n_heads=3"], "parallel.tp",
+     "divisor of model.proxy.n_heads=3 (each rank takes whole attention heads)"),
+    (DS + ["parallel=tp2", "model.proxy.dense_ffn_dim=191"], "parallel.tp",
+     "dense_ffn_dim=191"),
+    (DS + ["model.scale=full", "plan_only=true", "parallel.tp=3"], "parallel.tp",
+     "1, 2, 4, 8, 16, 32, 64, 128"),
     (DS + ["model.proxy.n_dense_layers=3"], "model.proxy.n_dense_layers", "at least one MoE"),
 ])
 def test_bad_inputs_name_the_field(out, overrides, field, says):
@@ -40,7 +55,12 @@ def test_bad_inputs_name_the_field(out, overrides, field, says):
 
 def test_good_layouts_validate(out):
     for overrides in (GPT, GPT + ["parallel=ep2"], GPT + ["parallel=fsdp2", "parallel.ep=2"],
-                      DS + ["parallel=ep4"], GPT + ["model.scale=smoke", "parallel=ep4"]):
+                      DS + ["parallel=ep4"], GPT + ["model.scale=smoke", "parallel=ep4"],
+                      GPT + ["parallel=tp2"], DS + ["parallel=tp2pp2"],
+                      DS + ["parallel=fsdp2", "parallel.tp=2", "parallel.ep=2"],
+                      # no dense layer: its width is not split
+                      DS + ["parallel=tp2", "model.proxy.n_dense_layers=0",
+                            "model.proxy.dense_ffn_dim=191"]):
         validate(compose(overrides, out))
 
 

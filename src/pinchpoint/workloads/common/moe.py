@@ -22,13 +22,15 @@ balancing loss) for the workload's measurements, and ``aux_loss`` (the balancing
 ``aux_loss_scale`` set, backward also trains the router on it (coefficient / micro-batches)
 without adding it to the reported language-model loss. With expert parallelism
 (pinchpoint.parallel.expert) this layer holds only its rank's experts and the dispatcher moves
-tokens to them with all-to-all; the arithmetic is the same.
+tokens to them with all-to-all; the arithmetic is the same. Under tensor parallelism with sequence
+parallel the layer runs on each rank's shard of the sequence (``sequence_shards``): the router
+statistics and the balancing loss are summed over the shards, so they describe whole sequences.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -219,6 +221,16 @@ def sort_pairs(weights: torch.Tensor, experts: torch.Tensor, num_experts: int,
     return order // k, flat_weight[order], sorted_expert, dropped
 
 
+@dataclass
+class SequenceShards:
+    """The ranks that each hold one equal, contiguous shard of every sequence (the tensor-parallel
+    group with sequence parallel). A MoE layer routes only its shard's tokens, so no token is
+    computed twice; what needs whole sequences (the balancing loss's loads, router statistics)
+    is summed over the shards with ``reduce`` (in place, over all ``size`` ranks)."""
+    size: int
+    reduce: Callable[[torch.Tensor], torch.Tensor]
+
+
 class MoE(nn.Module):
     """Router + grouped routed experts (+ shared experts). forward((batch, seq, dim))."""
 
@@ -230,6 +242,7 @@ class MoE(nn.Module):
         self.shared_experts = FeedForward(a.dim, a.shared_experts * a.expert_dim) \
             if a.shared_experts else None
         self.expert_parallel = None     # set by pinchpoint.parallel.expert.apply_expert_parallel
+        self.sequence_shards: Optional[SequenceShards] = None    # set by a tensor-parallel plan
         self.aux_loss: Optional[torch.Tensor] = None
         # Gradient weight of the balancing loss (coefficient / micro-batches per step), set by
         # the workload; 0 leaves the loss out of training (GPT-OSS's reference).
@@ -253,22 +266,39 @@ class MoE(nn.Module):
             y = self.experts(flat[token], counts)
             routed = combine(flat, token, weight, y)
         out = routed if self.shared_experts is None else routed + self.shared_experts(flat)
-        self._record(experts, probs, dropped, batch, seq)
+        self._record(experts, probs, dropped, batch)
         if self.training and self.aux_loss_scale:
             out = _AuxLossGradient.apply(out, self.aux_loss, self.aux_loss_scale)
         return out.view(batch, seq, dim)
 
-    def _record(self, experts, probs, dropped, batch, seq) -> None:
-        a = self.args
+    def _record(self, experts, probs, dropped, batch) -> None:
+        """Balancing loss and router statistics of this forward. With sequence shards, one
+        all-reduce (per layer and micro-batch) sums the loads, probability sums, entropy and
+        drops over them; ``aux_loss`` is then this rank's part of the whole-sequence loss."""
+        a, shards = self.args, self.sequence_shards
+        groups = batch if a.balance_loss == "sequence" else 1
+        prob_sums = _group_sums(probs, groups)     # keeps its gradient: it trains the router
         with torch.no_grad():
-            counts = torch.bincount(experts.reshape(-1), minlength=a.num_experts)
-            entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean()
+            picks = _group_sums(_chosen(experts, a.num_experts), groups)
+            entropy = -(probs * probs.clamp_min(1e-20).log()).sum()
+            packed = torch.cat([picks.flatten(), prob_sums.detach().flatten(),
+                                entropy.view(1), dropped.view(1).to(picks.dtype)])
+            if shards is not None:
+                shards.reduce(packed)
+            picks, whole_sums, (entropy, dropped) = packed.split(
+                [picks.numel(), picks.numel(), 2])
+            picks, whole_sums = picks.view(groups, -1), whole_sums.view(groups, -1)
+        size = shards.size if shards is not None else 1
+        tokens = len(probs) // groups * size            # tokens per group, all shards
+        counts = picks.sum(0)
         if self.training:
             self.step_tokens_per_expert += counts
-        self.aux_loss = balancing_loss(probs, experts, a, batch, seq)
-        self.router_stats = {"tokens_per_expert": counts, "dropped_pairs": dropped,
-                             "pairs": torch.tensor(experts.numel()), "entropy": entropy,
-                             "balancing_loss": self.aux_loss.detach()}
+        self.aux_loss = _balance(picks, prob_sums, tokens, a)
+        self.router_stats = {"tokens_per_expert": counts.round().long(),
+                             "dropped_pairs": dropped.round().long(),
+                             "pairs": torch.tensor(experts.numel() * size),
+                             "entropy": entropy / (len(probs) * size),
+                             "balancing_loss": _balance(picks, whole_sums, tokens, a)}
 
 
 class _AuxLossGradient(torch.autograd.Function):
@@ -295,14 +325,32 @@ def balancing_loss(probs: torch.Tensor, experts: torch.Tensor, a: MoEArgs, batch
     probability of i. ``switch`` (Megatron's aux_loss) averages over all tokens of the micro-
     batch; ``sequence`` (DeepSeek V3's complementary sequence-wise loss, Megatron's seq_aux_loss)
     computes it per sequence with normalised sigmoid scores and averages the sequences."""
+    groups = batch if a.balance_loss == "sequence" else 1
+    picks = _group_sums(_chosen(experts, a.num_experts), groups)
+    return _balance(picks, _group_sums(probs, groups), len(probs) // groups, a)
+
+
+def _chosen(experts: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """(tokens, k) expert ids -> (tokens, experts) 0/1 choices."""
+    out = torch.zeros(len(experts), num_experts, device=experts.device)
+    return out.scatter_(1, experts, 1.0)
+
+
+def _group_sums(per_token: torch.Tensor, groups: int) -> torch.Tensor:
+    """(tokens, experts) -> (groups, experts): sums over each group's consecutive tokens."""
+    return per_token.view(groups, -1, per_token.shape[-1]).sum(1)
+
+
+def _balance(picks: torch.Tensor, prob_sums: torch.Tensor, tokens: int,
+             a: MoEArgs) -> torch.Tensor:
+    """E x sum_i f_i P_i per group, averaged over groups, from the pairs per expert (``picks``)
+    and probability sums of ``tokens`` tokens: f_i = picks_i E / (k T), P_i = prob_sums_i / T.
+    Linear in ``prob_sums``: with the loads summed over sequence shards and one shard's
+    probability sums, it is that shard's part of the whole loss, with exactly the whole loss's
+    gradient for the shard's tokens (the parts add up to the loss; nothing crosses ranks in
+    backward)."""
     e, k = a.num_experts, a.top_k
-    chosen = torch.zeros_like(probs).scatter_(1, experts, 1.0)   # (tokens, experts)
-    if a.balance_loss == "sequence":
-        chosen, probs = chosen.view(batch, seq, e), probs.view(batch, seq, e)
-        load = chosen.sum(1) * e / (k * seq)                       # f_i per sequence
-        return (load * probs.mean(1)).sum(-1).mean()
-    load = chosen.sum(0) * e / (k * len(probs))
-    return (load * probs.mean(0)).sum()
+    return (picks * prob_sums).sum(-1).mean() * (e / (k * tokens * tokens))
 
 
 def combine(flat: torch.Tensor, token: torch.Tensor, weight: torch.Tensor,

@@ -20,7 +20,7 @@ from torch import nn
 from pinchpoint.parallel.expert import (apply_expert_parallel, expert_parameters,
                                         scale_expert_gradients, shard_expert_state,
                                         unshard_expert_state)
-from pinchpoint.workloads.common import moe
+from pinchpoint.workloads.common import moe, moe_tp
 from pinchpoint.workloads.common.llm import DecoderLLMWorkload
 
 
@@ -74,9 +74,11 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
         counts = self.shape().counts()
         self.inputs.measurements.update({"total_parameters": counts["total"],
                                          "active_parameters": counts["active"]})
-        # The balancing loss's gradient per micro-batch (the LM loss is divided the same way).
+        # The balancing loss's gradient per micro-batch, divided as the LM loss's is: by the
+        # step's micro-batches, or under pipelining by the schedule (it scales the gradients).
+        micro = 1 if self.layout.schedule is not None else self.grad_accumulation
         for layer in moe.moe_layers(self.model):
-            layer.aux_loss_scale = self.aux_loss_coeff / self.grad_accumulation
+            layer.aux_loss_scale = self.aux_loss_coeff / micro
 
     def before_sharding(self, stage: nn.Module) -> set:
         """Split the experts over the EP group (before FSDP2) and keep FSDP off them."""
@@ -89,26 +91,30 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
 
     # --- the step ----------------------------------------------------------------------------------
     def clip_gradients(self, max_norm: float) -> float:
-        if self.expert_parallel is None:
+        # MoE layers ran on TP sequence shards: their gradients are partial until summed.
+        if self.dims.tp > 1:
+            moe_tp.sum_gradients_over_tp(self.model, self.inputs.collectives,
+                                         self.layout.mesh["tp"].get_group())
+        if self.expert_parallel is not None:
+            scale_expert_gradients(self.model, self.dims.dp, self.inputs.collectives,
+                                   self.groups.get("replica"))
+        elif self.dims.tp == 1:
             return super().clip_gradients(max_norm)
-        scale_expert_gradients(self.model, self.dims.dp, self.inputs.collectives,
-                               self.groups.get("replica"))
         return self._clip_with_experts(max_norm)
 
     def _clip_with_experts(self, max_norm: float) -> float:
-        """Global gradient norm = FSDP/replicated part (DTensor-reduced) + expert shards summed
-        over the EP group (+ pipeline stages), then every gradient scaled."""
-        from torch.distributed.tensor import DTensor
-        experts = {id(p) for p in expert_parameters(self.model)}
+        """Global gradient norm = the rest (DTensors reduced over their meshes; plain MoE and
+        MLA gradients are equal on every TP rank, counted once) + expert shards summed over the
+        EP group (+ pipeline stages), then every gradient scaled."""
+        experts = {id(p) for p in expert_parameters(self.model)} \
+            if self.expert_parallel is not None else set()
         grads = [p.grad for p in self.params if p.grad is not None and id(p) not in experts]
         own = [p.grad for p in self.params if p.grad is not None and id(p) in experts]
-        dense = torch.nn.utils.get_total_norm(grads, 2.0) if grads else torch.zeros(())
-        if isinstance(dense, DTensor):
-            dense = dense.full_tensor()
-        sparse = torch.nn.utils.get_total_norm(own, 2.0) ** 2 if own else torch.zeros(())
-        sparse = self.inputs.collectives.all_reduce(sparse.to(dense.device).float().clone(),
-                                                    group=self.groups["ep"])
-        square = dense.float() ** 2 + sparse
+        square = moe_tp.squared_norm(grads, self.ctx.device)
+        if self.expert_parallel is not None:
+            sparse = torch.nn.utils.get_total_norm(own, 2.0) ** 2 if own else torch.zeros(())
+            square = square + self.inputs.collectives.all_reduce(
+                sparse.to(square.device).float().clone(), group=self.groups["ep"])
         if self.layout.pp_group is not None:
             self.inputs.collectives.all_reduce(square, group=self.layout.pp_group)
         norm = float(square.sqrt())

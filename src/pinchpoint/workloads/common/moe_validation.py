@@ -3,13 +3,16 @@ dotted field and what would work. Model-specific checks (sliding window, MLA ran
 groups) live with each model's workload."""
 from __future__ import annotations
 
+import math
+
 from pinchpoint.errors import one_of, positive_int, require
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.workloads.common import validation as llm
 
 
-def validate_moe(run, model_checks, shape) -> ParallelDims:
-    """Architecture (shared, then ``model_checks(prefix, scale)``), layout, memory fit of
+def validate_moe(run, model_checks, shape, tp_splits=None) -> ParallelDims:
+    """Architecture (shared, then ``model_checks(prefix, scale)``), layout (``tp_splits(scale)``:
+    the model's widths tensor parallelism splits, {field: why}), memory fit of
     ``shape(scale)`` (not with plan_only, which prints the plan instead), then the recipe and
     data, so a full-scale point is refused for memory before anything about its dataset."""
     m = run.model
@@ -35,11 +38,22 @@ def validate_moe(run, model_checks, shape) -> ParallelDims:
             "parallelism splits the experts over data-parallel ranks, whose tokens it exchanges)")
     require(dims.pp, "parallel.pp", lambda v: v <= a.n_layers,
             f"at most n_layers={a.n_layers} ({s}): every stage holds at least one layer")
+    _validate_tensor_parallel(s, a, dims.tp, tp_splits(a) if tp_splits else {})
     if not run.plan_only:
-        require(dims.tp, "parallel.tp", lambda v: v == 1,
-                f"1 for {m.name} runs (tensor parallelism of the MoE models is planned with "
-                "plan_only=true but has no plan to run here; use parallel.ep / dp_shard / pp)")
         from pinchpoint.plan.moe import check_fits
         check_fits(shape(a), run)
     llm.validate_recipe(run, dims)
     return dims
+
+
+def _validate_tensor_parallel(s: str, a, tp: int, splits: dict[str, str]) -> None:
+    """Each TP rank takes an equal share of every split width (sequence parallel's seq_len is
+    checked with the recipe, validation.validate_layout)."""
+    splits = {**splits, "vocab_size": "the embedding and head split the vocabulary"}
+    common = math.gcd(*(getattr(a, key) for key in splits))
+    works = ", ".join(str(d) for d in range(1, common + 1) if common % d == 0)
+    for key, why in splits.items():
+        value = getattr(a, key)
+        require(tp, "parallel.tp", lambda v: value % v == 0,
+                f"a divisor of {s}.{key}={value} ({why}); one that divides every width tensor "
+                f"parallelism splits: {works}")

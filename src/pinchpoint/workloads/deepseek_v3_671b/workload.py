@@ -13,6 +13,7 @@ from pinchpoint.workloads.common.moe_llm import MoEDecoderWorkload
 from pinchpoint.workloads.common.moe_validation import validate_moe
 from pinchpoint.workloads.deepseek_v3_671b import plan
 from pinchpoint.workloads.deepseek_v3_671b.model import DeepSeekArgs, DeepSeekV3
+from pinchpoint.workloads.deepseek_v3_671b.parallelize import apply_tp
 
 
 class DeepSeekV3_671B(MoEDecoderWorkload):
@@ -20,7 +21,7 @@ class DeepSeekV3_671B(MoEDecoderWorkload):
 
     @classmethod
     def validate(cls, run) -> None:
-        validate_moe(run, _validate_architecture, plan.shape)
+        validate_moe(run, _validate_architecture, plan.shape, _tp_splits)
 
     @classmethod
     def plan(cls, run) -> dict[str, Any]:
@@ -36,6 +37,9 @@ class DeepSeekV3_671B(MoEDecoderWorkload):
 
     def build_model(self) -> nn.Module:
         return DeepSeekV3(DeepSeekArgs.from_scale(self.arch))
+
+    def apply_tensor_parallel(self, stage: nn.Module, tp_mesh) -> None:
+        apply_tp(stage, tp_mesh, self.inputs.collectives)
 
 
 def _validate_architecture(s: str, a) -> None:
@@ -69,3 +73,10 @@ def _validate_mla(s: str, a) -> None:
     require(a.qk_rope_head_dim, f"{s}.qk_rope_head_dim",
             lambda v: isinstance(v, int) and v > 0 and v % 2 == 0,
             "a positive even width (RoPE pairs)")
+
+
+def _tp_splits(a) -> dict[str, str]:
+    splits = {"n_heads": "each rank takes whole attention heads"}
+    if a.n_dense_layers:
+        splits["dense_ffn_dim"] = "the dense layers' SwiGLU is split by hidden columns"
+    return splits

@@ -19,6 +19,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from pinchpoint.workloads.common.decoder import DecoderStack, init_decoder_weights
 from pinchpoint.workloads.common.moe import MoE, MoEArgs
@@ -85,7 +86,9 @@ class Attention(nn.Module):
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)
         mask = attention_mask(seq, self.window, x.device)
         scores = scores.masked_fill(~mask, float("-inf"))
-        sink = self.sinks.float().view(1, -1, 1, 1).expand(bsz, -1, seq, 1)
+        # Under tensor parallelism the sinks are a head-sharded DTensor: use this rank's heads'.
+        sinks = self.sinks.to_local() if isinstance(self.sinks, DTensor) else self.sinks
+        sink = sinks.float().view(1, -1, 1, 1).expand(bsz, -1, seq, 1)
         probs = torch.cat([scores, sink], dim=-1).softmax(dim=-1)[..., :-1]
         out = probs.type_as(v) @ v
         return self.wo(out.transpose(1, 2).reshape(bsz, seq, -1))
