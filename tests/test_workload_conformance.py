@@ -27,6 +27,41 @@ PROXY_CANNOT_MEET = {"eval_accuracy", "averaged_validation_loss",   # quality bo
                      "max_sequence_length", "eval_samples", "global_batch_size"}
 
 
+# The log keys those fixed values are checked on, and the full-scale config field each is
+# logged from (workloads/common/llm.py mlperf_hyperparameters).
+LOGGED_FROM = {"max_sequence_length": "seq_len", "global_batch_size": "global_batch_size",
+               "eval_samples": "eval_samples"}
+
+
+def open_rule_checks(benchmark: str) -> dict[str, str]:
+    """{log key: CHECK expression} of the open ruleset's single-value checks on LOGGED_FROM."""
+    import os
+
+    import mlperf_logging
+    import yaml
+    path = os.path.join(os.path.dirname(mlperf_logging.__file__), "compliance_checker",
+                        "training_6.0.0", f"open_{benchmark}.yaml")
+    with open(path) as f:
+        rules = [r["KEY"] for r in yaml.safe_load(f) if "KEY" in r]
+    return {r["NAME"]: r["CHECK"] for r in rules
+            if r["NAME"] in LOGGED_FROM and isinstance(r.get("CHECK"), str)}
+
+
+@pytest.mark.parametrize("name", [n for n in WORKLOADS if n.startswith(("llama31", "gpt_oss",
+                                                                          "deepseek"))])
+def test_full_scale_logs_the_values_the_open_rules_fix(name):
+    """What a proxy cannot meet (above), the full scale does: the values its log would carry
+    pass the open ruleset's own CHECK expressions (e.g. GPT-OSS 8192 tokens; DeepSeek V3 4096
+    tokens, global batch >= 15360, 1024 eval samples)."""
+    from pinchpoint.workloads.registry import workload_class
+    full = compose([f"model={name}", "model.scale=full"]).model.full
+    checks = open_rule_checks(workload_class(name).mlperf_benchmark)
+    assert checks or name == "llama31_8b", name     # 8B's open rules fix none of these
+    for key, check in checks.items():
+        v = {"value": full[LOGGED_FROM[key]]}
+        assert eval(check, {}, {"v": v}), (name, key, v, check)
+
+
 def value_failures(text: str) -> set[str]:
     """Keys whose *value* checks failed; a structural failure (a missing key, an event out of
     order, broken check code) is returned as '<structural: ...>' so it can never be excused."""
