@@ -99,3 +99,20 @@ def test_deepseek_v3_full_parameters_match_planner_and_published():
     c = shape.counts()
     assert 670e9 < c["total"] < 672e9          # 671 B (without the MTP module)
     assert 37e9 < c["active"] < 38e9           # 37 B activated per token
+
+
+@pytest.mark.parametrize("model", ["gpt_oss_20b", "deepseek_v3_671b"])
+def test_recompute_counts_each_token_once(model):
+    """Activation checkpointing runs each block's forward again in backward: the step's tokens
+    per expert (router statistics, DeepSeek's bias rule) must not count them twice."""
+    from pinchpoint.workloads.common.moe import reset_step_counts, step_counts
+    s, m = build(model, "smoke")
+    tokens = torch.randint(0, s.vocab_size, (2, s.seq_len))
+    counts = {}
+    for recompute in (False, True):
+        m.recompute = recompute
+        reset_step_counts(m)
+        m(tokens).float().logsumexp(-1).mean().backward()
+        counts[recompute] = step_counts(m).clone()
+    assert counts[False].sum() == 2 * s.seq_len * s.top_k * len(counts[False])   # every pair
+    assert torch.equal(counts[True], counts[False])

@@ -4,6 +4,7 @@ ModuleDict named "0".."N-1"; ``tok_embeddings``/``norm``/``output`` set to None 
 stages that do not hold them; ``recompute`` for activation checkpointing per block)."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Optional
 
@@ -41,7 +42,8 @@ class DecoderStack(nn.Module):
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         for layer in self.layers.values():
             if self.recompute and self.training:
-                h = torch.utils.checkpoint.checkpoint(layer, h, self.rope, use_reentrant=False)
+                h = torch.utils.checkpoint.checkpoint(layer, h, self.rope, use_reentrant=False,
+                                                      context_fn=_recompute_contexts)
             else:
                 h = layer(h, self.rope)
         h = self.norm(h) if self.norm is not None else h
@@ -65,3 +67,27 @@ def init_decoder_weights(model: nn.Module, n_layers: int, std: float = 0.02) -> 
             nn.init.trunc_normal_(p, std=depth_std, a=-3 * depth_std, b=3 * depth_std)
         else:
             nn.init.trunc_normal_(p, std=std, a=-3 * std, b=3 * std)
+
+
+# Activation checkpointing runs a block's forward twice, the second time inside backward. What a
+# forward records once per step (a MoE layer's tokens per expert) asks ``recomputing()`` first.
+_RECOMPUTING = False
+
+
+def recomputing() -> bool:
+    return _RECOMPUTING
+
+
+@contextlib.contextmanager
+def _marked_recompute():
+    global _RECOMPUTING
+    _RECOMPUTING = True
+    try:
+        yield
+    finally:
+        _RECOMPUTING = False
+
+
+def _recompute_contexts():
+    """checkpoint's (forward, recompute) contexts: only the recompute is marked."""
+    return contextlib.nullcontext(), _marked_recompute()

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pinchpoint.workloads.common.decoder import FeedForward
+from pinchpoint.workloads.common.decoder import FeedForward, recomputing
 
 
 @dataclass
@@ -291,7 +291,7 @@ class MoE(nn.Module):
         size = shards.size if shards is not None else 1
         tokens = len(probs) // groups * size            # tokens per group, all shards
         counts = picks.sum(0)
-        if self.training:
+        if self.training and not recomputing():   # a recomputed forward is not more tokens
             self.step_tokens_per_expert += counts
         self.aux_loss = _balance(picks, prob_sums, tokens, a)
         self.router_stats = {"tokens_per_expert": counts.round().long(),
