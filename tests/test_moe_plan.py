@@ -1,12 +1,16 @@
-"""The MoE planner's layout arithmetic on the published GPT-OSS shape (no torch, no config)."""
+"""The MoE planner's layout arithmetic on the published GPT-OSS and DeepSeek V3 shapes (no
+torch, no config), expected values counted from the model configs."""
 from __future__ import annotations
 
 import pytest
 
-from pinchpoint.plan.moe import MoELayout, communication_per_step, memory_per_device, plan
+from pinchpoint.plan.moe import (MoELayout, activation_bytes, communication_per_step,
+                                 memory_per_device, plan)
+from pinchpoint.workloads.deepseek_v3_671b import plan as ds_plan
+from pinchpoint.workloads.deepseek_v3_671b.config import DeepSeekScaleConfig
 from pinchpoint.workloads.gpt_oss_20b import plan as oss_plan
 from pinchpoint.workloads.gpt_oss_20b.config import GptOssScaleConfig
-from test_moe_models import scale
+from test_moe_models import build, scale
 
 GPU = {"name": "H200", "architecture": "hopper", "memory_gib": 131.3, "peak_tflops": 989.0,
        "mfu": None, "intra_node_gb_per_s": 450.0, "nvlink_domain": 8,
@@ -43,3 +47,139 @@ def test_plan_reports_fit_and_step_terms(shape):
     t = p["step_time"]
     assert t["compute_seconds"] > 0 and t["all_to_all_seconds"] > 0
     assert t["step_seconds_no_overlap"] >= t["step_seconds_full_overlap"]
+
+
+# --- tensor parallelism as the runner lays it out (workloads/common/moe_tp.py) ------------------
+def oss_layer_split(s):
+    """GPT-OSS per layer, counted from the config: what TP splits by heads (q/k/v with biases,
+    wo's weight, the sinks), what it leaves whole outside the MoE block (two norms, wo's bias),
+    the router (whole: the MoE block runs on sequence shards) and the routed experts."""
+    q, kv = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+    split = (s.dim * q + q) + 2 * (s.dim * kv + kv) + q * s.dim + s.n_heads
+    whole = 2 * s.dim + s.dim
+    router = s.dim * s.num_experts + s.num_experts
+    h = s.expert_dim
+    experts = s.num_experts * (s.dim * 2 * h + 2 * h + h * s.dim + s.dim)
+    return split, whole, router, experts
+
+
+@pytest.fixture(scope="module")
+def oss():
+    return scale("gpt_oss_20b", GptOssScaleConfig, "full")
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return scale("deepseek_v3_671b", DeepSeekScaleConfig, "full")
+
+
+def test_tp_splits_attention_and_ends_but_not_the_moe_block(oss, shape):
+    split, whole, router, experts = oss_layer_split(oss)
+    ends = 2 * oss.vocab_size * oss.dim                 # embedding + head, both split by tp
+    for tp, dp in ((1, 8), (2, 4)):
+        lay = MoELayout(dp_shard=dp, ep=dp, tp=tp, micro_batch=2, seq_len=8192)
+        w = memory_per_device(shape, lay)["worst_stage"]
+        dense = oss.n_layers * (split / tp + whole + router) + ends / tp + oss.dim
+        routed = oss.n_layers * experts / dp
+        assert w["parameters_per_device"] == pytest.approx(dense / dp + routed)
+        # the head gathers whole logits on every TP rank (bf16 + fp32 log-softmax and gradient)
+        assert w["logits_bytes"] == pytest.approx(2 * 8192 * oss.vocab_size * (2 + 8))
+
+
+def test_deepseek_tp_keeps_mla_down_projections_and_moe_block_whole(ds):
+    shape = ds_plan.shape(ds)
+    qk, H = ds.qk_nope_head_dim + ds.qk_rope_head_dim, ds.n_heads
+    split = ds.q_lora_rank * H * qk + ds.kv_lora_rank * H * (ds.qk_nope_head_dim + ds.v_head_dim) \
+        + H * ds.v_head_dim * ds.dim                   # wq_b, wkv_b (column), wo (row)
+    whole = ds.dim * ds.q_lora_rank + ds.q_lora_rank + \
+        ds.dim * (ds.kv_lora_rank + ds.qk_rope_head_dim) + ds.kv_lora_rank + 2 * ds.dim
+    moe_block = ds.dim * ds.num_experts + 3 * ds.dim * ds.shared_experts * ds.expert_dim
+    experts = ds.num_experts * 3 * ds.dim * ds.expert_dim
+    lay = MoELayout(dp_shard=32, ep=32, tp=2, pp=4, seq_len=4096, global_batch=15360)
+    stage = memory_per_device(shape, lay)["stages"][1]     # layers 16..31: all MoE
+    per_layer = (split / 2 + whole + moe_block) / 32 + experts / 32
+    assert stage["parameters_per_device"] == pytest.approx(16 * per_layer)
+
+
+def test_tp_sums_moe_gradients_once_a_step(oss, shape):
+    _, _, router, experts = oss_layer_split(oss)
+    lay = MoELayout(dp_shard=4, ep=4, tp=2, micro_batch=2, global_batch=16, seq_len=8192)
+    comm = communication_per_step(shape, lay, GPU)
+    moe_per_device = oss.n_layers * (router / 4 + experts / 4)   # router FSDP, experts EP
+    ring = 2 * (2 - 1) / 2                                       # all-reduce over tp = 2
+    assert comm["tp_moe_gradient_all_reduce"]["bytes"] == pytest.approx(
+        moe_per_device * 4 * ring)                                # fp32 gradients
+    assert "tp_moe_gradient_all_reduce" not in communication_per_step(
+        shape, MoELayout(dp_shard=8, ep=8, micro_batch=2, global_batch=16, seq_len=8192), GPU)
+
+
+def test_tp_activation_collectives_are_attention_only_on_moe_layers(oss, shape):
+    lay = MoELayout(dp_shard=4, ep=4, tp=2, micro_batch=2, global_batch=16, seq_len=8192)
+    comm = communication_per_step(shape, lay, GPU)
+    micro_batches, tokens = 2, 2 * 8192
+    row = tokens * oss.dim * 2 * (2 - 1) / 2           # bf16 residual stream, half leaves
+    logits = tokens * oss.vocab_size * 2 / 2
+    # per layer: attention's gather in + reduce-scatter out, mirrored in backward; the
+    # embedding scatters (forward) and gathers (backward); the head gathers input and logits
+    layers = 2 * oss.n_layers
+    assert comm["tp_reduce_scatter"]["bytes"] == pytest.approx(
+        micro_batches * (layers + 1 + 1) * row)
+    assert comm["tp_all_gather"]["bytes"] == pytest.approx(
+        micro_batches * ((layers + 1 + 1) * row + logits))
+    redo = communication_per_step(shape, MoELayout(**{**lay.__dict__, "recompute": True}), GPU)
+    assert redo["tp_reduce_scatter"]["bytes"] - comm["tp_reduce_scatter"]["bytes"] == \
+        pytest.approx(micro_batches * oss.n_layers * row)         # forward run again
+
+
+def test_deepseek_mla_all_reduces_latent_gradients_over_tp(ds):
+    shape = ds_plan.shape(ds)
+    lay = MoELayout(dp_shard=32, ep=32, tp=2, pp=4, seq_len=4096, global_batch=15360)
+    comm = communication_per_step(shape, lay, GPU)
+    widths = ds.q_lora_rank + ds.kv_lora_rank + ds.qk_rope_head_dim
+    per_layer = 2 * (2 - 1) / 2 * 4096 * widths * 2      # ring all-reduce, bf16
+    assert comm["tp_all_reduce"]["bytes"] == pytest.approx(lay.accumulation * 16 * per_layer)
+
+
+def test_moe_activations_are_per_sequence_shard(oss, shape):
+    """A MoE layer saves at tp = 2: residual, attention sum and MoE input as shards, the
+    gathered attention input whole, attention widths by heads, routed rows on seq / 2 tokens."""
+    q, kv, k, h = oss.n_heads * oss.head_dim, oss.n_kv_heads * oss.head_dim, oss.top_k, \
+        oss.expert_dim
+    routed = oss.num_experts * 4 / 2 + k * (2 * oss.dim + 3 * h)   # fp32 logits in bf16 units
+    one = MoELayout(micro_batch=2, seq_len=8192)
+    two = MoELayout(micro_batch=2, seq_len=8192, tp=2)
+    assert activation_bytes(shape, one, 0) == pytest.approx(
+        2 * 8192 * (4 * oss.dim + 2 * q + 2 * kv + routed) * 2)
+    assert activation_bytes(shape, two, 0) == pytest.approx(
+        2 * 8192 * (oss.dim * 2.5 + (2 * q + 2 * kv) / 2 + routed / 2) * 2)
+
+
+def test_tp1_layout_has_no_tp_terms(shape):
+    c = shape.counts()
+    p = plan(shape, MoELayout(dp_shard=8, ep=8, micro_batch=2, global_batch=16, seq_len=8192),
+             GPU)
+    assert not [k for k in p["communication_per_step"] if k.startswith("tp_")]
+    assert p["gpu"] == "H200"
+    assert p["memory_per_device"]["worst_stage"]["parameters_per_device"] == \
+        pytest.approx(c["total"] / 8)
+    assert p["step_time"]["tp_redundant_flops_per_step"] == 0
+
+
+# What each model's parallelize.py leaves whole on every TP rank outside the MoE block.
+TP_WHOLE = {"gpt_oss_20b": ("attention_norm.", "ffn_norm.", "attention.wo.bias"),
+            "deepseek_v3_671b": ("attention_norm.", "ffn_norm.", "attention.wq_a.",
+                                 "attention.q_norm.", "attention.wkv_a.", "attention.kv_norm.")}
+
+
+@pytest.mark.parametrize("model", ["gpt_oss_20b", "deepseek_v3_671b"])
+def test_tp_parameter_groups_match_the_model(model):
+    """The planner's per-layer groups (built on the meta device, nothing allocated): the MoE
+    block's router + shared experts, and the tensors TP leaves whole outside it."""
+    s, m = build(model, "full", device="meta")
+    shape = (oss_plan if model == "gpt_oss_20b" else ds_plan).shape(s)
+    for i, layer in enumerate(m.layers.values()):
+        named = dict(layer.named_parameters())
+        moe = sum(p.numel() for n, p in named.items()
+                  if n.startswith("moe.") and not n.startswith("moe.experts."))
+        whole = sum(p.numel() for n, p in named.items() if n.startswith(TP_WHOLE[model]))
+        assert (moe, whole) == (shape.moe_block(i), shape.tp_replicated_per_layer[i])

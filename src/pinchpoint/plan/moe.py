@@ -4,9 +4,12 @@ time. Arithmetic only; nothing is allocated. Each model's plan.py describes its 
 ``MoEShape`` (parameters per layer split into replicated and routed-expert parts, per-token
 activation widths); this module does the layout arithmetic.
 
-Layout model (as torchtitan/Megatron lay a MoE out):
-- non-expert weights (attention, norms, router, shared and dense FFNs, embeddings) are split by
-  tp and sharded by FSDP over dp_shard;
+Layout model (the runner's plan: workloads/common/moe_tp.py and each model's parallelize.py):
+- tensor parallelism (Megatron-style, sequence parallel) splits attention by heads, the
+  embedding, the output head and dense FFNs over tp; it leaves whole the norms, row-parallel
+  biases, DeepSeek's MLA down projections and the whole MoE block (router, routed and shared
+  experts), which runs on the rank's sequence shard (seq_len / tp tokens);
+- non-expert weights are sharded by FSDP over dp_shard;
 - routed-expert weights are split by ep, and further sharded over the dp_shard ranks that hold
   the same experts (dp_shard / ep, when dp_shard > ep);
 - bytes per parameter as for Llama: fp32 4 + 4 + 8; bf16 mixed 2 bf16 weights + 4 fp32 grads +
@@ -15,6 +18,10 @@ Activations saved per layer and micro-batch (first order): the block input and n
 q/k/v and attention output at their real widths, and for a MoE layer the router logits (fp32),
 for each of a token's k routed copies the received row, the experts' gate/up output, its
 activation and the weighted output; full recompute keeps only each block's input.
+TP: per layer and micro-batch, attention gathers its input and reduce-scatters its output
+forward, and backward mirrors both (DeepSeek's MLA instead all-reduces the gradient of its
+replicated low-rank activations); a dense FFN does the same again, a MoE block nothing; once a
+step the MoE parameters' gradients (local tokens' share) are all-reduced over tp.
 All-to-all: every MoE layer sends each routed (token, choice) row whose expert lives on another
 rank, (ep - 1) / ep of them under uniform routing, once to dispatch and once to combine, and
 backward mirrors both; ``bytes`` here is what leaves the device (the figure the links carry).
@@ -44,10 +51,32 @@ class MoEShape:
     attention_flops_dim: int             # sum over heads of (qk + v) head widths, for scores
     dense_ffn_dims: list[int] = field(default_factory=list)   # dense/shared FFN hidden per layer
     final_norm: int = 0
+    # Parts of replicated_per_layer that TP leaves whole on every rank: the MoE block's router
+    # and shared experts (their gradients summed over tp each step, as the routed experts'),
+    # and the rest (norms, row-parallel biases, MLA down projections). Empty: none.
+    moe_block_per_layer: list[int] = field(default_factory=list)
+    tp_replicated_per_layer: list[int] = field(default_factory=list)
+    # MLA: per-token widths of attention_widths computed whole on every TP rank (the low-rank
+    # latents), and the widths whose gradient backward all-reduces over tp (latents + rope key).
+    attention_replicated_widths: int = 0
+    attention_grad_all_reduce_widths: int = 0
+    sequence_balance: bool = False       # balancing loss per sequence (router sums per sequence)
 
     @property
     def n_layers(self) -> int:
         return len(self.replicated_per_layer)
+
+    def is_moe(self, layer: int) -> bool:
+        return bool(self.experts_per_layer[layer])
+
+    def moe_block(self, layer: int) -> int:
+        return self.moe_block_per_layer[layer] if self.moe_block_per_layer else 0
+
+    def tp_local(self, layer: int, tp: int) -> float:
+        """Layer's non-routed parameters on one TP rank: the split part / tp + the whole rest."""
+        whole = self.moe_block(layer) + \
+            (self.tp_replicated_per_layer[layer] if self.tp_replicated_per_layer else 0)
+        return (self.replicated_per_layer[layer] - whole) / tp + whole
 
     def counts(self) -> dict[str, int]:
         embedding = output = self.vocab_size * self.dim
@@ -87,17 +116,25 @@ def stage_layers(shape: MoEShape, lay: MoELayout, stage: int) -> range:
 def activation_bytes(shape: MoEShape, lay: MoELayout, layer: int) -> float:
     e = bytes_per_param(lay.precision)["activation"]
     tokens = lay.micro_batch * lay.seq_len / lay.cp
+    t = lay.tp
     if lay.recompute:
-        return tokens * shape.dim * e / lay.tp
-    width = 4 * shape.dim + shape.attention_widths / lay.tp
-    if shape.experts_per_layer[layer]:
+        return tokens * shape.dim * e / t
+    # Block input, attention output sum and the MoE block's normed input are sequence shards;
+    # the column-parallel projections save the gathered (whole-sequence) normed input: once
+    # for attention, once more for a dense FFN. 4 dim-wide tensors at tp = 1.
+    width = shape.dim * (2 / t + 1 + (1 / t if shape.is_moe(layer) else 1))
+    whole = shape.attention_replicated_widths                # MLA latents: every rank
+    width += (shape.attention_widths - whole) / t + whole
+    if shape.is_moe(layer):
         k, h = shape.top_k, shape.expert_dim
-        width += shape.num_experts * 4 / e                 # fp32 router logits
+        routed = shape.num_experts * 4 / e                 # fp32 router logits
         # per routed copy: the received row and the weighted output (dim each), the gate/up
         # output (2h) and the activation (h) that backward reads
-        width += k * (2 * shape.dim + 3 * h)
+        routed += k * (2 * shape.dim + 3 * h)
+        width += routed / t                                # the rank's seq_len / tp tokens
+    # dense FFN split by columns; shared experts whole on seq_len / tp tokens: / tp either way
     ffn = shape.dense_ffn_dims[layer] if shape.dense_ffn_dims else 0
-    width += 4 * ffn / lay.tp
+    width += 4 * ffn / t
     return tokens * width * e
 
 
@@ -108,12 +145,12 @@ def memory_per_device(shape: MoEShape, lay: MoELayout) -> dict[str, Any]:
     for stage in range(lay.pp):
         layers = stage_layers(shape, lay, stage)
         first, last = stage == 0, stage == lay.pp - 1
-        replicated = sum(shape.replicated_per_layer[i] for i in layers) + \
-            first * c["embedding"] + last * (c["output"] + c["final_norm"])
+        replicated = sum(shape.tp_local(i, lay.tp) for i in layers) + \
+            (first * c["embedding"] + last * c["output"]) / lay.tp + last * c["final_norm"]
         experts = sum(shape.experts_per_layer[i] for i in layers)
-        local = replicated / lay.tp / lay.dp_shard + experts / lay.expert_shards
+        local = replicated / lay.dp_shard + experts / lay.expert_shards
         state = {k: local * b[k] for k in ("weights", "gradients", "optimizer")}
-        biggest = max((shape.replicated_per_layer[i] / lay.tp +
+        biggest = max((shape.tp_local(i, lay.tp) +
                        shape.experts_per_layer[i] / lay.ep for i in layers), default=0)
         gather = 2 * biggest * b["weights"] if lay.dp_shard > 1 else 0.0
         in_flight = 1 if lay.pp == 1 else (lay.accumulation if lay.schedule == "gpipe"
@@ -122,8 +159,10 @@ def memory_per_device(shape: MoEShape, lay: MoELayout) -> dict[str, Any]:
         if lay.recompute and len(layers):
             full = MoELayout(**{**lay.__dict__, "recompute": False})
             acts += max(activation_bytes(shape, full, i) for i in layers)
+        # The head is column-parallel but gathers whole logits (output_layouts=Replicate, no
+        # loss parallel): every TP rank holds them, and cross-entropy's fp32 copies.
         tokens = lay.micro_batch * lay.seq_len / lay.cp
-        logits = tokens * shape.vocab_size / lay.tp * (b["activation"] + 8) if last else 0.0
+        logits = tokens * shape.vocab_size * (b["activation"] + 8) if last else 0.0
         total = sum(state.values()) + gather + acts + logits
         stages.append({"stage": stage, "layers": len(layers), "parameters_per_device": local,
                        "expert_parameters_per_device": experts / lay.expert_shards,
@@ -179,7 +218,7 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
         add("all_to_all_dispatch", 2 * one_way, lay.ep * lay.cp * lay.tp)
         add("all_to_all_combine", 2 * one_way, lay.ep * lay.cp * lay.tp)
     c = shape.counts()
-    replicated = (sum(shape.replicated_per_layer[i] for i in layers) + c["embedding"]) / lay.tp
+    replicated = sum(shape.tp_local(i, lay.tp) for i in layers) + c["embedding"] / lay.tp
     experts = sum(shape.experts_per_layer[i] for i in layers) / lay.ep
     # FSDP2 as the runner applies it: without PP every micro-batch re-gathers each block for
     # forward and backward and reduce-scatters its gradients; with PP the gathered weights stay
@@ -201,13 +240,61 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
         add("ddp_all_reduce", 2 * shard * b["gradients"] * (lay.dp_replicate - 1) /
             lay.dp_replicate, lay.world)
     if lay.tp > 1:
-        act = lay.micro_batch * lay.seq_len / lay.cp * shape.dim * e * (lay.tp - 1) / lay.tp
-        add("tp_all_gather", m * len(layers) * 4 * act, lay.tp)
-        add("tp_reduce_scatter", m * len(layers) * 4 * act, lay.tp)
+        for name, nbytes in tp_activation_bytes(shape, lay, layers, head=lay.pp == 1).items():
+            add(name, m * nbytes, lay.tp)
+        # Once a step (moe_llm.clip_gradients): the MoE blocks ran on sequence shards, so
+        # their gradients (FSDP or EP shards) hold one shard's share: summed in one all-reduce.
+        ring = 2 * (lay.tp - 1) / lay.tp
+        add("tp_moe_gradient_all_reduce",
+            moe_parameters_per_device(shape, lay, layers) * b["gradients"] * ring, lay.tp)
     if lay.pp > 1:
         act = lay.micro_batch * lay.seq_len / lay.cp * shape.dim * e / lay.tp
         add("pp_send_recv", 2 * m * act, lay.world)
     return out
+
+
+def moe_parameters_per_device(shape: MoEShape, lay: MoELayout, layers) -> float:
+    """Parameters of the MoE blocks (router, shared and routed experts) in ``layers`` that one
+    rank holds: router and shared experts FSDP-sharded, routed experts split by EP (+ FSDP)."""
+    return sum(shape.moe_block(i) / lay.dp_shard + shape.experts_per_layer[i] /
+               lay.expert_shards for i in layers)
+
+
+def tp_activation_bytes(shape: MoEShape, lay: MoELayout, layers, head: bool) -> dict[str, float]:
+    """Bytes one rank sends per micro-batch in the TP group's activation collectives for
+    ``layers`` (+ the embedding, + the output head if ``head``): forward, backward, and the
+    forward again under full recompute. A gather or reduce-scatter of a whole-sequence buffer
+    sends (tp - 1) / tp of it, an all-reduce twice that (ring)."""
+    e = bytes_per_param(lay.precision)["activation"]
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    ring = (lay.tp - 1) / lay.tp
+    row = tokens * shape.dim * e * ring          # one gather or scatter of the residual stream
+    fwd = 2 if lay.recompute else 1
+    gather, scatter, reduce = 0.0, 0.0, 0.0
+    for i in layers:
+        # attention: gather in, reduce-scatter out; backward gathers wo's output gradient and
+        # reduce-scatters the input's, or (MLA) all-reduces its latents' and rope key's
+        gather += (fwd + 1) * row
+        scatter += fwd * row
+        if shape.attention_grad_all_reduce_widths:
+            reduce += 2 * ring * tokens * shape.attention_grad_all_reduce_widths * e
+        else:
+            scatter += row
+        if not shape.is_moe(i):                  # a dense FFN: the same again
+            gather += (fwd + 1) * row
+            scatter += (fwd + 1) * row
+    # embedding: row-parallel into shards (reduce-scatter), its gradient gathered back
+    gather, scatter = gather + row, scatter + row
+    if head:   # gathers its input and its logits (whole on every rank); input grad scattered
+        gather += row + tokens * shape.vocab_size * e * ring
+        scatter += row
+    moe = sum(1 for i in layers if shape.is_moe(i))
+    # router statistics: per-expert loads and probability sums (per sequence, or per
+    # micro-batch) + entropy and drops, fp32, summed over the shards each MoE forward
+    groups = lay.micro_batch if shape.sequence_balance else 1
+    stats = fwd * moe * 2 * ring * (2 * shape.num_experts * groups + 2) * 4
+    return {"tp_all_gather": gather, "tp_reduce_scatter": scatter, "tp_all_reduce": reduce,
+            "tp_router_stats_all_reduce": stats}
 
 
 def step_time(shape: MoEShape, lay: MoELayout, gpu, comm: dict) -> dict[str, float]:
@@ -217,13 +304,18 @@ def step_time(shape: MoEShape, lay: MoELayout, gpu, comm: dict) -> dict[str, flo
     attention = 6 * shape.n_layers * lay.global_batch * lay.seq_len ** 2 * \
         shape.attention_flops_dim / 2            # causal: half the score matrix
     flops = (dense + attention) * (4 / 3 if lay.recompute else 1)
+    # What TP leaves whole outside the MoE block (MLA down projections, norms) every TP rank
+    # computes on the whole sequence: tp - 1 redundant copies of its share.
+    whole = sum(shape.tp_replicated_per_layer) if shape.tp_replicated_per_layer else 0
+    redundant = 6 * whole * tokens * (lay.tp - 1) * (4 / 3 if lay.recompute else 1)
     mfu = achieved_fraction(gpu, lay.precision)
-    compute = flops / lay.world / (_get(gpu, "peak_tflops") * 1e12 * mfu)
+    compute = (flops + redundant) / lay.world / (_get(gpu, "peak_tflops") * 1e12 * mfu)
     bubble = (lay.pp - 1) / lay.accumulation if lay.pp > 1 else 0.0
     comm_s = sum(v["seconds"] for v in comm.values())
     a2a = sum(v["seconds"] for k, v in comm.items() if k.startswith("all_to_all"))
     exposed = compute * (1 + bubble) + comm_s
-    return {"model_flops_per_step": flops, "compute_seconds": compute,
+    return {"model_flops_per_step": flops, "tp_redundant_flops_per_step": redundant,
+            "compute_seconds": compute,
             "pipeline_bubble_fraction": bubble, "communication_seconds": comm_s,
             "all_to_all_seconds": a2a, "step_seconds_no_overlap": exposed,
             "step_seconds_full_overlap": max(compute * (1 + bubble), comm_s),
@@ -235,7 +327,7 @@ def plan(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
     comm = communication_per_step(shape, lay, gpu)
     need = mem["worst_stage"]["total_bytes"]
     have = (_get(gpu, "memory_gib") - _get(gpu, "reserved_gib")) * GIB
-    return {"parameters": shape.counts(),
+    return {"gpu": _get(gpu, "name"), "parameters": shape.counts(),
             "layout": dict(lay.__dict__, world=lay.world, accumulation=lay.accumulation),
             "memory_per_device": mem, "memory_needed_gib": need / GIB,
             "memory_usable_gib": have / GIB, "fits": need <= have,

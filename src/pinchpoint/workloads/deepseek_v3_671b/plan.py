@@ -23,13 +23,24 @@ def shape(s) -> MoEShape:
     is_dense = [i < s.n_dense_layers for i in range(s.n_layers)]
     qk = s.qk_nope_head_dim + s.qk_rope_head_dim
     widths = s.q_lora_rank + s.kv_lora_rank + s.n_heads * (2 * qk + 2 * s.v_head_dim)
+    # TP (parallelize.py) leaves whole the MLA down projections and their norms, the block's
+    # two norms and the MoE block (router + shared experts, on sequence shards).
+    down = s.dim * (s.q_lora_rank + s.kv_lora_rank + s.qk_rope_head_dim) + \
+        s.q_lora_rank + s.kv_lora_rank
+    moe_block = shared + router
     return MoEShape(name="deepseek_v3_671b", vocab_size=s.vocab_size, dim=s.dim,
                     num_experts=s.num_experts, top_k=s.top_k, expert_dim=s.expert_dim,
-                    replicated_per_layer=[attention + (dense if d else shared + router)
+                    replicated_per_layer=[attention + (dense if d else moe_block)
                                           for d in is_dense],
                     experts_per_layer=[0 if d else experts for d in is_dense],
                     attention_widths=widths,
                     attention_flops_dim=s.n_heads * (qk + s.v_head_dim),
                     dense_ffn_dims=[s.dense_ffn_dim if d else s.shared_experts * s.expert_dim
                                     for d in is_dense],
-                    final_norm=s.dim)
+                    final_norm=s.dim,
+                    moe_block_per_layer=[0 if d else moe_block for d in is_dense],
+                    tp_replicated_per_layer=[down + 2 * s.dim] * s.n_layers,
+                    attention_replicated_widths=s.q_lora_rank + s.kv_lora_rank,
+                    attention_grad_all_reduce_widths=s.q_lora_rank + s.kv_lora_rank
+                    + s.qk_rope_head_dim,
+                    sequence_balance=True)
