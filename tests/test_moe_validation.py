@@ -87,3 +87,16 @@ def test_full_scale_that_does_not_fit_is_refused_with_the_memory_it_needs(out):
         validate(compose(DS + ["model.scale=full", "parallel.dp_shard=8", "parallel.ep=8"], out))
     assert err.value.field == "gpu.memory_gib"
     assert "GiB per device" in str(err.value)
+
+
+def test_the_published_deepseek_layout_plans_as_published():
+    """TP1 PP4 EP64 on 256 GPUs with the reference's 1,024 eval samples: a plan runs no
+    evaluation, so how this runner batches it under pipelining (whole schedules of 240
+    micro-batches per rank) must not refuse it."""
+    cfg = compose(["model=deepseek_v3_671b", "model.scale=full", "+gpu=h200",
+                   "parallel.dp_shard=64", "parallel.ep=64", "parallel.pp=4", "plan_only=true"])
+    assert validate(cfg).model.full.eval_samples == 1024
+    with pytest.raises(ConfigError, match="model.full.eval_samples"):   # a run would batch it
+        validate(compose(["model=deepseek_v3_671b", "model.scale=full", "+gpu=h200",
+                          "parallel.dp_shard=64", "parallel.ep=64", "parallel.pp=4",
+                          "model.full.n_layers=4"]))
