@@ -227,7 +227,8 @@ def test_bad_inputs_are_refused_before_anything_is_submitted(overrides, says, ou
     experiment = f"refused_{abs(hash(tuple(overrides))) % 10**6}"
     proc = train(["-m", "cluster=slurm", "storage=nvme,nfs", *overrides,
                   f"tracking.experiment={experiment}"], out, check=False, timeout=120)
-    assert proc.returncode == 1 and says in proc.stdout + proc.stderr
+    assert proc.returncode == 2 and says in proc.stdout + proc.stderr   # refused: one line
+    assert "HYDRA_FULL_ERROR" not in proc.stderr
     assert sacct("--name", f"pinchpoint-{experiment}", "-o", "JobID") == []
 
 

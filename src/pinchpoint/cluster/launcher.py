@@ -24,21 +24,21 @@ from typing import Any, Optional, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, open_dict
 
 from pinchpoint.cluster import accounting, preflight
 from pinchpoint.cluster.request import SlurmRequest, slurm_request
 from pinchpoint.errors import ConfigError
+from pinchpoint.sweepers.space import SweepError
 from pinchpoint.tracking.naming import point_labels
 
 log = logging.getLogger("pinchpoint.slurm")
 HEARTBEAT_S = 30.0
 
 
-class ClusterRefused(CompactHydraException):
-    """A point asks for something the cluster cannot give; nothing was submitted."""
+class ClusterRefused(SweepError):
+    """A point asks for something the cluster cannot give; nothing was submitted (exit 2)."""
     nothing_launched = True   # the sweeper then discards the sweep's empty MLflow parent
 
 
