@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -46,6 +47,12 @@ def test_report_of_latest_sweep(store, tmp_path, capsys):
     assert row["seeds"] == "3" and row["bottleneck"] == "data_wait"
     assert float(row["data_wait_fraction"]) == pytest.approx(0.6)
     assert (out / "report.png").stat().st_size > 10_000
+    # each alternative's own bottleneck move (data_wait 0.6 below bs 2048, 0.2 from it on)
+    moves = json.loads((out / "crossovers.json").read_text())["phase_changes"]
+    assert {(m["by"], m["below"], m["above"], m["low"], m["high"]) for m in moves} == {
+        (f"dataset.mmap={v}", "data_wait", "forward_backward", 1024, 2048)
+        for v in ("true", "false")}
+    assert "dataset.mmap=true: data_wait -> forward_backward between 1024 and 2048" in printed
     page = (out / "report.html").read_text()
     assert len(page) < 100_000 and "<script src='plotly.min.js'>" in page   # not 4.8 MB
     assert (out / "plotly.min.js").stat().st_size > 1_000_000                # one shared copy

@@ -68,6 +68,21 @@ def find_crossovers(pts: list[Point], direction: str, log_x: bool) -> list[Marke
     return marks
 
 
+def phase_changes(pts: list[Point]) -> list[tuple[str, Crossover]]:
+    """Per alternative, where its bottleneck (dominant phase) changes along x: with several
+    alternatives (e.g. --by parallel) the crossovers above compare the alternatives, and these
+    say where each one's time moves (e.g. ep4: communication -> forward_backward)."""
+    alts = sorted({p.by for p in pts})
+    if len(alts) < 2:
+        return []
+    out = []
+    for alt in alts:
+        mine = sorted((p for p in pts if p.by == alt and isinstance(p.x, (int, float))
+                       and p.bottleneck), key=lambda p: p.x)
+        out += [(alt, c) for c in crossovers([p.x for p in mine], [p.bottleneck for p in mine])]
+    return out
+
+
 def _mid(lo: float, hi: float, log_x: bool) -> float:
     return math.sqrt(lo * hi) if log_x and lo > 0 else (lo + hi) / 2
 
@@ -116,6 +131,8 @@ def figure(pts: list[Point], x: str, metric: str, marks: list[Marked], title: st
             top.plot([pos(p.x) for p in ok], [p.value() for p in ok], "o-", color=color[alt],
                      label=alt or metric)
     _crossover_marks(top, marks)
+    if numeric:
+        _phase_change_marks(top, pts, color, is_log(pts))
     _x_axis(top, pts, x, numeric, cats)
     top.set_ylabel(label(metric))
     top.set_ylim(bottom=0)
@@ -181,6 +198,20 @@ def short(alt: str) -> str:
     """'dataset.mmap=true, storage=nfs' -> 'mmap=true, storage=nfs' (bar labels stay legible)."""
     return ", ".join(part.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + part.split("=", 1)[1]
                      if "=" in part else part for part in alt.split(", "))
+
+
+def _phase_change_marks(ax, pts: list[Point], color: dict, log_x: bool) -> None:
+    """A triangle on each alternative's line where its dominant phase changes, labelled."""
+    for alt, c in phase_changes(pts):
+        on = [p for p in pts if p.by == alt and p.x in (c.low, c.high)
+              and math.isfinite(p.value())]
+        if len(on) != 2:
+            continue
+        xm = _mid(c.low, c.high, log_x)
+        y = on[0].value() + _frac(c.low, c.high, xm, log_x) * (on[1].value() - on[0].value())
+        ax.plot([xm], [y], "^", color=color[alt], ms=9, mec="k")
+        ax.annotate(f"{short(alt)}: {c.below} → {c.above}", (xm, y), xytext=(5, 5),
+                    textcoords="offset points", fontsize=7, color=color[alt])
 
 
 def _phase_bars(ax, pts: list[Point]) -> None:

@@ -78,11 +78,18 @@ def make(uri: str = "sqlite:///outputs/mlflow.db", experiment: Optional[str] = N
     title = f"{src.experiment}: {plots.label(metric)} vs {x}" + \
         (f" by {', '.join(by)}" if by else "")
     found = [{**m.crossover.to_dict(), "x_estimate": m.x} for m in marks]
+    moves = [{"by": alt, **c.to_dict()} for alt, c in plots.phase_changes(pts)] if numeric \
+        else []
+    if moves:
+        text += "\nwhere each one's dominant phase changes:\n" + "\n".join(
+            f"  {m['by']}: {m['below']} -> {m['above']} between {m['low']} and {m['high']}"
+            for m in moves)
     files = [table.write_csv(rows, os.path.join(out, "report.csv")),
              _write(os.path.join(out, "report.txt"), text + "\n"),
              _write(os.path.join(out, "crossovers.json"), json.dumps(
                  {"axis": x, "by": by, "metric": metric, "direction": direction,
-                  "crossovers": found, "sweeps": src.sweeps}, indent=1, default=str)),
+                  "crossovers": found, "phase_changes": moves, "sweeps": src.sweeps},
+                 indent=1, default=str)),
              plots.save_png(pts, x, metric, marks, title, os.path.join(out, "report.png"))]
     comm = collectives.save_png(pts, f"{src.experiment}: collectives per step by kind",
                                 os.path.join(out, "collectives.png"))
