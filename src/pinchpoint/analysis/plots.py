@@ -128,8 +128,9 @@ def figure(pts: list[Point], x: str, metric: str, marks: list[Marked], title: st
     for alt in alts:
         ok = [p for p in pts if p.by == alt and math.isfinite(p.value())]
         if ok:   # an alternative with no value anywhere gets no line (and no legend entry)
-            top.plot([pos(p.x) for p in ok], [p.value() for p in ok], "o-", color=color[alt],
-                     label=alt or metric)
+            # categories (storage=local,nvme,nfs) have no order to draw a line along
+            top.plot([pos(p.x) for p in ok], [p.value() for p in ok],
+                     "o-" if numeric else "o", color=color[alt], label=alt or metric)
     _crossover_marks(top, marks)
     if numeric:
         _phase_change_marks(top, pts, color, is_log(pts))
