@@ -1,6 +1,6 @@
 """The tensor-parallel pieces GPT-OSS and DeepSeek V3 share (each model's attention plan lives
-in its own ``parallelize.py``): Megatron-style TP with sequence parallel, as Llama's plan, plus
-MoE blocks that run on each rank's sequence shard.
+in its own ``parallelize.py``; the decoder's ends, norms and dense MLP come from common/tp.py,
+as Llama's): MoE blocks that run on each rank's sequence shard.
 
 Why the MoE block is not split like a dense MLP: its experts are already split over the
 expert-parallel group, and splitting each expert's hidden width again over TP would add an
@@ -18,40 +18,6 @@ import torch
 from torch import nn
 
 from pinchpoint.workloads.common import moe
-
-
-def apply_decoder_ends(model: nn.Module, tp_mesh) -> None:
-    """Embedding row-parallel into sequence shards, final norm on shards, head column-parallel
-    gathered to whole logits (the parts a pipeline stage holds)."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
-                                                   SequenceParallel, parallelize_module)
-    top = {}
-    if model.tok_embeddings is not None:
-        top["tok_embeddings"] = RowwiseParallel(input_layouts=Replicate(),
-                                                output_layouts=Shard(1))
-    if model.norm is not None:
-        top["norm"] = SequenceParallel()
-        top["output"] = ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate())
-    if top:
-        parallelize_module(model, tp_mesh, top)
-
-
-def norms_plan() -> dict:
-    """The two pre-norms of a block work on sequence shards."""
-    from torch.distributed.tensor.parallel import SequenceParallel
-    return {"attention_norm": SequenceParallel(), "ffn_norm": SequenceParallel()}
-
-
-def dense_ffn_plan(name: str) -> dict:
-    """A SwiGLU MLP (w1, w3 column-, w2 row-parallel): gathered in, reduce-scattered out."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput,
-                                                   RowwiseParallel)
-    return {name: PrepareModuleInput(input_layouts=(Shard(1),),
-                                     desired_input_layouts=(Replicate(),)),
-            f"{name}.w1": ColwiseParallel(), f"{name}.w3": ColwiseParallel(),
-            f"{name}.w2": RowwiseParallel(output_layouts=Shard(1))}
 
 
 def moe_plan(name: str = "moe") -> dict:

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from pinchpoint.workloads.common import moe_tp
+from pinchpoint.workloads.common import moe_tp, tp
 
 
 def apply_tp(model: nn.Module, tp_mesh, collectives) -> None:
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
     from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput,
                                                    RowwiseParallel, parallelize_module)
-    moe_tp.apply_decoder_ends(model, tp_mesh)
+    tp.apply_decoder_ends(model, tp_mesh)
     for block in model.layers.values():
         parallelize_module(block, tp_mesh, {
-            **moe_tp.norms_plan(),
+            **tp.norms_plan(),
             "attention": PrepareModuleInput(input_layouts=(Shard(1), None),
                                             desired_input_layouts=(Replicate(), None)),
             "attention.wq": ColwiseParallel(), "attention.wk": ColwiseParallel(),
