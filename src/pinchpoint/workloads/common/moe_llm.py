@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pinchpoint.parallel.clip import squared_grad_norm
 from pinchpoint.parallel.expert import (apply_expert_parallel, expert_parameters,
                                         scale_expert_gradients, shard_expert_state,
                                         unshard_expert_state)
@@ -110,7 +111,7 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
             if self.expert_parallel is not None else set()
         grads = [p.grad for p in self.params if p.grad is not None and id(p) not in experts]
         own = [p.grad for p in self.params if p.grad is not None and id(p) in experts]
-        square = moe_tp.squared_norm(grads, self.ctx.device)
+        square = squared_grad_norm(grads, self.ctx.device)
         if self.expert_parallel is not None:
             sparse = torch.nn.utils.get_total_norm(own, 2.0) ** 2 if own else torch.zeros(())
             square = square + self.inputs.collectives.all_reduce(

@@ -55,23 +55,6 @@ def sum_gradients_over_tp(model: nn.Module, collectives, tp_group) -> None:
         g.copy_(summed.view_as(g))
 
 
-def squared_norm(grads: list[torch.Tensor], device) -> torch.Tensor:
-    """Sum of the gradients' squares when they live on different meshes (TP DTensors on the tp
-    or dp x tp mesh, FSDP shards on the dp mesh) or none: torch's norm wants one mesh, so each
-    mesh's part is taken and reduced over its ranks apart (same order on every rank)."""
-    from torch.distributed.tensor import DTensor
-    by_mesh: dict = {}
-    for g in grads:
-        by_mesh.setdefault(g.device_mesh if isinstance(g, DTensor) else None, []).append(g)
-    square = torch.zeros((), device=device)
-    for part in by_mesh.values():
-        norm = torch.nn.utils.get_total_norm(part, 2.0)
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()
-        square = square + norm.float().to(device) ** 2
-    return square
-
-
 class _SumGradientTail(torch.autograd.Function):
     """Identity whose backward sums the last ``width`` features' gradient over the TP ranks
     with ``reduce`` (Megatron's copy-to-tensor-parallel-region, on a slice)."""
