@@ -39,3 +39,17 @@ def dense_ffn_plan(name: str) -> dict:
                                      desired_input_layouts=(Replicate(),)),
             f"{name}.w1": ColwiseParallel(), f"{name}.w3": ColwiseParallel(),
             f"{name}.w2": RowwiseParallel(output_layouts=Shard(1))}
+
+
+def attention_plan(column: tuple[str, ...], local_input: bool = False) -> dict:
+    """Attention on the gathered sequence: the ``column`` projections column-parallel (by
+    head), ``wo`` row-parallel back to sequence shards. ``local_input``: the module gets a plain
+    tensor (its replicated parts, e.g. MLA's down projections, are plain modules)."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput,
+                                                   RowwiseParallel)
+    return {"attention": PrepareModuleInput(input_layouts=(Shard(1), None),
+                                            desired_input_layouts=(Replicate(), None),
+                                            use_local_output=local_input),
+            **{f"attention.{name}": ColwiseParallel() for name in column},
+            "attention.wo": RowwiseParallel(output_layouts=Shard(1))}

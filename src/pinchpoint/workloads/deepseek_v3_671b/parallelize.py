@@ -18,20 +18,14 @@ from pinchpoint.workloads.common import moe_tp, tp
 
 
 def apply_tp(model: nn.Module, tp_mesh, collectives) -> None:
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput,
-                                                   RowwiseParallel, parallelize_module)
+    from torch.distributed.tensor.parallel import parallelize_module
     tp.apply_decoder_ends(model, tp_mesh)
     for block in model.layers.values():
         ffn = tp.dense_ffn_plan("feed_forward") if block.moe is None else moe_tp.moe_plan()
         parallelize_module(block, tp_mesh, {
             **tp.norms_plan(),
             # A plain tensor in: the replicated down projections are plain modules.
-            "attention": PrepareModuleInput(input_layouts=(Shard(1), None),
-                                            desired_input_layouts=(Replicate(), None),
-                                            use_local_output=True),
-            "attention.wq_b": ColwiseParallel(), "attention.wkv_b": ColwiseParallel(),
-            "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
+            **tp.attention_plan(("wq_b", "wkv_b"), local_input=True),
             **ffn,
         })
         attention = block.attention

@@ -10,20 +10,13 @@ from pinchpoint.workloads.common import moe_tp, tp
 
 
 def apply_tp(model: nn.Module, tp_mesh, collectives) -> None:
-    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput,
-                                                   RowwiseParallel, parallelize_module)
+    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor.parallel import parallelize_module
     tp.apply_decoder_ends(model, tp_mesh)
     for block in model.layers.values():
-        parallelize_module(block, tp_mesh, {
-            **tp.norms_plan(),
-            "attention": PrepareModuleInput(input_layouts=(Shard(1), None),
-                                            desired_input_layouts=(Replicate(), None)),
-            "attention.wq": ColwiseParallel(), "attention.wk": ColwiseParallel(),
-            "attention.wv": ColwiseParallel(),
-            "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
-            **moe_tp.moe_plan(),
-        })
+        parallelize_module(block, tp_mesh, {**tp.norms_plan(),
+                                            **tp.attention_plan(("wq", "wk", "wv")),
+                                            **moe_tp.moe_plan()})
         # One sink logit per query head: split like the heads (wq's column blocks), so each
         # rank's softmax uses its own heads' sinks and their gradients stay on that rank.
         attention = block.attention

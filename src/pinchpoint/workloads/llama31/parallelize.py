@@ -11,17 +11,9 @@ from pinchpoint.workloads.llama31.model import Llama
 def apply_tp(model: Llama, tp_mesh) -> None:
     """Megatron-style TP with sequence parallel: norms work on sequence shards, attention and
     MLP are column- then row-parallel (one all-gather in, one reduce-scatter out per block)."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput,
-                                                   RowwiseParallel, parallelize_module)
+    from torch.distributed.tensor.parallel import parallelize_module
     tp.apply_decoder_ends(model, tp_mesh)
     for block in model.layers.values():
-        parallelize_module(block, tp_mesh, {
-            **tp.norms_plan(),
-            "attention": PrepareModuleInput(input_layouts=(Shard(1), None),
-                                            desired_input_layouts=(Replicate(), None)),
-            "attention.wq": ColwiseParallel(), "attention.wk": ColwiseParallel(),
-            "attention.wv": ColwiseParallel(),
-            "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
-            **tp.dense_ffn_plan("feed_forward"),
-        })
+        parallelize_module(block, tp_mesh, {**tp.norms_plan(),
+                                            **tp.attention_plan(("wq", "wk", "wv")),
+                                            **tp.dense_ffn_plan("feed_forward")})
