@@ -196,7 +196,7 @@ def raise_rank_user_error(job: JobInfo) -> None:
     import glob
     import importlib
     import json
-    found = sorted(glob.glob(_user_error_file(job, 0).replace("00000", "*")))
+    found = sorted(glob.glob(os.path.join(job.output_dir, ".rank*.user_error.json")))
     if not found:
         return
     with open(found[0]) as f:
