@@ -114,7 +114,8 @@ def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool
     base = medians["bare PyTorch loop"]
     print(f"\n== instrumentation overhead ({steps} steps x batch {batch}, {repeats} alternating "
           f"runs each, medians [min-max]; eval excluded; load average {min(loads):.1f}-"
-          f"{max(loads):.1f} on {os.cpu_count()} cores) ==")
+          f"{max(loads):.1f} on {os.cpu_count()} cores, {torch.get_num_threads()} intra-op "
+          f"thread(s)) ==")
     bare_runs = results["bare PyTorch loop"]
     for name, runs in results.items():
         # Paired: each run against the bare run of the same round (the load drifts less
@@ -298,7 +299,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["overhead", "loader", "real_data"], action="append")
     parser.add_argument("--skip-default", action="store_true",
                         help="overhead: leave out the prefetch=2 variant (shorter)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads for every variant (default: torch's, one per "
+                             "core). 1 on a 2-core machine leaves a core for the run's own "
+                             "threads (MLflow, timeline, system metrics), as a GPU host does")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import logging
     logging.basicConfig(level=logging.WARNING)
     parts = args.only or ["overhead", "loader", "real_data"]

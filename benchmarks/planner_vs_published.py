@@ -59,8 +59,32 @@ def preset_for(accelerator: str) -> dict:
     raise KeyError(accelerator)
 
 
+# NeMo's per-communicator NCCL CTA caps, the same in every NeMo submission here (v5.0 and v5.1,
+# conf/nccl/custom_communicator_cta.yaml via NCCL_CFG_PATH in config_common.sh): dp and dp_cp 8,
+# tp 8, pp 2, cp 1. Applied: dp (the gradient reduce-scatter and parameter all-gather) and pp;
+# tp only where its traffic goes through NCCL (Cisco, below: elsewhere TE's userbuffers carry it).
+# cp is not applied: the planner's CP term is a BF16 K/V ring, while the two CP rows run FP8
+# attention (HPE FP8_DPA=True); capped at one CTA it charges them 1.30x and 1.42x.
+NEMO_CTAS = {"dp": 8, "pp": 2}
+
+
 def layout_for(row: dict) -> dict:
-    """Degrees, micro-batch and precision from the submission's config_*.sh (file named)."""
+    """Degrees, micro-batch, precision and NCCL caps from the submission's config_*.sh (file
+    named)."""
+    lay = _degrees(row)
+    nemo = row["benchmark"] != "dlrm_dcnv2" and "AMD" not in row["accelerator"]
+    lay["nccl_max_ctas"] = dict(NEMO_CTAS) if nemo else {}
+    if "Cisco / hpf" in row["system"]:
+        # Cisco's pretrain.py line 632: "# trainer.callbacks.append(get_overlap_callback(cfg))",
+        # the only place that hands TP_COMM_OVERLAP to the model: TP2's all-gathers and
+        # reduce-scatters run as plain NCCL collectives on the tp communicator (8 CTAs),
+        # exposed. (hpf_n8 is TP1: no TP traffic.)
+        lay["overlap_tp"] = 0.0
+        lay["nccl_max_ctas"]["tp"] = 8
+    return lay
+
+
+def _degrees(row: dict) -> dict:
     gpu, n, sysname = row["accelerator"], row["gpus"], row["system"]
     if row["benchmark"] == "llama31_405b":
         # NVIDIA config_GB200_64x4x112xtp4pp8cp2_cg.sh / config_DGXH100_64x8x288xtp8pp8cp2.sh:
@@ -108,8 +132,9 @@ def row_config(row: dict):
         parallel = dict(dp_replicate=n, dp_shard=1, tp=1, pp=1, cp=1, ep=n, world_size=None)
     plan = dict(precision=lay["precision"], virtual_stages=lay["vp"],
                 embedding_as_layer=lay.get("asym", False), loss_as_layer=lay.get("asym", False),
-                layers_per_chunk=None, overlap_data_parallel=None, overlap_tensor_parallel=None,
-                overlap_context_parallel=None, overlap_pipeline=None, init_in_clock_s=0.0)
+                layers_per_chunk=None, overlap_data_parallel=None,
+                overlap_context_parallel=None, overlap_pipeline=None, init_in_clock_s=0.0,
+                overlap_tensor_parallel=lay.get("overlap_tp"), nccl_max_ctas=lay["nccl_max_ctas"])
     gpu = {**preset_for(row["accelerator"]), "reserved_gib": 6.0, "mfu": None}
     return namespace(dict(model=model, parallel=parallel, plan=plan, gpu=gpu,
                           mlperf=dict(ruleset=ruleset), train=dict(evals_per_epoch=20),

@@ -156,3 +156,35 @@ def test_overlap_is_an_input():
     assert exposed["terms_s"]["data_parallel"] == pytest.approx(comm) and comm > 0.05
     assert hidden["terms_s"]["data_parallel"] == 0.0
     assert exposed["step_s"] - hidden["step_s"] == pytest.approx(comm)
+
+
+def test_nccl_cta_caps_slow_only_the_nvlink_part_of_their_communicator():
+    """Two CTAs per NVLink saturate it (NVIDIA/nccl#1703): NeMo's 8-CTA dp and tp communicators
+    drive 8/36 of an 18-link H100's 450 GB/s; the NIC side is not capped."""
+    h100 = preset("h100")
+    assert network.capped(h100, {}, "dp") is h100
+    assert network.capped(h100, {"dp": 8}, "tp") is h100
+    assert network.capped(h100, {"dp": 8}, "dp").intra_node_gb_per_s == pytest.approx(100.0)
+    assert network.capped(h100, {"tp": 64}, "tp").intra_node_gb_per_s == 450
+    # TP2 inside one node: all of it on NVLink, 4.5x longer at 8 CTAs (hop latency aside).
+    lay = dict(dp_shard=64, tp=2, micro_batch=1, global_batch=64, precision="fp8")
+    free = step_terms(LLAMA_8B, Layout(**lay), h100)["communication_s"]["tp"]
+    capped = step_terms(LLAMA_8B, Layout(**lay, nccl_max_ctas={"tp": 8}), h100)
+    assert capped["communication_s"]["tp"] == pytest.approx(4.5 * free, rel=0.04)
+    # DP of TP8 ranks: one per node, all on the NICs: the cap changes nothing.
+    wide = dict(dp_shard=8, tp=8, micro_batch=1, global_batch=8, precision="fp8")
+    assert step_terms(LLAMA_8B, Layout(**wide, nccl_max_ctas={"dp": 8}), h100)[
+        "communication_s"]["data_parallel"] == pytest.approx(
+        step_terms(LLAMA_8B, Layout(**wide), h100)["communication_s"]["data_parallel"])
+
+
+def test_nccl_cta_caps_refused_by_field():
+    h100 = preset("h100")
+    for bad in ({"ep": 8}, {"dp": 0}):
+        with pytest.raises(ConfigError) as err:
+            network.capped(h100, bad, "dp")
+        assert err.value.field == "plan.nccl_max_ctas" and "dp, tp, cp, pp" in err.value.allowed
+    import dataclasses
+    with pytest.raises(ConfigError) as err:
+        network.capped(dataclasses.replace(h100, nvlink_links=None), {"dp": 8}, "dp")
+    assert err.value.field == "gpu.nvlink_links"

@@ -34,6 +34,7 @@ class GPUConfig:
     nvlink_domain: int = 8             # GPUs per NVLink domain (HGX 8, NVL72 72)
     inter_node_gb_per_s: float = 50.0   # per GPU (400 Gb/s NIC)
     gpus_per_node: int = 8
+    nvlink_links: Optional[int] = 18   # links per GPU (NVLink 4 and 5: 18); caps CTA-limited NCCL
     reserved_gib: float = 6.0          # CUDA context, allocator fragmentation, NCCL buffers
 
 

@@ -40,6 +40,15 @@ def degrees(parallel) -> ParallelDims:
     return ParallelDims.from_config(parallel)
 
 
+def mapping(value: Any) -> dict:
+    """A dict from a config mapping (DictConfig, dict, or a namespace()); None -> {}."""
+    if value is None:
+        return {}
+    if isinstance(value, SimpleNamespace):
+        return dict(vars(value))
+    return dict(value.items())
+
+
 def namespace(value: Any) -> Any:
     """Nested dicts -> attribute-access namespaces (lists stay lists)."""
     if isinstance(value, dict):

@@ -30,6 +30,7 @@ class System:
     nvlink_domain: int
     inter_node_gb_per_s: float         # per GPU (its NIC)
     gpus_per_node: int = 8
+    nvlink_links: Optional[int] = None  # NVLink (xGMI) links per GPU; null = unknown
     reserved_gib: float = 6.0
     mfu: Optional[float] = None        # user override of the calibrated achieved fraction
 

@@ -31,7 +31,8 @@ def layout_from(cfg) -> Layout:
                   overlap={"data_parallel": p.overlap_data_parallel,
                            "tensor_parallel": p.overlap_tensor_parallel,
                            "context_parallel": p.overlap_context_parallel,
-                           "pipeline": p.overlap_pipeline})
+                           "pipeline": p.overlap_pipeline},
+                  nccl_max_ctas=access.mapping(p.nccl_max_ctas))
 
 
 def eval_seconds(step: dict, lay: Layout, eval_samples: int) -> float:

@@ -71,6 +71,7 @@ class Layout:
     loss_as_layer: bool = False
     layers_per_chunk: Optional[list] = None
     overlap: dict = field(default_factory=dict)   # {'data_parallel': 0.9}; missing = calibrated
+    nccl_max_ctas: dict = field(default_factory=dict)   # {'dp': 8, 'tp': 8}; missing = uncapped
 
     @property
     def dp(self) -> int:
@@ -151,13 +152,15 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
     t["tp"], t["cp"] = 0.0, 0.0
     if lay.tp > 1:
         group = network.span(lay.tp, 1, system.nvlink_domain)
-        one = network.all_gather_s(tokens * s.dim * ACT, group, system)
+        one = network.all_gather_s(tokens * s.dim * ACT, group,
+                                   network.capped(system, lay.nccl_max_ctas, "tp"))
         t["tp"] = (8 + (4 if lay.recompute else 0)) * one
     if lay.cp > 1:
         group = network.span(lay.cp, lay.tp, system.nvlink_domain)
         kv = tokens * 2 * s.n_kv_heads * hd * ACT / min(lay.tp, s.n_kv_heads)
         hops = 3 * (lay.cp - 1) * (1 + redo)   # forward K,V; backward K,V and dK,dV
-        t["cp"] = hops * network.send_recv_s(kv, group.outside > 1, system)
+        t["cp"] = hops * network.send_recv_s(kv, group.outside > 1,
+                                             network.capped(system, lay.nccl_max_ctas, "cp"))
     return t
 
 
@@ -199,7 +202,8 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
     if lay.pp > 1:
         stride = lay.tp * lay.cp * lay.dp
         crosses = network.span(lay.pp, stride, system.nvlink_domain).outside > 1
-        one = network.send_recv_s(tokens * s.dim * ACT / lay.tp, crosses, system)
+        one = network.send_recv_s(tokens * s.dim * ACT / lay.tp, crosses,
+                                  network.capped(system, lay.nccl_max_ctas, "pp"))
         pp_link = _exposed(2 * lay.virtual_stages * one, lay.overlap_of("pipeline"),
                            layer["compute"])
     ranks = []
@@ -221,7 +225,8 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
     ends = counts["output"] + (counts["embedding"] if lay.pp == 1 else 0)
     rank_params = (max(per_rank) * counts["per_layer"] + ends) / lay.tp
     dp_group = network.span(lay.dp * lay.cp, lay.tp, system.nvlink_domain)
-    dp_comm = 2 * network.reduce_scatter_s(rank_params * ACT, dp_group, system)
+    dp_comm = 2 * network.reduce_scatter_s(rank_params * ACT, dp_group,
+                                           network.capped(system, lay.nccl_max_ctas, "dp"))
     # The reduce-scatter runs under the last micro-batch's backward and the all-gather under
     # the first one's forward (bucketed by layer): one micro-batch of compute can hide them.
     out["data_parallel"] = _exposed(dp_comm, lay.overlap_of("data_parallel"), mb["compute"])

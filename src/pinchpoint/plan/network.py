@@ -11,10 +11,19 @@ Volumes are bytes per GPU; ``nbytes`` is the full (unsharded) buffer of one rank
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Optional
+
+from pinchpoint.errors import ConfigError
 
 from pinchpoint.plan.hardware import System
+
+# NCCL launches two CTAs per NVLink to saturate it with large messages (NCCL maintainers,
+# NVIDIA/nccl#1703), so each CTA moves about half a link's bandwidth.
+CTAS_PER_LINK = 2
+COMMUNICATORS = ("dp", "tp", "cp", "pp")
 
 # Per-step software latency of one collective hop (NCCL launch + synchronisation), a typical
 # NCCL figure (nccl-tests small-message latency: a few microseconds on NVLink, ~10 over IB).
@@ -86,3 +95,24 @@ def latency_s(s: Span) -> float:
 
 def steps(n: int) -> int:
     return min(n - 1, 2 * math.ceil(math.log2(n))) if n > 1 else 0
+
+
+def capped(system: System, max_ctas: Optional[dict], communicator: str) -> System:
+    """The system as a communicator limited to ``max_ctas[communicator]`` CTAs sees it: with
+    fewer than two CTAs per link NCCL drives ctas / (2 x links) of the NVLink bandwidth (NeMo's
+    MLPerf recipes cap dp and tp at 8 CTAs, cp at 1: on an 18-link H100 that is 100 and 12.5 of
+    450 GB/s). The NIC side is not capped: a CTA per NIC drives it."""
+    max_ctas = max_ctas or {}
+    if set(max_ctas) - set(COMMUNICATORS) or \
+            any(v is not None and (not isinstance(v, int) or v < 1) for v in max_ctas.values()):
+        raise ConfigError("plan.nccl_max_ctas", dict(max_ctas), "CTAs >= 1 (or null: "
+                          f"uncapped) per communicator, keys among {', '.join(COMMUNICATORS)}")
+    ctas = max_ctas.get(communicator)
+    if ctas is None:
+        return system
+    if not system.nvlink_links:
+        raise ConfigError("gpu.nvlink_links", system.nvlink_links,
+                          "the NVLink links per GPU (18 on H100/H200/B200/GB200) to cap "
+                          "plan.nccl_max_ctas by")
+    share = min(1.0, ctas / (CTAS_PER_LINK * system.nvlink_links))
+    return dataclasses.replace(system, intra_node_gb_per_s=system.intra_node_gb_per_s * share)

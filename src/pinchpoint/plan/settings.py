@@ -2,8 +2,8 @@
 Plain dataclasses (no Hydra, no torch) so the run schema can import it cheaply."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 
 @dataclass
@@ -26,6 +26,12 @@ class PlanConfig:
     overlap_tensor_parallel: Optional[float] = None
     overlap_context_parallel: Optional[float] = None
     overlap_pipeline: Optional[float] = None
+    # CTAs NCCL may use per communicator (dp, tp, cp, pp), as NeMo's
+    # conf/nccl/custom_communicator_cta.yaml sets max_ctas: a capped communicator drives only
+    # part of NVLink (plan/network.py capped). Default: the MLPerf NeMo recipes' dp and pp caps,
+    # with which plan/calibration.py was fitted; null = NCCL's own choice (enough to saturate).
+    nccl_max_ctas: Dict[str, Optional[int]] = field(
+        default_factory=lambda: {"dp": 8, "tp": None, "cp": None, "pp": 2})
     # Seconds between run_start and the first step that the clock counts (MLPerf starts the
     # clock after init_stop: model build and checkpoint load are outside it).
     init_in_clock_s: float = 0.0
