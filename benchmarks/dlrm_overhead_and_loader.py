@@ -3,8 +3,13 @@
 1. Instrumentation overhead: training samples/s of the full pinchpoint run (phase timer, MLPerf
    log, timeline, MLflow with its system-metrics monitor, or without it) against the same
    model, data and steps written as a bare PyTorch loop. Eval time is excluded from both. Runs
-   alternate (bare, instrumented, ...); medians with min-max spread and the load average at the
-   time are printed. Goal: >= 0.98x with system metrics on.
+   alternate (bare, instrumented, ...); medians, the paired median with its bootstrap 95 %
+   interval, the min-max spread and the load average are printed. Goal: >= 0.98x with system
+   metrics on. `--threads 1` gives every variant one intra-op thread (on 2 cores, two OpenMP
+   threads stall at their barrier whenever any other thread runs, and bare runs alone spread
+   +-5-10 %); `--pair` keeps only the goal's pair so more rounds fit:
+       python benchmarks/dlrm_overhead_and_loader.py --only overhead --pair --steps 250 \
+           --repeats 24 --threads 1
 2. Loader: samples/s and MB/s of the Criteo reader with mmap on/off, cold cache (pages evicted
    with posix_fadvise) and warm, against the raw sequential read rate of the same files.
 3. Real-data path (dataset.synthetic=false): days whose ids index the full-size tables, read and
@@ -81,7 +86,8 @@ def load() -> str:
     return "load %.1f" % os.getloadavg()[0]
 
 
-def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool = False) -> None:
+def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool = False,
+             pair: bool = False) -> None:
     from pinchpoint.data import synthetic_criteo
 
     cfg = compose_cfg(out, steps, batch)
@@ -98,8 +104,11 @@ def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool
                 "  same, sys metrics every 2 s (old)": lambda: instrumented(every_2s, out),
                 "pinchpoint, prefetch=0, no sys metrics": lambda: instrumented(quiet, out),
                 "pinchpoint, prefetch=2 (default)": lambda: instrumented(cfg, out)}
-    if skip_default:
+    if skip_default or pair:
         variants.pop("pinchpoint, prefetch=2 (default)")
+    if pair:   # only the goal's comparison: twice the rounds in the same time
+        for name in ("  same, sys metrics every 2 s (old)", "pinchpoint, prefetch=0, no sys metrics"):
+            variants.pop(name)
     results: dict[str, list] = {k: [] for k in variants}
     loads = []
     names = list(variants)
@@ -121,10 +130,20 @@ def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool
         # Paired: each run against the bare run of the same round (the load drifts less
         # within a round than across the benchmark).
         paired = [r / b for r, b in zip(runs, bare_runs)]
+        lo, hi = bootstrap_median_ci(paired)
         print(f"{name:<40}{medians[name]:>10,.0f} samples/s  {medians[name] / base:6.3f}x bare "
-              f"(paired median {statistics.median(paired):.3f}x, range {min(paired):.3f}-"
-              f"{max(paired):.3f})   runs: " + ", ".join(f"{x:,.0f}" for x in runs))
+              f"(paired median {statistics.median(paired):.3f}x, 95 % CI {lo:.3f}-{hi:.3f}, "
+              f"range {min(paired):.3f}-{max(paired):.3f})   runs: "
+              + ", ".join(f"{x:,.0f}" for x in runs))
     print("goal: pinchpoint, prefetch=0, sys metrics >= 0.98x bare (same synchronous loading)")
+
+
+def bootstrap_median_ci(values: list, draws: int = 10_000) -> tuple[float, float]:
+    """95 % bootstrap interval of the median (resampling the rounds)."""
+    rng = np.random.default_rng(0)
+    a = np.asarray(values)
+    medians = np.median(rng.choice(a, (draws, len(a))), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
 def _gen_params(cfg) -> dict:
@@ -299,6 +318,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["overhead", "loader", "real_data"], action="append")
     parser.add_argument("--skip-default", action="store_true",
                         help="overhead: leave out the prefetch=2 variant (shorter)")
+    parser.add_argument("--pair", action="store_true",
+                        help="overhead: only the bare loop and pinchpoint with system metrics")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads for every variant (default: torch's, one per "
                              "core). 1 on a 2-core machine leaves a core for the run's own "
@@ -312,7 +333,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outputs"
         if "overhead" in parts:
-            overhead(out, args.steps, args.repeats, args.batch, args.skip_default)
+            overhead(out, args.steps, args.repeats, args.batch, args.skip_default, args.pair)
         if "loader" in parts:
             loader(out, args.batch)
         if "real_data" in parts:

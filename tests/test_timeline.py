@@ -68,6 +68,28 @@ def test_system_counters_measure_what_the_run_did(tmp_path):
     assert 0 <= first < 10e6    # stamped on the timeline's own clock, microseconds from its origin
 
 
+def test_children_started_after_the_sampler_are_found_within_a_tree_refresh(tmp_path):
+    """The process tree is found again every TREE_REFRESH_SAMPLES samples (not every sample:
+    scanning /proc was most of a sample's cost): a loader worker or rank started later counts."""
+    import subprocess
+    import sys
+
+    from pinchpoint.telemetry.system_sampler import TREE_REFRESH_SAMPLES
+    interval = 0.02
+    with SystemSampler(None, interval_s=interval) as sampler:
+        own = sampler.process.memory_info().rss
+        child = subprocess.Popen([sys.executable, "-c", "b = bytearray(300 << 20); b[::4096] = "
+                                  "b'x' * len(b[::4096]); import time; time.sleep(3)"])
+        try:
+            deadline = time.time() + 2 + 3 * TREE_REFRESH_SAMPLES * interval
+            while sampler.rss_peak < own + (250 << 20) and time.time() < deadline:
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+    assert sampler.rss_peak >= own + (250 << 20)
+
+
 def _loopback_send(data: bytes) -> None:
     server = socket.create_server(("127.0.0.1", 0))
     received = []
