@@ -109,7 +109,17 @@ def draw(rows: list[dict], x: str, by: Optional[list[str]], png: str | Path,
     if not rows or x not in rows[0]:
         have = ", ".join(swept(rows)) if rows else "none"
         raise ValueError(f"--plot {x}: not a swept axis of this plan (swept: {have})")
-    by = by if by is not None else [k for k in swept(rows) if k != x]
+    if not any(r.get("time_to_train_min") is not None for r in rows):
+        raise ValueError(f"--plot {x}: no point of this plan is valid, nothing to draw (each "
+                         "row's error says why)")
+    if by is None:
+        by = [k for k in swept(rows) if k != x]
+    else:   # repeatable, and each may be a comma list: --by parallel.pp,parallel.cp
+        by = [k.strip() for item in by for k in item.split(",") if k.strip()]
+        unknown = [k for k in by if k not in rows[0]]
+        if unknown:
+            raise ValueError(f"--by {','.join(unknown)}: not a column of this plan (swept: "
+                             f"{', '.join(swept(rows))})")
     groups = lines(rows, x, by)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 10),
                                       gridspec_kw={"height_ratios": [3, 2]})

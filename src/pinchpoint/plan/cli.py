@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", metavar="AXIS", help="draw time-to-train and the dominant term "
                    "against this swept axis (PNG next to the CSV)")
     p.add_argument("--by", action="append", help="one line per value of these axes "
-                   "(default: the other swept axes)")
+                   "(repeatable or comma-separated; default: the other swept axes)")
     p.add_argument("--from-csv", metavar="CSV", help="draw (--plot) a plan written before "
                    "instead of planning again")
     p.set_defaults(func=main)
@@ -53,7 +53,11 @@ def main(args) -> int:
     print(f"\n{grid.summary(rows, elapsed)}; table: {path}")
     if args.plot:
         from pinchpoint.analysis.plan_report import draw
-        report = draw(rows, args.plot, args.by, path.with_suffix(".png"))
+        try:
+            report = draw(rows, args.plot, args.by, path.with_suffix(".png"))
+        except ValueError as err:
+            print(f"pinchpoint plan: {err}", file=sys.stderr)
+            return 2
         print(report.text)
         print(f"plot: {report.png}")
     if len(points) == 1:
