@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pinchpoint.errors import ConfigError
-
 from pinchpoint.plan.hardware import System
 
 # NCCL launches two CTAs per NVLink to saturate it with large messages (NCCL maintainers,
