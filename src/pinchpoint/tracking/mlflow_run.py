@@ -52,7 +52,9 @@ class RunTracker:
             self.resumed = True
             run = retrying(lambda: mlflow.start_run(run_id=resume_run_id,
                                                     log_system_metrics=self.system_metrics))
-            self.step_floor = self.last_step()
+            # This run's id, not self.run_id (still None here: that read an empty history, so
+            # a requeued attempt logged its redone evals a second time).
+            self.step_floor = self.last_step(run_id=run.info.run_id)
             self._adopt(run, parent_run_id)
         else:
             run = retrying(lambda: mlflow.start_run(
@@ -93,9 +95,10 @@ class RunTracker:
         except Exception:
             return False
 
-    def last_step(self, metric: str = "train_loss") -> int:
+    def last_step(self, metric: str = "train_loss", run_id: Optional[str] = None) -> int:
         from mlflow.tracking import MlflowClient
-        history = retrying(lambda: MlflowClient(self.uri).get_metric_history(self.run_id, metric))
+        run_id = run_id or self.run_id
+        history = retrying(lambda: MlflowClient(self.uri).get_metric_history(run_id, metric))
         return max((m.step for m in history), default=-1)
 
     def log_params(self, params: dict[str, Any]) -> None:
