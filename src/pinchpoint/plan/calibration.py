@@ -48,9 +48,8 @@ ACHIEVED_FRACTION = {
 # TP communication overlap (TP_COMM_OVERLAP=True), ring attention and async pipeline p2p, so
 # these hide behind the GEMMs they overlap as long as they are shorter; a row whose framework
 # does not (Cisco hpf_n16: the overlap callback commented out) says so as its input. (TP
-# exposure is
-# degenerate with the achieved fraction on the 405B rows: TP4/8 at a similar traffic/compute
-# ratio, so it cannot be fitted here.)
+# exposure is degenerate with the achieved fraction on the 405B rows: TP4/8 at a similar
+# traffic/compute ratio, so it cannot be fitted here.)
 OVERLAP = {
     "data_parallel": 0.4226,    # fitted
     "tensor_parallel": 1.0,

@@ -95,6 +95,7 @@ class SystemSampler:
         self.timeline, self.interval_s = timeline, float(interval_s)
         self.process = psutil.Process()
         self._tree_members: Optional[list[psutil.Process]] = None
+        self._tree_age = 0    # samples since the tree was found
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.first: Optional[_Totals] = None
@@ -136,8 +137,9 @@ class SystemSampler:
     def _members(self) -> list[psutil.Process]:
         """This process and its children (loader workers, local ranks), found again every
         TREE_REFRESH_SAMPLES samples; one that exited meanwhile reads as absent (_safe)."""
-        if self._tree_members is None or self.samples % TREE_REFRESH_SAMPLES == 0:
-            self._tree_members = _tree(self.process)
+        if self._tree_members is None or self._tree_age >= TREE_REFRESH_SAMPLES:
+            self._tree_members, self._tree_age = _tree(self.process), 0
+        self._tree_age += 1
         return self._tree_members
 
     def sample(self) -> None:

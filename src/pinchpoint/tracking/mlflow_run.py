@@ -52,9 +52,10 @@ class RunTracker:
             self.resumed = True
             run = retrying(lambda: mlflow.start_run(run_id=resume_run_id,
                                                     log_system_metrics=self.system_metrics))
-            # This run's id, not self.run_id (still None here: that read an empty history, so
-            # a requeued attempt logged its redone evals a second time).
-            self.step_floor = self.last_step(run_id=run.info.run_id)
+            # The id first: last_step() reads this run's history (with the id unset it read an
+            # empty one, and a requeued attempt logged its redone evals a second time).
+            self.run_id = run.info.run_id
+            self.step_floor = self.last_step()
             self._adopt(run, parent_run_id)
         else:
             run = retrying(lambda: mlflow.start_run(
@@ -95,10 +96,9 @@ class RunTracker:
         except Exception:
             return False
 
-    def last_step(self, metric: str = "train_loss", run_id: Optional[str] = None) -> int:
+    def last_step(self, metric: str = "train_loss") -> int:
         from mlflow.tracking import MlflowClient
-        run_id = run_id or self.run_id
-        history = retrying(lambda: MlflowClient(self.uri).get_metric_history(run_id, metric))
+        history = retrying(lambda: MlflowClient(self.uri).get_metric_history(self.run_id, metric))
         return max((m.step for m in history), default=-1)
 
     def log_params(self, params: dict[str, Any]) -> None:
