@@ -5,7 +5,9 @@
    model, data and steps written as a bare PyTorch loop. Eval time is excluded from both. Runs
    alternate (bare, instrumented, ...); medians, the paired median with its bootstrap 95 %
    interval, the min-max spread and the load average are printed. Goal: >= 0.98x with system
-   metrics on. `--threads 1` gives every variant one intra-op thread (on 2 cores, two OpenMP
+   metrics on; whole runs move by ~2 % between invocations on 2 cores (where each run's tensors
+   land), so the goal is judged by dlrm_overhead_interleaved.py, which interleaves blocks of
+   steps in one process. `--threads 1` gives every variant one intra-op thread (on 2 cores, two OpenMP
    threads stall at their barrier whenever any other thread runs, and bare runs alone spread
    +-5-10 %); `--pair` keeps only the goal's pair so more rounds fit:
        python benchmarks/dlrm_overhead_and_loader.py --only overhead --pair --steps 250 \
@@ -58,28 +60,57 @@ def instrumented(cfg, out: Path) -> float:
     return s["samples"] / (s["train_loop_seconds"] - s["phase_eval_s"])
 
 
-def bare(cfg, folder: str, steps: int) -> float:
+class BareLoop:
     """The same training as a plain loop: memmap slices, forward, backward, Adagrad."""
-    from pinchpoint.data.criteo import open_splits
-    from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
 
-    arch = cfg.model.proxy
-    model = DLRMDCNv2(arch.num_embeddings_per_feature, arch.embedding_dim, arch.bottom_mlp,
-                      arch.dcn_num_layers, arch.dcn_low_rank_dim, arch.top_mlp, seed=cfg.seed)
-    opt = torch.optim.Adagrad(model.parameters(), lr=arch.learning_rate, eps=1e-8)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    b = cfg.dataset.batch_size
-    started = time.perf_counter()
-    train, _ = open_splits(folder, cfg.dataset.num_days, arch.multi_hot_sizes, cfg.dataset.mmap)
-    for step in range(steps):
-        batch = train.read(step * b, b)
+    def __init__(self, cfg, folder: str, model=None, optimizer=None):
+        """Its own model and Adagrad, or (interleaved with a run) the run's."""
+        from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
+
+        arch = cfg.model.proxy
+        self.model = model or DLRMDCNv2(arch.num_embeddings_per_feature, arch.embedding_dim,
+                                        arch.bottom_mlp, arch.dcn_num_layers,
+                                        arch.dcn_low_rank_dim, arch.top_mlp, seed=cfg.seed)
+        self.opt = optimizer or torch.optim.Adagrad(self.model.parameters(),
+                                                    lr=arch.learning_rate, eps=1e-8)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.batch = cfg.dataset.batch_size
+        self.cfg, self.folder = cfg, folder
+
+    def open(self) -> "BareLoop":
+        from pinchpoint.data.criteo import open_splits
+        d = self.cfg.dataset
+        self.train, _ = open_splits(self.folder, d.num_days, self.cfg.model.proxy.multi_hot_sizes,
+                                    d.mmap)
+        self.steps_per_epoch = len(self.train) // self.batch
+        return self
+
+    def step(self, step: int) -> None:
+        batch = self.train.read((step % self.steps_per_epoch) * self.batch, self.batch)
         dense = torch.from_numpy(batch.dense)
         sparse = [torch.from_numpy(s) for s in batch.sparse]
         labels = torch.from_numpy(batch.labels[:, 0].astype(np.float32))
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(dense, sparse), labels).backward()
-        opt.step()
-    return steps * b / (time.perf_counter() - started)
+        self.opt.zero_grad(set_to_none=True)
+        self.loss_fn(self.model(dense, sparse), labels).backward()
+        self.opt.step()
+
+
+def bare(cfg, folder: str, steps: int) -> float:
+    loop = BareLoop(cfg, folder)
+    started = time.perf_counter()   # opening the files counts, as the run's open_data does
+    loop.open()
+    for step in range(steps):
+        loop.step(step)
+    return steps * loop.batch / (time.perf_counter() - started)
+
+
+def dataset_folder(cfg) -> str:
+    """The run's synthetic Criteo days (generated on first use, as the run would)."""
+    from pinchpoint.config import validate
+    from pinchpoint.data import synthetic_criteo
+    validate(cfg)
+    return synthetic_criteo.ensure(os.path.join(cfg.storage.root, "datasets"),
+                                   _gen_params(cfg))[0]
 
 
 def load() -> str:
@@ -88,13 +119,8 @@ def load() -> str:
 
 def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool = False,
              pair: bool = False) -> None:
-    from pinchpoint.data import synthetic_criteo
-
     cfg = compose_cfg(out, steps, batch)
-    from pinchpoint.config import validate
-    validate(cfg)
-    folder, _ = synthetic_criteo.ensure(os.path.join(cfg.storage.root, "datasets"),
-                                        _gen_params(cfg))
+    folder = dataset_folder(cfg)
     synchronous = compose_cfg(out, steps, batch, prefetch=0)  # loads inline, like the bare loop
     quiet = compose_cfg(out, steps, batch, prefetch=0, system_metrics=False)
     every_2s = compose_cfg(out, steps, batch, prefetch=0,

@@ -132,9 +132,10 @@ class TrackingConfig:
     artifact_root: str = "outputs/mlartifacts"
     experiment: str = "${model.name}"
     system_metrics: bool = True
-    # MLflow's own default: ~4 ms of CPU per sample (mostly the run-status query MLflow makes
-    # each time), 0.04 % of a core at 10 s (benchmarks/system_metrics_cost.py). The run's own
-    # 0.5 s samples are on its timeline (telemetry/system_sampler.py).
+    # MLflow's own default. Each sample re-reads the whole run (its status query): ~4.5 ms of
+    # CPU on an idle machine, ~25 ms beside a 2-core DLRM run, i.e. 0.24 % of its throughput
+    # at 10 s (benchmarks/dlrm_overhead_interleaved.py, system_metrics_cost.py). The run's own
+    # 1 s samples are on its timeline (telemetry/system_sampler.py).
     system_metrics_interval_s: float = 10.0
 
 

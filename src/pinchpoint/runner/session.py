@@ -65,7 +65,7 @@ class Session:
                                     int(os.environ.get("SLURM_RESTART_COUNT") or 0))
         if self.ctx.is_main:  # CPU, memory, disk and network as counter tracks on the timeline
             from pinchpoint.telemetry.system_sampler import SystemSampler
-            self.sampler = SystemSampler(self.timeline, 0.5).start()
+            self.sampler = SystemSampler(self.timeline).start()
         # Data files are found and their headers checked before any MLflow run is opened, so
         # a bad file is refused like a bad config value (no run left behind).
         self.files = self.workload.prepare_data()

@@ -24,10 +24,14 @@ log = logging.getLogger(__name__)
 MB = 1e6
 
 
-# Finding the process tree scans every /proc entry (0.4 ms here, most of a sample): it is
+# A run samples once a second. Each sample preempts an intra-op thread on a busy machine, and
+# under a 2-core DLRM run a sample costs ~2 ms of CPU (0.36 ms on an idle machine): at the
+# former 0.5 s that was 0.4 % of the run's throughput, measured by
+# benchmarks/dlrm_overhead_interleaved.py. One second still resolves a step-phase change.
+RUN_INTERVAL_S = 1.0
+# Finding the process tree scans every /proc entry (0.5 ms here, most of a sample): it is
 # refreshed every this many samples, not three times per sample (a sample: 1.4 ms -> 0.13 ms).
-# On a 2-core run each sample preempts an OpenMP worker, so it should be short.
-TREE_REFRESH_SAMPLES = 10
+TREE_REFRESH_SAMPLES = 5
 
 
 class _Totals:
@@ -91,7 +95,7 @@ def _tree_rss(tree: list[psutil.Process]) -> float:
 class SystemSampler:
     """``with SystemSampler(timeline): ...`` or ``start()``/``stop()``; rank 0 of a node."""
 
-    def __init__(self, timeline=None, interval_s: float = 0.5):
+    def __init__(self, timeline=None, interval_s: float = RUN_INTERVAL_S):
         self.timeline, self.interval_s = timeline, float(interval_s)
         self.process = psutil.Process()
         self._tree_members: Optional[list[psutil.Process]] = None
