@@ -5,9 +5,8 @@
    model, data and steps written as a bare PyTorch loop. Eval time is excluded from both. Runs
    alternate (bare, instrumented, ...); medians, the paired median with its bootstrap 95 %
    interval, the min-max spread and the load average are printed. Goal: >= 0.98x with system
-   metrics on; whole runs move by ~2 % between invocations on 2 cores (where each run's tensors
-   land), so the goal is judged by dlrm_overhead_interleaved.py, which interleaves blocks of
-   steps in one process. `--threads 1` gives every variant one intra-op thread (on 2 cores, two OpenMP
+   metrics on; whole runs move by ~2 % between invocations on 2 cores, so the goal is judged by
+   dlrm_overhead_interleaved.py, which interleaves blocks of steps in one process. `--threads 1` gives every variant one intra-op thread (on 2 cores, two OpenMP
    threads stall at their barrier whenever any other thread runs, and bare runs alone spread
    +-5-10 %); `--pair` keeps only the goal's pair so more rounds fit:
        python benchmarks/dlrm_overhead_and_loader.py --only overhead --pair --steps 250 \

@@ -14,9 +14,10 @@ Blocks with an evaluation or an epoch's end are left out with their pair.
 
 Why one process: interleaving two processes (each frozen with SIGSTOP during the other's
 block) left a bias of up to +-5 % per process pair in an A/A control (the bare loop against
-itself; six pairings 0.950-1.042x): the same code runs a few % faster or slower depending on
-where its tensors land, which also moves the run-level benchmark by ~2 % between invocations.
-In one process both loops use the same tensors.
+itself; six pairings 0.950-1.042x): the same code runs a few % faster or slower per process
+(most likely by where its memory lands; not pinned down), the kind of spread that moves the
+run-level benchmark by ~2 % between invocations. In one process both loops use the same
+tensors.
 
 The run's background threads (MLflow's system-metrics monitor, the run's sampler) run during
 both loops' blocks, so the block ratio cannot see them: their CPU time is measured apart (each
