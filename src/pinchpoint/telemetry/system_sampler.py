@@ -29,8 +29,8 @@ MB = 1e6
 # former 0.5 s that was 0.4 % of the run's throughput, measured by
 # benchmarks/dlrm_overhead_interleaved.py. One second still resolves a step-phase change.
 RUN_INTERVAL_S = 1.0
-# Finding the process tree scans every /proc entry (0.5 ms here, most of a sample): it is
-# refreshed every this many samples, not three times per sample (a sample: 1.4 ms -> 0.13 ms).
+# Finding the process tree scans every /proc entry (0.5 ms on an idle machine, more than the
+# rest of a sample): it is refreshed every this many samples (it once ran three times a sample).
 TREE_REFRESH_SAMPLES = 5
 
 
