@@ -163,12 +163,18 @@ def overhead(out: Path, steps: int, repeats: int, batch: int, skip_default: bool
     print("goal: pinchpoint, prefetch=0, sys metrics >= 0.98x bare (same synchronous loading)")
 
 
-def bootstrap_median_ci(values: list, draws: int = 10_000) -> tuple[float, float]:
+def bootstrap_ci(statistic, *columns, draws: int = 10_000) -> tuple[float, float]:
+    """95 % bootstrap interval of ``statistic(*resampled columns)``, each row of the columns
+    resampled together (a round, a pair of blocks); ``statistic`` reduces along axis 1."""
+    arrays = [np.asarray(c) for c in columns]
+    idx = np.random.default_rng(0).integers(0, len(arrays[0]), (draws, len(arrays[0])))
+    values = statistic(*(a[idx] for a in arrays))
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def bootstrap_median_ci(values: list) -> tuple[float, float]:
     """95 % bootstrap interval of the median (resampling the rounds)."""
-    rng = np.random.default_rng(0)
-    a = np.asarray(values)
-    medians = np.median(rng.choice(a, (draws, len(a))), axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+    return bootstrap_ci(lambda a: np.median(a, axis=1), values)
 
 
 def _gen_params(cfg) -> dict:
@@ -199,11 +205,10 @@ def raw_read_mb_per_s(files) -> float:
 
 
 def loader(out: Path, batch: int) -> None:
-    from pinchpoint.data import criteo, synthetic_criteo
+    from pinchpoint.data import criteo
 
     cfg = compose_cfg(out, 1, batch)
-    folder, _ = synthetic_criteo.ensure(os.path.join(cfg.storage.root, "datasets"),
-                                        _gen_params(cfg))
+    folder = dataset_folder(cfg)
     hot = list(cfg.model.proxy.multi_hot_sizes)
     days = cfg.dataset.num_days
     files = [p for d in range(days) for p in criteo.day_files(folder, d).values()]

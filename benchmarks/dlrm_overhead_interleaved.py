@@ -121,19 +121,19 @@ def run_cfg(out: str, steps: int, batch: int):
 
 def with_turns(cfg, out: str, block: int) -> Turns:
     """The pinchpoint run, with a turn of the bare loop after its own on-step hooks."""
-    from dlrm_overhead_and_loader import BareLoop, dataset_folder, instrumented
+    from dlrm_overhead_and_loader import BareLoop, instrumented
     from pinchpoint.runner import loop
     real_train, turns = loop.train, None
 
     def train(workload, phases, mlperf, sizes, quality, limits, state, hooks):
-        nonlocal turns
-        bare = BareLoop(cfg, dataset_folder(cfg), workload.model, workload.optimizer).open()
+        nonlocal turns   # the run's own model, optimizer and dataset folder
+        bare = BareLoop(cfg, workload.folder, workload.model, workload.optimizer).open()
         turns = Turns(bare.step, block)
-        run_hooks = hooks.on_step
+        run_hooks, total = hooks.on_step, limits.total_steps(sizes)
 
         def on_step(s) -> None:
             run_hooks(s)
-            ends = s.step % sizes.steps_per_epoch == 0 or s.step == limits.total_steps(sizes)
+            ends = s.step % sizes.steps_per_epoch == 0 or s.step == total
             turns.after_step(irregular=ends or bool(s.evals and s.evals[-1][0] == s.step))
         return real_train(workload, phases, mlperf, sizes, quality, limits, state,
                           dataclasses.replace(hooks, on_step=on_step))
@@ -146,24 +146,21 @@ def with_turns(cfg, out: str, block: int) -> Turns:
     return turns
 
 
-def control(cfg, steps: int, block: int) -> Turns:
+def control(cfg, folder: str, steps: int, block: int) -> Turns:
     """A/A: a bare loop under test, turned exactly like the run, against the bare loop."""
-    from dlrm_overhead_and_loader import BareLoop, dataset_folder
-    tested = BareLoop(cfg, dataset_folder(cfg)).open()
-    turns = Turns(BareLoop(cfg, dataset_folder(cfg), tested.model, tested.opt).open().step,
-                  block)
+    from dlrm_overhead_and_loader import BareLoop
+    tested = BareLoop(cfg, folder).open()
+    turns = Turns(BareLoop(cfg, folder, tested.model, tested.opt).open().step, block)
     for step in range(steps):
         tested.step(step)
         turns.after_step(irregular=(step + 1) % tested.steps_per_epoch == 0)
     return turns
 
 
-def bootstrap_ci(bare: np.ndarray, tested: np.ndarray, draws: int = 10_000):
+def bootstrap_ci(bare: np.ndarray, tested: np.ndarray):
     """95 % interval of sum(bare)/sum(tested), resampling block pairs."""
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(bare), (draws, len(bare)))
-    ratio = bare[idx].sum(axis=1) / tested[idx].sum(axis=1)
-    return float(np.percentile(ratio, 2.5)), float(np.percentile(ratio, 97.5))
+    from dlrm_overhead_and_loader import bootstrap_ci as resampled
+    return resampled(lambda b, t: b.sum(axis=1) / t.sum(axis=1), bare, tested)
 
 
 def report(turns: Turns, name: str, block: int, batch: int) -> None:
@@ -213,8 +210,8 @@ def main() -> None:
         out = str(Path(tmp) / "outputs")
         cfg = run_cfg(out, args.steps, args.batch)
         from dlrm_overhead_and_loader import dataset_folder
-        dataset_folder(cfg)                      # generated once, before anything is timed
-        turns = (control(cfg, args.steps, args.block) if args.control
+        folder = dataset_folder(cfg)             # generated once, before anything is timed
+        turns = (control(cfg, folder, args.steps, args.block) if args.control
                  else with_turns(cfg, out, args.block))
     report(turns, name, args.block, args.batch)
     print("goal: >= 0.98x bare with system metrics on")
