@@ -53,13 +53,8 @@ def main(args) -> int:
     print(f"\n{grid.summary(rows, elapsed)}; table: {path}")
     if args.plot:
         from pinchpoint.analysis.plan_report import draw
-        try:
-            report = draw(rows, args.plot, args.by, path.with_suffix(".png"))
-        except ValueError as err:
-            print(f"pinchpoint plan: {err}", file=sys.stderr)
+        if _plotted(lambda: draw(rows, args.plot, args.by, path.with_suffix(".png"))):
             return 2
-        print(report.text)
-        print(f"plot: {report.png}")
     if len(points) == 1:
         return _single(points[0])
     return 0
@@ -90,8 +85,13 @@ def _redraw(args) -> int:
     if not args.plot:
         print("pinchpoint plan: --from-csv needs --plot AXIS", file=sys.stderr)
         return 2
+    return _plotted(lambda: main_from_csv(args.from_csv, args.plot, args.by))
+
+
+def _plotted(draw) -> int:
+    """Draw and print the plot's summary; 2 with one line when it cannot be drawn."""
     try:
-        report = main_from_csv(args.from_csv, args.plot, args.by)
+        report = draw()
     except (OSError, ValueError) as err:
         print(f"pinchpoint plan: {err}", file=sys.stderr)
         return 2
