@@ -18,7 +18,8 @@ from pinchpoint.cluster.commands import slurm_output
 from pinchpoint.cluster.request import mem_mb, tasks_per_node
 from pinchpoint.errors import ConfigError
 
-SINFO_FORMAT = "%P|%a|%l|%n|%c|%m|%G"   # partition, avail, time limit, node, cpus, MB, gres
+SINFO_FORMAT = "%P|%a|%l|%n|%c|%m|%G|%f"   # partition, avail, limit, node, cpus, MB, gres, features
+EMULATED_FABRIC = "emulated_fabric"   # the feature of nodes whose links a job may shape
 
 
 @dataclass
@@ -31,6 +32,10 @@ class Partition:
     cpus: int = 0                           # largest node
     mem_mb: int = 0
     gpus: int = 0
+    features: dict = field(default_factory=dict)   # node -> its features
+
+    def nodes_with(self, feature: str) -> int:
+        return sum(feature in f for f in self.features.values())
 
 
 @dataclass
@@ -71,7 +76,7 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        name, avail, limit, node, cpus, mem, gres = line.split("|")[:7]
+        name, avail, limit, node, cpus, mem, gres, *rest = line.split("|")
         default = name.endswith("*")
         name = name.rstrip("*")
         p = out.setdefault(name, Partition(name, default, avail == "up", time_min(limit)))
@@ -79,6 +84,7 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
         p.cpus = max(p.cpus, int(cpus.rstrip("+")))
         p.mem_mb = max(p.mem_mb, int(re.sub(r"\D", "", mem) or 0))
         p.gpus = max(p.gpus, gpus(gres))
+        p.features[node] = set(rest[0].split(",")) - {"(null)", ""} if rest else set()
     return out
 
 
@@ -142,5 +148,21 @@ def check(cfg: DictConfig, info: ClusterInfo) -> None:
         raise ConfigError("cluster.container.image", c.container.image,
                           "null on this cluster (srun has no --container-image: pyxis is not "
                           "installed)")
+    check_fabric(cfg, part)
     if c.gpus_per_node == 0 and cfg.train.device == "cuda":
         raise ConfigError("cluster.gpus_per_node", 0, "at least 1 when train.device=cuda")
+
+
+def check_fabric(cfg: DictConfig, part: Partition) -> None:
+    """An emulated fabric (fabric.gbps) shapes node links: only nodes that allow it (feature
+    emulated_fabric, launchers/slurm_up.sh --nodes N) can run it, enough of them."""
+    gbps = cfg.fabric.gbps
+    if gbps is None:
+        return
+    able = part.nodes_with(EMULATED_FABRIC)
+    if able < cfg.cluster.nodes:
+        raise ConfigError("fabric.gbps", gbps,
+                          f"null (fabric=none) on this cluster: shaping the links needs "
+                          f"{cfg.cluster.nodes} nodes with the Slurm feature {EMULATED_FABRIC} "
+                          f"and partition {part.name} has {able} (an emulated cluster: "
+                          "launchers/slurm_up.sh --nodes N)")

@@ -80,10 +80,25 @@ def slurm_request(cfg: DictConfig, job_name: str) -> SlurmRequest:
         "job_name": job_name, "partition": c.partition, "account": c.account, "qos": c.qos,
         "nodes": c.nodes, "ntasks_per_node": tasks_per_node(cfg),
         "cpus_per_task": c.cpus_per_task, "gpus_per_node": c.gpus_per_node or None,
-        "mem": c.mem, "time": c.time_limit_min, "constraint": c.constraint,
+        "mem": c.mem, "time": c.time_limit_min, "constraint": _constraint(cfg),
+        "exclusive": exclusive(cfg) or None,
         "array_parallelism": c.array_parallelism, "signal_delay_s": c.signal_delay_s,
         "additional_parameters": OmegaConf.to_container(c.sbatch, resolve=True) or None,
         "srun_args": [*container_srun_args(c.container), *c.srun] or None,
         "setup": list(c.setup) or None,
     }
     return SlurmRequest(init, {k: v for k, v in params.items() if v is not None})
+
+
+def exclusive(cfg: DictConfig) -> bool:
+    """Nodes to itself: asked (cluster.exclusive), or by default when a job spans nodes (its
+    links are measured, and on an emulated cluster shaped: a job beside it would share both)."""
+    c = cfg.cluster
+    return bool(c.exclusive) if c.exclusive is not None else c.nodes > 1
+
+
+def _constraint(cfg: DictConfig) -> Optional[str]:
+    """cluster.constraint, and the emulated_fabric feature when the job shapes its links."""
+    parts = [p for p in (cfg.cluster.constraint,
+                         "emulated_fabric" if cfg.fabric.gbps is not None else None) if p]
+    return "&".join(parts) or None

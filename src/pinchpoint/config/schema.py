@@ -40,6 +40,19 @@ class GPUConfig:
 
 # --- parallel, storage, cluster, tracking ------------------------------------------------------
 @dataclass
+class PlacementConfig:
+    """Where each dimension runs on a multi-node job (parallel/placement.py): ``inside`` a node
+    (refused when it cannot fit), ``auto`` (inside while it fits, then across) or ``across``
+    nodes on purpose (to measure why one does not)."""
+    tp: str = "inside"
+    cp: str = "inside"
+    dp_shard: str = "auto"       # HSDP: shard inside a node ...
+    dp_replicate: str = "auto"   # ... replicate across nodes
+    pp: str = "auto"             # stages are the first to be split over nodes
+    ep: str = "auto"
+
+
+@dataclass
 class ParallelConfig:
     """Degrees of parallelism (checked once by pinchpoint.parallel.dims.ParallelDims):
     dp_replicate x dp_shard x cp x tp x pp = world_size; ep shards the sparse part (DLRM tables,
@@ -54,6 +67,7 @@ class ParallelConfig:
     ep: int = 1
     embedding_sharding: str = "table_wise"  # table_wise | row_wise
     backend: str = "auto"                   # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 @dataclass
@@ -92,6 +106,21 @@ class ClusterConfig:
 
 
 @dataclass
+class FabricConfig:
+    """The network between nodes (cluster/fabric.py). ``gbps`` set: every node's link is shaped
+    to that bandwidth per direction (an emulated cluster: launchers/slurm_up.sh --nodes N), the
+    run tagged ``fabric_emulated``; null: the links are left as they are and read (interfaces,
+    link speeds, InfiniBand ports), as on a real cluster."""
+    name: str = "none"
+    gbps: Optional[float] = None     # emulated inter-node bandwidth per direction, Gbit/s
+    stands_for: Optional[str] = None  # the real fabric a preset is scaled from
+    scale: Optional[float] = None    # real bandwidth / emulated bandwidth (what the preset says)
+    interface: str = "auto"          # the node's inter-node interface (auto: the one holding the
+                                     # address its hostname resolves to); also GLOO/NCCL_SOCKET_IFNAME
+    burst_kb: int = 256              # token-bucket depth of the shaper (tc tbf burst)
+
+
+@dataclass
 class ContainerConfig:
     """A pyxis/enroot container for every task, passed to srun as --container-* options."""
     image: Optional[str] = None   # e.g. nvcr.io#nvidia/pytorch:25.01-py3 or /shared/img.sqsh
@@ -118,7 +147,8 @@ class SlurmClusterConfig(ClusterConfig):
     array_parallelism: int = 256          # points of one sweep running at once
     max_num_timeout: int = 3              # requeues on time limit (preemptions do not count)
     signal_delay_s: int = 120             # USR2 this long before the limit: requeue, resume later
-    sbatch: Dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options {exclusive: true}
+    exclusive: Optional[bool] = None      # None: exclusive nodes when a job spans several
+    sbatch: Dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options
     srun: List[str] = field(default_factory=list)         # extra srun arguments
     setup: List[str] = field(default_factory=list)        # shell lines before srun (module load)
     container: ContainerConfig = field(default_factory=ContainerConfig)
@@ -175,6 +205,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    fabric: FabricConfig = field(default_factory=FabricConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -197,3 +228,4 @@ def register_schemas() -> None:
     cs.store(group="schema/cluster", name="local", node=ClusterConfig)
     cs.store(group="schema/cluster", name="slurm", node=SlurmClusterConfig)
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
+    cs.store(group="schema/fabric", name="fabric", node=FabricConfig)

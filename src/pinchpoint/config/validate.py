@@ -111,10 +111,19 @@ def validate_storage(storage: Any) -> None:
         non_negative(e.latency_ms, "storage.emulation.latency_ms")
 
 
+def cluster_nodes(cfg: Any) -> int:
+    """Nodes the run will span: cluster.nodes on Slurm; one for a local run."""
+    return getattr(cfg.cluster, "nodes", 1) if getattr(cfg.cluster, "name", None) == "slurm" \
+        else 1
+
+
 def validate_parallel(cfg: Any) -> ParallelDims:
-    """Check the degrees once and write the derived world size back into the config (composed
-    or typed), so the launchers and Slurm requests read it."""
-    dims = ParallelDims.from_config(cfg.parallel)
+    """Check the degrees once, and their placement on the run's nodes, and write the derived
+    world size back into the config (composed or typed), so the launchers and Slurm requests
+    read it."""
+    nodes = cluster_nodes(cfg)
+    world = cfg.parallel.world_size or ParallelDims.from_config(cfg.parallel).world_size
+    dims = ParallelDims.from_config(cfg.parallel, nodes=nodes if world % nodes == 0 else None)
     with read_write(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
         cfg.parallel.world_size = dims.world_size
         cfg.parallel.dp_shard = dims.dp_shard
@@ -137,6 +146,22 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
             check_known_keys(child, full + ".")
+
+
+def validate_fabric(run: Any) -> None:
+    """An emulated fabric shapes the links between nodes: it needs a job that spans nodes."""
+    f = run.fabric
+    if f.gbps is not None:
+        require(f.gbps, "fabric.gbps", lambda v: v > 0,
+                "a bandwidth > 0 Gbit/s, or null (fabric=none) to leave the links unshaped")
+        if cluster_nodes(run) < 2:
+            raise ConfigError("fabric.gbps", f.gbps,
+                              "null (fabric=none) for a run on one node: it shapes the links "
+                              "between nodes (use it with cluster=slurm cluster.nodes=2 or more "
+                              "on an emulated cluster: launchers/slurm_up.sh --nodes N)")
+    positive_int(f.burst_kb, "fabric.burst_kb")
+    require(f.interface, "fabric.interface", lambda v: isinstance(v, str) and v.strip() != "",
+            "auto or a network interface name (eth0, ib0)")
 
 
 def validate_cluster(cfg: Any) -> None:
@@ -196,5 +221,6 @@ def validate_typed(run: Any) -> Any:
     validate_parallel(run)
     validate_common(run)
     validate_cluster(run)
+    validate_fabric(run)
     workload_class(run.model.name).validate(run)
     return run

@@ -205,10 +205,12 @@ class TorchCollectiveTrace:
             return None
 
     # --- recording ----------------------------------------------------------------------------
-    def blocked(self, kind: str, size: int, issue: bool, fn: Callable, args, kwargs):
+    def blocked(self, kind: str, size: int, issue: bool, fn: Callable, args, kwargs,
+                where: Optional[dict] = None):
         """Run ``fn`` and record the time this thread is blocked in it (and, for an issue, one
-        call of ``size`` bytes). Nested entries (a collective the profile is already timing)
-        run untimed. No context managers here: this runs for every collective."""
+        call of ``size`` bytes; ``where``: its group, splits, peer or root, for the intra/inter-
+        node split). Nested entries (a collective the profile is already timing) run untimed.
+        No context managers here: this runs for every collective."""
         profile = self.profile
         if profile.busy():
             return fn(*args, **kwargs)
@@ -225,25 +227,26 @@ class TorchCollectiveTrace:
                 phases.synchronize()
             end = time.perf_counter()
             profile.hold(False)
-            profile.add(kind, size, end - start, calls=int(issue))
+            profile.add(kind, size, end - start, int(issue), **(where or {}))
             if phases is not None:
                 label = None if phases.timeline is None else \
                     {"kind": kind, "bytes": size} if issue else {"kind": kind, "wait": True}
                 phases.add_carved("communication", start, end, label)
 
     def _process_group_method(self, method: Callable, kind: str, arg: Optional[int]):
-        trace = self
+        trace, name = self, method.__name__
 
         def timed(group, *args, **kwargs):
             if trace.profile.busy():
                 return method(group, *args, **kwargs)
             size = nbytes(args[arg]) if arg is not None and len(args) > arg else 0
+            where = _where(name, group, args, kwargs) if trace.profile.traffic else None
             if _synchronous(args, kwargs):
                 # torch.distributed waits on this work as soon as it returns: wait here, inside
                 # one timed span, instead of wrapping the handle (half the cost per call).
                 return trace.blocked(kind, size, True, _issue_and_wait, (method, group, args,
-                                                                        kwargs), {})
-            work = trace.blocked(kind, size, True, method, (group, *args), kwargs)
+                                                                        kwargs), {}, where)
+            work = trace.blocked(kind, size, True, method, (group, *args), kwargs, where)
             return _TimedWork(work, trace, kind) if isinstance(work, dist.Work) else work
 
         timed.__name__ = getattr(method, "__name__", kind)
@@ -254,7 +257,8 @@ class TorchCollectiveTrace:
             if torch.compiler.is_compiling():
                 return op(*args, **kwargs)
             size = nbytes(args[arg]) if len(args) > arg else 0
-            out = self.blocked(kind, size, True, op, args, kwargs)
+            where = _functional_where(kind, args) if self.profile.traffic else None
+            out = self.blocked(kind, size, True, op, args, kwargs, where)
             if not self.profile.busy():
                 self._last_functional_kind = kind
                 if len(self._pending) > 4096:   # outputs freed without a wait: forget them
@@ -272,6 +276,33 @@ class TorchCollectiveTrace:
         # kind is the latest functional collective's.
         kind = self._pending.pop(id(args[0]), self._last_functional_kind)
         return self.blocked(kind, 0, False, op, args, kwargs)
+
+
+def _where(method: str, group, args, kwargs) -> dict:
+    """A ProcessGroup call's group and, where the algorithm needs them, its splits (rows per
+    peer), peer (send; a receive names none: the sender's split counts those bytes) or root
+    (broadcast), all group-local."""
+    where: dict = {"group": group}
+    if method == "alltoall_base" and len(args) > 3 and args[3]:
+        where["splits"] = list(args[3])
+    elif method == "send" and len(args) > 1:
+        where["peer"] = args[1]
+    elif method in ("broadcast", "reduce", "gather", "scatter"):
+        opts = kwargs.get("opts", args[-1] if args else None)
+        if hasattr(opts, "rootRank"):
+            where["root"] = opts.rootRank
+    return where
+
+
+def _functional_where(kind: str, args) -> dict:
+    """A functional collective's group, found by the name it passes (its last string
+    argument), and an all-to-all's input splits."""
+    from torch.distributed.distributed_c10d import _resolve_process_group
+    names = [a for a in args if isinstance(a, str)]
+    where: dict = {"group": _resolve_process_group(names[-1]) if names else None}
+    if kind == "all_to_all" and len(args) > 2 and args[2]:
+        where["splits"] = list(args[2])
+    return where
 
 
 def _synchronous(args, kwargs) -> bool:

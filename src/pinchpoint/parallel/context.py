@@ -1,7 +1,8 @@
 """Where this process sits in the run: rank, world size, device, process group."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 
 import torch
 
@@ -14,10 +15,20 @@ class RankContext:
     device: torch.device = torch.device("cpu")
     backend: str = "none"      # none (single process) | gloo | nccl
     launcher: str = "in_process"  # in_process | spawn | submitit | torchrun
+    hosts: tuple = field(default_factory=lambda: (socket.gethostname(),))  # rank -> host name
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def node_list(self) -> list[str]:
+        """The run's hosts, each once, in rank order."""
+        return list(dict.fromkeys(self.hosts))
+
+    @property
+    def nodes(self) -> int:
+        return len(self.node_list)
 
     @property
     def distributed(self) -> bool:
@@ -56,7 +67,11 @@ def init_process_group(backend_requested: str, device_requested: str, threads: i
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world,
                                 timeout=timedelta(seconds=600))
-    return RankContext(rank, world, local_rank, device, backend, launcher)
+    # Which rank runs on which node: the placement, the traffic split and the MLflow node list
+    # read it (ranks are numbered node by node: Slurm's block distribution, torchrun's).
+    hosts: list = [None] * world
+    dist.all_gather_object(hosts, socket.gethostname())
+    return RankContext(rank, world, local_rank, device, backend, launcher, tuple(hosts))
 
 
 def shutdown() -> None:

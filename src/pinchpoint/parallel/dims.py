@@ -9,6 +9,10 @@ which the *sparse* part is sharded (DLRM's embedding tables, a MoE's experts), a
 its ranks from the non-pipeline ranks (it must divide world_size / pp). ``world_size`` is
 derived from the degrees unless given; a given world size with ``dp_shard=-1`` lets the
 shard degree fill what the other degrees leave.
+
+Given the number of nodes, the degrees are also placed on them (``parallel.placement``, see
+``parallel.placement``): which dimension stays inside a node and which crosses, checked here
+once too, and the world mesh is built from that placement's rank grid.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pinchpoint.errors import ConfigError
+from pinchpoint.parallel.placement import Placement, placement_of
 
 FACTORS = ("dp_replicate", "dp_shard", "cp", "tp", "pp")
 MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "cp", "tp")   # outermost (slowest links) first
@@ -30,12 +35,16 @@ class ParallelDims:
     pp: int = 1
     ep: int = 1
     world_size: int = 1
+    nodes: Optional[int] = None     # None: not known here (nothing about nodes is checked)
+    placement: tuple = ()           # (dim, inside|auto|across) pairs given in the config
 
     # --- construction: the one place the degrees are checked ---------------------------------
     @classmethod
-    def from_config(cls, parallel: Any, prefix: str = "parallel") -> "ParallelDims":
+    def from_config(cls, parallel: Any, prefix: str = "parallel",
+                    nodes: Optional[int] = None) -> "ParallelDims":
         """From the ``parallel`` config group (typed object or DictConfig); raises ConfigError
-        naming the field when the degrees do not multiply to the world size."""
+        naming the field when the degrees do not multiply to the world size, or (``nodes``
+        given) when the placement does not fit the nodes."""
         get = (lambda k, d: parallel.get(k, d)) if hasattr(parallel, "get") else \
             (lambda k, d: getattr(parallel, k, d))
         degrees = {k: get(k, 1) for k in (*FACTORS, "ep")}
@@ -67,8 +76,11 @@ class ParallelDims:
             raise ConfigError(f"{prefix}.world_size", world,
                               f"the product of the degrees, {shown} = {product} (leave "
                               f"{prefix}.world_size unset to derive it, or change a degree)")
-        dims = cls(world_size=world, **degrees)
+        dims = cls(world_size=world, nodes=nodes,
+                   placement=tuple(sorted(placement_of(parallel).items())), **degrees)
         dims._check_ep(prefix)
+        if nodes is not None:
+            dims.layout().check(prefix)
         return dims
 
     def _check_ep(self, prefix: str) -> None:
@@ -111,6 +123,11 @@ class ParallelDims:
         parts += [f"{names[k]}{getattr(self, k)}" for k in keys if getattr(self, k) > 1]
         return " ".join(parts) or "single"
 
+    def layout(self) -> Placement:
+        """Where each dimension runs: inside a node or across nodes (one node when unknown)."""
+        return Placement({d: getattr(self, d) for d in FACTORS}, self.ep, self.nodes or 1,
+                         dict(self.placement))
+
     # --- runtime -------------------------------------------------------------------------------
     def mesh_dims(self) -> tuple[str, ...]:
         """The mesh dims a layout needs, in MESH_DIMS order: those above 1, plus dp_shard
@@ -119,15 +136,18 @@ class ParallelDims:
                      or (d == "dp_shard" and self.dp_replicate > 1))
 
     def build_mesh(self, device_type: str):
-        """The world DeviceMesh over mesh_dims() (None for one process). Needs
-        torch.distributed initialised. Size-1 dims are left out (each would cost a process
-        group per rank); ``local_rank(mesh, dim)`` reads 0 for them."""
+        """The world DeviceMesh over mesh_dims() (None for one process), its ranks laid out by
+        the placement. Needs torch.distributed initialised. Size-1 dims are left out (each
+        would cost a process group per rank); ``local_rank(mesh, dim)`` reads 0 for them."""
         names = self.mesh_dims()
         if not names:
             return None
-        from torch.distributed.device_mesh import init_device_mesh
-        return init_device_mesh(device_type, tuple(getattr(self, d) for d in names),
-                                mesh_dim_names=names)
+        import torch
+        from torch.distributed.device_mesh import DeviceMesh
+        grid = self.layout().grid
+        shape = tuple(getattr(self, d) for d in names)
+        return DeviceMesh(device_type, torch.as_tensor(grid.reshape(shape)),
+                          mesh_dim_names=names)
 
     def dp_rank(self, mesh) -> int:
         """This rank's data-parallel replica index (which share of the batch it reads)."""

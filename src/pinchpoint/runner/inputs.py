@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 from pinchpoint.parallel.collectives import CollectiveProfile
 from pinchpoint.parallel.context import RankContext
 from pinchpoint.parallel.dims import ParallelDims
+from pinchpoint.parallel.traffic import NodeMap, Traffic
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.workloads import workload_class
@@ -18,9 +19,17 @@ def build_inputs(cfg: DictConfig, ctx: RankContext, phases: PhaseTimer,
     return RunInputs(model=OmegaConf.to_object(cfg.model),
                      dataset=OmegaConf.to_object(cfg.dataset),
                      parallel=OmegaConf.to_object(cfg.parallel),
-                     dims=ParallelDims.from_config(cfg.parallel), seed=cfg.seed, ctx=ctx,
+                     dims=ParallelDims.from_config(cfg.parallel, nodes=ctx.nodes),
+                     seed=cfg.seed, ctx=ctx,
                      tier=tier or StorageTier.from_config(cfg.storage), phases=phases,
-                     collectives=CollectiveProfile(phases))
+                     collectives=CollectiveProfile(phases, traffic=traffic(ctx)))
+
+
+def traffic(ctx: RankContext) -> Traffic | None:
+    """The intra/inter-node split of this rank's collectives (a multi-rank run)."""
+    if not ctx.distributed:
+        return None
+    return Traffic(NodeMap(ctx.hosts), ctx.rank, ctx.backend)
 
 
 def build_workload(cfg: DictConfig, inputs: RunInputs) -> Workload:

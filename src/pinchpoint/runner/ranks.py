@@ -62,10 +62,15 @@ class Adopted(RankSource):
     """Ranks someone else started, described by the env:// variables."""
 
     def run(self, cfg: DictConfig, job: JobInfo, body: Body) -> Any:
+        from pinchpoint.cluster.fabric import prepare_node
+
         want, world = cfg.parallel.world_size, int(os.environ["WORLD_SIZE"])
         if world != want:
             raise ConfigError("parallel.world_size", want,
                               f"the {self.name} world size ({world}); launch {want} ranks")
+        # These ranks may span nodes: the node's link as the fabric config asks (shaped on an
+        # emulated cluster) before the process group forms over it.
+        prepare_node(cfg.fabric, int(os.environ.get("LOCAL_RANK", 0)))
         return _as_rank(cfg, job, body, self.name)
 
 

@@ -45,6 +45,7 @@ class Session:
         self.saver: Optional[Saver] = None
         self.summary: Optional[dict] = None
         self.sampler = None
+        self.fabric_report: Optional[dict] = None
 
     def name(self) -> str:
         """What the run is and what varies, e.g. 'dlrm_dcnv2 nfs ep8 mmap=on bs=512'."""
@@ -104,18 +105,35 @@ class Session:
         started = time.perf_counter()
         self._stage(files)
         w.open_data()
+        meter = self._fabric_meter()
         # Collectives torch issues itself (FSDP2, TP, pipelining) are counted and carved into
         # the communication phase like the ones workloads issue through the profile.
         with self.collectives.trace_torch_collectives(synchronize=True):
             state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
                                self._hooks(sizes, quality))
         m.end(C.RUN_STOP, metadata={"status": state.status})
+        self.fabric_report = meter.stop(self.collectives) if meter else None
         summary = summarize(state, quality, self.phases, self.tier.io, self.collectives,
                             self.inputs.measurements, self.saver.writes if self.saver else [],
                             time.perf_counter() - started, self.attempt, steps_redone, resume,
                             self.ctx.world_size)
         summary.update(across_ranks(self.ctx, self.phases.totals))
+        if self.fabric_report is not None:
+            from pinchpoint.telemetry.fabric_meter import summary_metrics
+            summary.update(summary_metrics(self.fabric_report))
         return summary
+
+    def _fabric_meter(self):
+        """A run across nodes reads its node links' counters over the loop (every rank: the
+        first of each node reads, all join the barriers)."""
+        from pinchpoint.telemetry.fabric_meter import FabricMeter
+        if not FabricMeter.wanted(self.ctx):
+            return None
+        from pinchpoint.cluster.fabric import inter_node_interface
+        import torch.distributed as dist
+        meter = FabricMeter(self.ctx, inter_node_interface(self.cfg.fabric.interface)).start()
+        dist.barrier()   # every node's first reading before any rank's first collective
+        return meter
 
     def _init(self, resume: Optional[Resume]) -> None:
         """Data on the tier, cache cleared, MLPerf init events, model built (outside the clock)."""
@@ -190,6 +208,9 @@ class Session:
                 "mlperf_log_bytes": self.mlperf.size()}
 
     def _announce(self, resume: Optional[Resume], quality) -> None:
+        if self.ctx.distributed:
+            log.info("layout %s on %d rank(s), %s", self.inputs.dims.describe(),
+                     self.ctx.world_size, self.inputs.dims.layout().describe())
         where = f" from step {resume.step} of {resume.source.where}" if resume else ""
         log.info("%s run %s%s: %s, target %s %s %.5f%s", "resuming" if resume else "starting",
                  self.key, where, self.name(), quality.metric,
@@ -217,6 +238,7 @@ class Session:
         continuing = resume.meta.get("mlflow_run_id") if resume and not resume.imported \
             else run_record.requeued_run_id(self.job.output_dir)
         tags = run_record.environment_tags(self.job, self.ctx, self.tier.describe(), self.key)
+        tags.update(run_record.cluster_tags(self.ctx, self.inputs.dims, self.cfg.fabric))
         if resume and resume.imported:
             tags["resumed_from"] = f"{resume.source.where}@step{resume.step}"
         self.tracker = run_record.open_run(t, self.job, self.name(), tags,
@@ -248,6 +270,9 @@ class Session:
         from pinchpoint.telemetry.timeline import draw_slurm_job
         system = self.sampler.stop() if self.sampler is not None else {}
         draw_slurm_job(self.timeline)   # the job's life from accounting; nothing outside Slurm
+        if self.fabric_report is not None:   # every node link's counters, on the same clock
+            from pinchpoint.telemetry.fabric_meter import draw
+            draw(self.fabric_report, self.timeline)
         artifacts = [self.timeline.write(os.path.join(out, "timeline.json")), self.mlperf_path,
                      _write_yaml(os.path.join(out, "config_resolved.yaml"), resolved_dict(self.cfg))]
         if summary is not None:
@@ -259,6 +284,8 @@ class Session:
             artifacts.append(_write_json(os.path.join(out, "phase_summary.json"), summary))
             self.summary = summary
         if self.tracker is not None:
+            if self.fabric_report is not None:
+                run_record.log_fabric_series(self.tracker, self.fabric_report)
             run_record.close_run(self.tracker, status, summary, self.name(), artifacts)
         if self.checkpoints is not None and status in ("success", "aborted"):
             self.checkpoints.clear()  # the point is complete: a rerun of it starts afresh

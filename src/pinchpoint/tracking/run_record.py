@@ -70,6 +70,37 @@ def environment_tags(job, ctx, tier_description: dict, run_key: str) -> dict[str
     return tags
 
 
+def cluster_tags(ctx, dims, fabric_cfg) -> dict[str, Any]:
+    """Where the run ran: its nodes, which dimensions crossed them, the fabric between them
+    (shaped: ``fabric_emulated``; read: the link as the kernel describes it)."""
+    from pinchpoint.cluster.fabric import read_link
+    tags: dict[str, Any] = {"nodes": ctx.nodes, "node_list": ",".join(ctx.node_list),
+                            "fabric": fabric_cfg.name,
+                            "fabric_emulated": str(fabric_cfg.gbps is not None).lower()}
+    if ctx.nodes > 1:
+        tags["layout_across_nodes"] = " ".join(dims.layout().crossing()) or "none"
+        tags.update(read_link(fabric_cfg.interface).describe())
+    if fabric_cfg.gbps is not None:
+        tags["fabric_gbps"] = fabric_cfg.gbps
+        if fabric_cfg.stands_for:
+            tags["fabric_stands_for"] = f"{fabric_cfg.stands_for} (scale 1:{fabric_cfg.scale:g})" \
+                if fabric_cfg.scale else fabric_cfg.stands_for
+    return tags
+
+
+def log_fabric_series(tracker: RunTracker, report: dict) -> None:
+    """Each node link's send and receive rate over the loop, one MLflow point a second
+    (fabric/<node>/sent_MB_per_s, step = seconds since the loop began)."""
+    from pinchpoint.telemetry.fabric_meter import rates
+    for host, e in report["per_node"].items():
+        if "samples" not in e or not e["samples"]:
+            continue
+        t0 = e["samples"][0][0]
+        for t, tx, rx in rates(e["samples"], e["interface"]):
+            tracker.log_metrics({f"fabric/{host}/sent_MB_per_s": tx,
+                                 f"fabric/{host}/received_MB_per_s": rx}, step=round(t - t0))
+
+
 def open_run(tracking, job, name: str, tags: dict, params: dict,
              continuing: Optional[str]) -> RunTracker:
     """Start (or continue) the point's MLflow run and publish its id in the output folder."""
@@ -95,9 +126,11 @@ def used_params(params: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 SCALES = ("proxy", "full", "smoke")
-GROUPED = ("checkpoint_", "data_", "storage_", "step_time_", "process_", "system_", "quality_")
+GROUPED = ("checkpoint_", "data_", "storage_", "step_time_", "process_", "system_", "quality_",
+           "fabric_")
 RANK_SPREAD = re.compile(r"^(\w+)_s_(min|mean|max)$")
-COMM = re.compile(r"^comm_(\w+?)_(calls|bytes|seconds)_per_step$")
+COMM = re.compile(r"^comm_(\w+?)_(calls|bytes|seconds|intra_node_bytes|inter_node_bytes)"
+                  r"_per_step$")
 
 
 def metric_name(flat: str) -> str:

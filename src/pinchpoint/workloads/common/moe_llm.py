@@ -27,19 +27,18 @@ from pinchpoint.workloads.common.llm import DecoderLLMWorkload
 
 def data_parallel_groups(dims) -> dict[str, Any]:
     """This rank's process groups over its data-parallel peers (same pp, cp, tp): all of them
-    ("dp"), its expert-parallel group ("ep", ``ep`` consecutive dp ranks) and the ranks that
-    hold the same experts ("replica", every ``ep``-th dp rank). Every rank creates every group
-    in the same order, as torch.distributed requires."""
+    ("dp"), its expert-parallel group ("ep": ``ep`` consecutive dp ranks, or every (dp/ep)-th
+    under ``parallel.placement.ep=across``) and the ranks that hold the same experts
+    ("replica": the same position in every ep group). Every rank creates every group in the
+    same order, as torch.distributed requires."""
+    from pinchpoint.parallel.placement import dp_rows, ep_groups
+
     me = dist.get_rank()
-    # The world mesh's row-major rank grid over (pp, dp_replicate, dp_shard, cp, tp), as
-    # init_device_mesh lays it out (it leaves size-1 dims out, which changes no rank).
-    grid = torch.arange(dims.world_size).view(dims.pp, dims.dp_replicate, dims.dp_shard,
-                                              dims.cp, dims.tp)
-    rows = grid.permute(0, 3, 4, 1, 2).reshape(-1, dims.dp)   # (pp*cp*tp, dp) in dp order
+    layout = dims.layout()   # the world mesh's rank grid (ParallelDims.build_mesh uses it too)
     out: dict[str, Any] = {}
-    for row in rows.tolist():
-        blocks = [row[i:i + dims.ep] for i in range(0, dims.dp, dims.ep)]
-        replicas = [row[i::dims.ep] for i in range(dims.ep)]
+    for row in dp_rows(layout.grid):
+        blocks = ep_groups(row, dims.ep, layout.placement["ep"])
+        replicas = [list(r) for r in zip(*blocks)]
         for kind, groups in (("dp", [row]), ("ep", blocks), ("replica", replicas)):
             for ranks in groups:
                 group = dist.new_group(ranks)
