@@ -217,7 +217,7 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         """The task's own JobReturn when it wrote one, else a failure naming Slurm's state."""
         if all(paths.result_pickle.exists() for paths in _task_paths(p)):
             try:
-                return p.job.results()[0]
+                return root_cause(p.job.results())
             except Exception as err:   # the task died with an error submitit recorded
                 why = _first_line(err)
                 if "timed-out too many times" in why:
@@ -276,6 +276,25 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         from pinchpoint.tracking.run_record import read_run_id
         return read_run_id(os.path.join(str(self.config.hydra.sweep.dir),
                                         str(cfg.hydra.sweep.subdir)))
+
+
+# What a rank says when another rank died: a consequence, not the cause.
+_PEER_GONE = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer",
+              "rank stopped by signal")
+
+
+def root_cause(results: list) -> JobReturn:
+    """Rank 0's JobReturn, unless it failed because another rank died first: then the first
+    rank whose own error is not a lost peer (so the sweep names the cause, e.g. rank 2's
+    IndexError, rather than rank 0's 'Connection closed by peer')."""
+    first = results[0]
+    if first.status == JobStatus.COMPLETED:
+        return first
+    for result in results:
+        if result.status != JobStatus.COMPLETED and \
+                not any(s in str(result._return_value) for s in _PEER_GONE):
+            return result
+    return first
 
 
 def _task_paths(p: Point) -> list:

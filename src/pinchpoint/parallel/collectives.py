@@ -32,6 +32,7 @@ from pinchpoint.telemetry.phases import PhaseTimer
 
 # Always reported (zeros included), so metric names do not depend on the layout; any other kind
 # recorded (reduce, gather, scatter) is reported when it occurs.
+UNCOUNTED = "uncounted"   # the section of collectives that belong to another phase
 KINDS = ("all_to_all", "all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv",
          "barrier")
 
@@ -57,7 +58,7 @@ class CollectiveProfile:
     @contextlib.contextmanager
     def record(self, kind: str, nbytes: int, group=None, splits=None, root=None):
         with self.holding():
-            if self.phases is None:
+            if self.phases is None or self.section == UNCOUNTED:
                 start = time.perf_counter()
                 yield
                 seconds = time.perf_counter() - start
@@ -110,10 +111,17 @@ class CollectiveProfile:
         finally:
             self._thread.busy = previous
 
+    @contextlib.contextmanager
     def uncounted(self):
-        """Torch-internal collectives issued inside are neither counted nor carved: for work
-        whose collectives belong to its own phase (a checkpoint's DCP plan exchange)."""
-        return self.holding()
+        """Collectives issued inside are not timed or carved (their time belongs to the
+        enclosing phase: a checkpoint's DCP plan exchange) and stay out of the per-step
+        figures; their bytes are kept under the section ``uncounted`` so that what the node
+        links carried still adds up (``sent_bytes``)."""
+        previous, self.section = self.section, UNCOUNTED
+        try:
+            yield
+        finally:
+            self.section = previous
 
     def busy(self) -> bool:
         # The thread's own dict: getattr with a default pays for an AttributeError per miss.

@@ -42,6 +42,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from pinchpoint.parallel.collectives import UNCOUNTED
+
 # ProcessGroup method -> (kind, index of the argument holding what this rank hands in).
 # bytes follow the profile's convention: the input this rank hands to the collective (for an
 # all-gather its shard, for a reduce-scatter the full buffer); sends and receives count the
@@ -214,7 +216,7 @@ class TorchCollectiveTrace:
         profile = self.profile
         if profile.busy():
             return fn(*args, **kwargs)
-        phases = profile.phases
+        phases = profile.phases if profile.section != UNCOUNTED else None
         sync = self.synchronize and phases is not None
         if sync:
             phases.synchronize()

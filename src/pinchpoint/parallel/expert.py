@@ -18,6 +18,7 @@ weights must be divided by the same data-parallel degree (``scale_expert_gradien
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Optional
 
@@ -60,8 +61,8 @@ class ExpertParallel:
         (``tokens=False``: bookkeeping, kept out of ``offrank_bytes``)."""
         rows = rows.contiguous()
         out = rows.new_empty((sum(out_splits), *rows.shape[1:]))
-        row_bytes = rows[0].numel() * rows.element_size() if rows.dim() > 1 else \
-            rows.element_size()
+        # Shape, not rows[0]: a rank may have no rows for anyone (no token routed its way).
+        row_bytes = math.prod(rows.shape[1:]) * rows.element_size()
         offrank = (sum(in_splits) - in_splits[self.rank]) * row_bytes if tokens else 0
         with self._slice(name, offrank):
             self.collectives.all_to_all_single(out, rows, out_splits, in_splits, group=self.group)

@@ -77,6 +77,9 @@ class Placement:
                  placement: Mapping[str, str]):
         self.sizes, self.ep, self.nodes = dict(sizes), ep, nodes
         self.placement = {**DEFAULT, **placement}
+        for dim, value in self.placement.items():
+            if value not in PLACEMENTS:
+                raise ConfigError(f"parallel.placement.{dim}", value, ", ".join(PLACEMENTS))
         self.world = int(np.prod([self.sizes[d] for d in GRID_DIMS]))
         self.ranks_per_node = self.world // nodes
         self.grid = rank_grid(self.sizes, self.placement)
@@ -98,9 +101,6 @@ class Placement:
     def check(self, prefix: str = "parallel") -> None:
         """Refuse a dimension placed ``inside`` that cannot stay in a node, and one placed
         ``across`` that cannot cross (one node, or a size-1 dimension)."""
-        for dim, value in self.placement.items():
-            if value not in PLACEMENTS:
-                raise ConfigError(f"{prefix}.placement.{dim}", value, ", ".join(PLACEMENTS))
         if self.world % self.nodes:
             raise ConfigError("cluster.nodes", self.nodes,
                               f"a divisor of {prefix}.world_size={self.world}")

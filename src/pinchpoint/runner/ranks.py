@@ -148,6 +148,15 @@ def _as_rank(cfg: DictConfig, job: JobInfo, body: Body, launcher: str) -> Any:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         return body(cfg, ctx, job)
+    except user_errors():
+        raise
+    except Exception:
+        # Under submitit the error travels back pickled, without its stack: keep it in this
+        # rank's own log (the task's stderr), where the user looks for why this rank died.
+        if launcher != "spawn":
+            log.exception("rank %d of %d (%s) failed", ctx.rank, ctx.world_size,
+                          ctx.hosts[ctx.rank])
+        raise
     finally:
         shutdown()
 

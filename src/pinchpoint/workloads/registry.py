@@ -33,6 +33,9 @@ class WorkloadSpec:
     # A 2-rank layout the workload supports: the conformance suite checkpoints in it and resumes
     # in one process (layout-independent checkpoints).
     two_rank_layout: str = "parallel=fsdp2"
+    # A 4-rank layout for 2 nodes x 2 ranks (overrides added to the smoke ones): what the
+    # multi-node suite runs across nodes, chosen so that some collective crosses them.
+    multi_node_layout: tuple[str, ...] = ("parallel=hsdp2x2",)
 
     @property
     def model_schema_name(self) -> str:

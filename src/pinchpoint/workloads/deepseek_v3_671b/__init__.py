@@ -10,4 +10,5 @@ SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_
 register(WorkloadSpec(name="deepseek_v3_671b",
                       workload="pinchpoint.workloads.deepseek_v3_671b.workload:DeepSeekV3_671B",
                       model_schema=DeepSeekModelConfig, smoke=SMOKE,
-                      two_rank_layout="parallel=ep2fsdp2"))
+                      two_rank_layout="parallel=ep2fsdp2",
+                      multi_node_layout=("parallel=ep2fsdp2", "parallel.pp=2")))

@@ -9,4 +9,5 @@ register(WorkloadSpec(name="dlrm_dcnv2",
                              "dataset.samples_per_day=8192", "dataset.batch_size=512",
                              "dataset.eval_batch_size=2048", "dataset.target_margin=0.3",
                              "train.evals_per_epoch=2"),
-                      two_rank_layout="parallel=ep2"))
+                      two_rank_layout="parallel=ep2",
+                      multi_node_layout=("parallel=ep4",)))

@@ -10,4 +10,5 @@ SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_
 register(WorkloadSpec(name="gpt_oss_20b",
                       workload="pinchpoint.workloads.gpt_oss_20b.workload:GptOss20B",
                       model_schema=GptOssModelConfig, smoke=SMOKE,
-                      two_rank_layout="parallel=ep2fsdp2"))
+                      two_rank_layout="parallel=ep2fsdp2",
+                      multi_node_layout=("parallel=ep2fsdp2", "parallel.dp_shard=4")))

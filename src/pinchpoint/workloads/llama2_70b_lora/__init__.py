@@ -11,4 +11,5 @@ register(WorkloadSpec(
     smoke=("model.scale=smoke", "dataset.train_sequences=64", "dataset.validation_sequences=8",
            "dataset.target_margin=3.0", "model.base_pretrain.sequences=64",
            "model.base_pretrain.seq_len=32"),
-    two_rank_layout="parallel=fsdp2"))
+    two_rank_layout="parallel=fsdp2",
+    multi_node_layout=("parallel=hsdp2x2", "model.smoke.global_batch_size=8")))

@@ -5,7 +5,11 @@ from pinchpoint.workloads.registry import WorkloadSpec, register
 SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_tokens=4000",
          "dataset.target_margin=3.0")
 
-for _name, _cls in (("llama31_8b", "Llama31_8B"), ("llama31_405b", "Llama31_405B")):
+# Across 2 nodes: 8B as HSDP (shard inside a node, replicate across), 405B as TP inside a node
+# with FSDP across.
+for _name, _cls, _layout in (
+        ("llama31_8b", "Llama31_8B", ("parallel=hsdp2x2",)),
+        ("llama31_405b", "Llama31_405B", ("parallel=tp2", "parallel.dp_shard=2"))):
     register(WorkloadSpec(name=_name, workload=f"pinchpoint.workloads.llama31.workload:{_cls}",
                           model_schema=LlamaModelConfig, schema_name="llama31",
-                          smoke=SMOKE))
+                          smoke=SMOKE, multi_node_layout=_layout))
