@@ -25,7 +25,8 @@
 #      PINCHPOINT_MLFLOW_DB_PORT, PINCHPOINT_MLFLOW_HOLDER (a pid that uses the server;
 #      mlflow_server_down.sh stops it only when no holder is alive; default: the caller).
 # Exit status: 0 up (or, in the foreground, the server's own status), 2 a bad option,
-#   3 cannot start here (MariaDB not installable: not root, no apt; no PyMySQL), 1 anything else.
+#   3 cannot start here (MariaDB not installable or startable: not root, no apt), 1 anything else
+#   (PyMySQL missing included: pip install -e '.[server]').
 set -euo pipefail
 HOST=127.0.0.1 PORT=5000 STORE=outputs/mlflow.db ARTIFACTS=outputs/mlartifacts DB=sqlite
 WORKERS=1 DAEMON=0 STORE_GIVEN=0
@@ -110,7 +111,7 @@ mariadb_up() {
   fi
   [ "$(id -u)" = 0 ] || cannot "--db mariadb: run as root (the database runs as the mysql user)"
   python -c 'import pymysql' 2>/dev/null ||
-    cannot "--db mariadb: this Python has no PyMySQL (pip install -e '.[server]')"
+    die "--db mariadb: this Python has no PyMySQL (pip install -e '.[server]')"
   if alive "$MY/mariadbd.pid"; then return 0; fi
   listening 127.0.0.1 "$DB_PORT" &&
     die "port $DB_PORT is taken by another database: set PINCHPOINT_MLFLOW_DB_PORT to a free port"
@@ -144,7 +145,8 @@ SQL
 }
 
 # A failed start stops whatever it had started (lock held: tell mlflow_server_down.sh).
-trap '[ $? = 0 ] || PINCHPOINT_MLFLOW_LOCKED=1 PINCHPOINT_MLFLOW_HOLDER=$HOLDER "$(dirname "$0")/mlflow_server_down.sh" >&2' EXIT
+trap '[ $? = 0 ] || [ -z "$(ls -A "$STATE/started")" ] ||
+      PINCHPOINT_MLFLOW_LOCKED=1 PINCHPOINT_MLFLOW_HOLDER=$HOLDER "$(dirname "$0")/mlflow_server_down.sh" >&2' EXIT
 if [ "$DB" = mariadb ]; then
   mariadb_up
   SHOWN="mariadb database mlflow in $MY"
