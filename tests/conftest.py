@@ -100,4 +100,4 @@ def out(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
 
 
-from slurm_cluster import slurm_cluster  # noqa: E402,F401  (session fixture for -m slurm tests)
+from slurm_cluster import multinode_cluster, slurm_cluster  # noqa: E402,F401  (session fixtures)
