@@ -65,9 +65,10 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
 hold() { echo "$HOLDER" >>"$STATE/holders"; echo "export SLURM_CONF=$SLURM_CONF"; }
 
 # --- already running (started by an earlier call): just register this holder ------------------
-if alive "$STATE/run/slurmctld.pid" && slurmds_alive &&
-   [ "$(sinfo -h -N -o %N 2>/dev/null | wc -l)" = "$NODES" ] &&
-   ! node_states | grep -qvE '^(idle|mix|alloc|comp)'; then
+# (A node killed on purpose, launchers/slurm_node.sh, is the cluster's business, not a reason to
+# restart it: the controller and the node list decide.)
+if alive "$STATE/run/slurmctld.pid" && [ "$(sinfo -h -N -o %N 2>/dev/null | wc -l)" = "$NODES" ] &&
+   { [ "$NODES" != 1 ] || slurmds_alive; }; then
   log "cluster already up ($STATE)"; hold; exit 0
 fi
 
@@ -129,6 +130,9 @@ if [ "$NODES" = 1 ] && { [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm
   touch "$STATE/started/etc_link"
 fi
 
+# The nodes' network first: the daemons below listen on the bridge's address.
+[ "$NODES" = 1 ] || nodes_net_up "$NODES"
+
 # --- munge ---------------------------------------------------------------------------------------
 if [ "$NODES" != 1 ]; then
   head -c 1024 /dev/urandom >"$STATE/munge.key"; chmod 400 "$STATE/munge.key"
@@ -169,7 +173,6 @@ SQL
 wait_for 30 slurmdbd sacctmgr -n show cluster
 
 # --- slurmctld, then slurmd(s), then wait for idle nodes -----------------------------------------
-[ "$NODES" = 1 ] || nodes_net_up "$NODES"
 /usr/sbin/slurmctld -i 9>&-; echo "$STATE/run/slurmctld.pid" >"$STATE/started/slurmctld"
 wait_for 30 slurmctld sh -c 'scontrol ping | grep -q UP'
 if [ "$NODES" = 1 ]; then

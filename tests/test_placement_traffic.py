@@ -179,3 +179,9 @@ def test_the_sweep_names_the_rank_that_failed_first_not_the_ones_that_lost_it():
     results = [JobReturn(status=JobStatus.FAILED, _return_value=e)
                for e in (lost, lost, cause, lost)]
     assert root_cause(results)._return_value is cause
+
+
+def test_slurm_node_lists_are_expanded_to_names():
+    from pinchpoint.cluster.accounting import expand_hostlist
+    assert expand_hostlist("node[1-2]") == ["node1", "node2"]
+    assert expand_hostlist("gpu[01-02,07],login1") == ["gpu01", "gpu02", "gpu07", "login1"]

@@ -40,12 +40,16 @@ nodes_net_up() {  # nodes_net_up N: bridge, one namespace + veth per node, the n
   done
 }
 
-nodes_slurmd_up() {  # nodes_slurmd_up N: one slurmd per node, inside its namespace
+nodes_slurmd_start() {  # nodes_slurmd_start I: node I's slurmd, inside its namespace
+  ip netns exec "$(node_ns "$1")" unshare --uts --mount --propagation private \
+    sh -c "mount --bind '$STATE/hosts' /etc/hosts && hostname node$1 && \
+           exec /usr/sbin/slurmd -N node$1 -f '$SLURM_CONF'" 9>&-
+}
+
+nodes_slurmd_up() {  # nodes_slurmd_up N: one slurmd per node
   local n=$1 i
   for i in $(seq 1 "$n"); do
-    ip netns exec "$(node_ns "$i")" unshare --uts --mount --propagation private \
-      sh -c "mount --bind '$STATE/hosts' /etc/hosts && hostname node$i && \
-             exec /usr/sbin/slurmd -N node$i -f '$SLURM_CONF'" 9>&-
+    nodes_slurmd_start "$i"
     echo "$STATE/run/slurmd-node$i.pid" >>"$STATE/started/slurmds"
   done
 }

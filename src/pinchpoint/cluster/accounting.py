@@ -38,7 +38,7 @@ class JobHistory:
 
     @property
     def requeues(self) -> int:
-        return sum(a.state in ("REQUEUED", "PREEMPTED") for a in self.attempts[:-1])
+        return sum(a.state in ("REQUEUED", "PREEMPTED", "NODE_FAIL") for a in self.attempts[:-1])
 
     def queue_wait_s(self) -> Optional[float]:
         """Submission to the first start (what the scheduler added before any work began)."""
@@ -55,6 +55,34 @@ class JobHistory:
         if not self.attempts:
             return None
         return _seconds(self.attempts[0].start, self.attempts[-1].end)
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed node list as names: 'node[1-2,5],gpu7' -> node1 node2 node5 gpu7."""
+    names, depth, item = [], 0, ""
+    for ch in text + ",":
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            if item:
+                names += _expand_one(item)
+            item = ""
+        else:
+            item += ch
+    return names
+
+
+def _expand_one(item: str) -> list[str]:
+    if "[" not in item:
+        return [item]
+    prefix, _, rest = item.partition("[")
+    ranges, _, suffix = rest.partition("]")
+    out = []
+    for part in ranges.split(","):
+        lo, _, hi = part.partition("-")
+        width = len(lo)
+        for i in range(int(lo), int(hi or lo) + 1):
+            out += [f"{prefix}{i:0{width}d}{name}" for name in _expand_one(suffix) or [""]]
+    return out
 
 
 def _time(text: str) -> Optional[datetime]:
@@ -85,7 +113,9 @@ def histories(array_ids: Iterable[str]) -> Optional[dict[str, JobHistory]]:
             continue
         state = state.split()[0] if state else "UNKNOWN"   # "CANCELLED by 0" -> CANCELLED
         found.setdefault(job, JobHistory(job)).attempts.append(
-            Attempt(state, _time(submit), _time(start), _time(end), nodes))
+            Attempt(state, _time(submit), _time(start), _time(end),
+                    ",".join(expand_hostlist(nodes)) if nodes not in ("", "None assigned")
+                    else nodes))
     return found
 
 

@@ -151,7 +151,10 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         while not all(p.done for p in points):
             ids = [p.job.job_id for p in points if not p.done]
             found = accounting.histories(ids)
-            queued = accounting.queued(ids) if found is None else None
+            # squeue too when accounting is off, or when a job's attempt ended in a state that
+            # Slurm may requeue it from (a node failure): still queued means not over.
+            ended = found is None or any(h.state in accounting.TERMINAL for h in found.values())
+            queued = accounting.queued(ids) if ended else None
             for p in points:
                 if not p.done:
                     self._update(p, found, queued)
@@ -173,6 +176,8 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
         if found is not None:
             p.history = found.get(job_id, p.history)
             state = p.history.state if p.history else "PENDING"
+            if state in accounting.TERMINAL and (queued or {}).get(job_id):
+                state = "REQUEUED"   # e.g. NODE_FAIL: Slurm put it back in the queue
         else:   # no accounting: squeue while listed, then the result file decides
             state = (queued or {}).get(job_id) or accounting.GONE
         if state in accounting.TERMINAL or state == accounting.GONE:
@@ -210,7 +215,9 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
                 extra += f" ({'queued' if n == 1 else 'requeue to start'} {wait:.0f} s)"
             extra += f", attempt {n}" if n > 1 else ""
         elif state == "REQUEUED":
-            extra = " (time limit or preemption: resumes from its newest checkpoint)"
+            why = "a node failed" if h and h.attempts and h.attempts[-1].state == "NODE_FAIL" \
+                else "time limit or preemption"
+            extra = f" ({why}: resumes from its newest checkpoint)"
         log.info("#%d %s: %s%s", p.idx, p.label, state, extra)
 
     def _result(self, p: Point, state: str) -> JobReturn:

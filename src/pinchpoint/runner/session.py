@@ -243,6 +243,10 @@ class Session:
             tags["resumed_from"] = f"{resume.source.where}@step{resume.step}"
         self.tracker = run_record.open_run(t, self.job, self.name(), tags,
                                            flatten(resolved_dict(self.cfg)), continuing)
+        # Each attempt's nodes (a requeue after a node failure runs on others); the run's
+        # node_list is the latest attempt's.
+        where = {k: tags[k] for k in ("nodes", "node_list", "host") if k in tags}
+        self.tracker.set_tags({**where, f"node_list_attempt_{self.attempt}": tags["node_list"]})
 
     # --- resume ----------------------------------------------------------------------------------
     def _restore_mlperf_log(self, resume: Resume) -> None:

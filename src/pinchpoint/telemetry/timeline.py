@@ -102,7 +102,7 @@ class Timeline:
         for i, a in enumerate(history.attempts):
             tid = i + 1
             events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                           "args": {"name": f"attempt {i} ({a.state})"}})
+                           "args": {"name": f"attempt {i} ({a.state}) on {a.nodes or '?'}"}})
             info = {"job_id": history.job_id, "attempt": i, "state": a.state, "nodes": a.nodes}
             submit, start, end = (_unix(x) for x in (a.submit, a.start, a.end))
             ended = end if end is not None else (time.time() if start is not None else None)
@@ -112,7 +112,8 @@ class Timeline:
                 events.append(self._wall_span(f"attempt {i}: {a.state}", pid, tid, start, ended,
                                               info))
             for label, when in (("submitted", submit), ("started", start), (
-                    "requeued" if i < last and a.state in ("REQUEUED", "PREEMPTED") else "ended",
+                    "requeued" if i < last and a.state in ("REQUEUED", "PREEMPTED", "NODE_FAIL")
+                    else "ended",
                     end)):
                 if when is not None:
                     events.append({"name": label, "ph": "i", "s": "t", "pid": pid, "tid": tid,
