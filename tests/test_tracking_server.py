@@ -1,7 +1,7 @@
-"""A tracking server on a real database (launchers/mlflow_server.sh --db mariadb --daemon): a
-train.py run logs to it over HTTP, its record is read back through MLflow and found in MariaDB
-itself, an emulated node logs to it over the bridge when the nodes are up, and
-mlflow_server_down.sh stops only what the launcher started.
+"""A tracking server on a real database (launchers/mlflow_server.sh --db mariadb --daemon), on the
+emulated cluster's bridge: a train.py run logs to it over HTTP, its record is read back through
+MLflow and found in MariaDB itself, a 2-node Slurm job's rank 0 logs to it over the fabric from
+an emulated node, and mlflow_server_down.sh stops only what the launcher started.
 
 Under CI (CI=true or PINCHPOINT_CI=1) a server that cannot start fails these tests; elsewhere they
 skip only when MariaDB cannot be installed or started here (the launcher's exit status 3)."""
@@ -24,18 +24,13 @@ from conftest import ROOT, TINY_DLRM, train
 pytestmark = pytest.mark.slow
 CANNOT_START = 3   # mlflow_server.sh's exit status for "MariaDB cannot be installed/started here"
 IN_CI = os.environ.get("CI") == "true" or os.environ.get("PINCHPOINT_CI") == "1"
-BRIDGE, NODE = "10.77.0.1", "pp-node1"   # launchers/slurm/nodes.sh: the emulated nodes' bridge
+BRIDGE = "10.77.0.1"   # launchers/slurm/nodes.sh: the head's address on the nodes' bridge
 
 
 def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def bridge_up() -> bool:
-    addresses = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout
-    return BRIDGE in addresses.split()
 
 
 def launcher(name: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
@@ -62,12 +57,12 @@ def other_mariadbs(state: Path) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(multinode_cluster):
     # Not under pytest's tmp folder: mariadbd runs as the mysql user, who cannot enter it.
     base = Path(tempfile.mkdtemp(prefix="pinchpoint-mlflow-server-"))
     base.chmod(0o755)
     state = base / "state"
-    host = BRIDGE if bridge_up() else "127.0.0.1"
+    host = BRIDGE    # where every emulated node reaches the head (launchers/slurm/nodes.sh)
     env = {**os.environ, "PINCHPOINT_MLFLOW_STATE": str(state),
            "PINCHPOINT_MLFLOW_DB_PORT": str(free_port("127.0.0.1")),
            "PINCHPOINT_MLFLOW_HOLDER": str(os.getpid())}
@@ -126,21 +121,27 @@ def test_a_run_logs_to_the_server_and_lands_in_mariadb(server, tmp_path):
                         "`key`='train_loss'", run.info.run_id) == [(len(losses),)]
 
 
-def test_an_emulated_node_logs_over_the_bridge(server):
-    if server["host"] != BRIDGE or NODE not in subprocess.run(
-            ["ip", "netns", "list"], capture_output=True, text=True).stdout:
-        pytest.skip(f"no emulated nodes up (launchers/slurm_up.sh --nodes 3 makes {NODE})")
-    code = ("import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); "
-            "r = mlflow.start_run(run_name='from-node1'); "
-            "[mlflow.log_metric('x', float(i), step=i) for i in range(20)]; "
-            "mlflow.end_run(); print(r.info.run_id)")
-    proc = subprocess.run(["ip", "netns", "exec", NODE, sys.executable, "-c", code, server["uri"]],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run_id = proc.stdout.split()[-1]
-    steps = mariadb_rows(server["state"], "SELECT step FROM metrics WHERE run_uuid=%s AND "
-                         "`key`='x' ORDER BY step", run_id)
-    assert [s for (s,) in steps] == list(range(20))
+@pytest.mark.slurm
+def test_a_two_node_job_logs_to_the_server_over_the_fabric(server, multinode_cluster, tmp_path):
+    """Every rank of the job runs on an emulated node; the point's MLflow run (rank 0, node1)
+    and the sweep's parent both land in the server's MariaDB over the bridge."""
+    from mlflow.tracking import MlflowClient
+
+    from pinchpoint.workloads import spec
+    dlrm = spec("dlrm_dcnv2")
+    train(["-m", "cluster=slurm", "cluster.nodes=2", "model=dlrm_dcnv2", *dlrm.smoke,
+           *dlrm.multi_node_layout, "train.max_steps=4", "tracking.system_metrics=false",
+           "tracking=server", f"tracking.uri={server['uri']}", "tracking.experiment=server_2n"],
+          tmp_path / "outputs", seed_store=False, env=multinode_cluster.env, timeout=300)
+    client = MlflowClient(server["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("server_2n").experiment_id])
+    kinds = sorted(r.data.tags.get("pinchpoint.kind") for r in runs)
+    assert kinds == ["point", "sweep"], kinds
+    [point] = [r for r in runs if r.data.tags["pinchpoint.kind"] == "point"]
+    assert point.info.status == "FINISHED" and point.data.tags["nodes"] == "2"
+    assert point.data.tags["host"] == point.data.tags["node_list"].split(",")[0]   # node1
+    assert mariadb_rows(server["state"], "SELECT status FROM runs WHERE run_uuid=%s",
+                        point.info.run_id) == [("FINISHED",)]
 
 
 def test_the_launcher_reuses_its_server_and_stops_only_what_it_started(server):
