@@ -28,9 +28,20 @@ class System:
     memory_tb_per_s: float
     intra_node_gb_per_s: float         # per GPU per direction inside the NVLink domain
     nvlink_domain: int
-    inter_node_gb_per_s: float         # per GPU (its NIC)
+    inter_node_gb_per_s: float         # per NIC
     gpus_per_node: int = 8
     nvlink_links: Optional[int] = None  # NVLink (xGMI) links per GPU; null = unknown
+    # Ranks whose inter-node traffic shares one NIC: 1 on HGX / NVL72 (a NIC per GPU); every
+    # rank of a node where the node has one link (the emulated cluster, many cloud VMs).
+    gpus_per_nic: int = 1
+    # Whose algorithms move the bytes (plan/network.py): nccl (hierarchical: reduce inside
+    # the NVLink domain first, 1/inside of the buffer per NIC) or gloo (flat rings over the
+    # group's rank order, reduce-scatter as a whole all-reduce, direct all-to-all).
+    collectives: str = "nccl"
+    # Seconds per sequential step of a collective on each level; null = NCCL's typical figures
+    # (network.NVLINK_HOP_S, NIC_HOP_S). Measured for gloo by benchmarks/emulated_links.py.
+    intra_node_hop_s: Optional[float] = None
+    inter_node_hop_s: Optional[float] = None
     reserved_gib: float = 6.0
     mfu: Optional[float] = None        # user override of the calibrated achieved fraction
 

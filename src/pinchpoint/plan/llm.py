@@ -15,6 +15,11 @@ seq_len / cp, every matmul split tp ways):
 Per step: micro_batches x the slowest rank's micro-batch time, plus the pipeline bubble
 ((pp - 1) / virtual_stages of it), plus what the data-parallel gradient reduce-scatter and
 parameter all-gather (once per step, over dp x cp) leave exposed, plus the optimizer update.
+
+``Layout.stack`` says whose collectives these are: "megatron" (the default: NeMo / Megatron-LM,
+what the published results ran, as above) or "fsdp2" (this repository's runner: FSDP2 units
+re-gathered per micro-batch, HSDP, TP's ends, see ``_fsdp2_s`` and ``_tp_ends_s``).
+``Layout.spans`` places groups other than the mesh order does (parallel/placement.py).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ OPTIMIZER_BYTES_PER_PARAM = 30   # AdamW step: fp32 master, m, v read+write, fp3
 # Bytes per value of a low-precision GEMM operand, scales included (NVFP4: one FP8 scale per
 # 16 values; MXFP4: one E8M0 scale per 32).
 LOW_PRECISION_BYTES = {"fp8": 1.0, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
+STACKS = ("megatron", "fsdp2")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,13 @@ class Layout:
     layers_per_chunk: Optional[list] = None
     overlap: dict = field(default_factory=dict)   # {'data_parallel': 0.9}; missing = calibrated
     nccl_max_ctas: dict = field(default_factory=dict)   # {'dp': 8, 'tp': 8}; missing = uncapped
+    stack: str = "megatron"                        # whose collectives: megatron | fsdp2
+    # network.Span per group placed against the mesh order ('tp', 'dp' = dp x cp, 'dp_shard',
+    # 'dp_replicate'); missing = where the mesh order puts it (network.span)
+    spans: dict = field(default_factory=dict)
+
+    def group(self, name: str, size: int, stride: int, domain: int) -> "network.Span":
+        return self.spans.get(name) or network.span(size, stride, domain)
 
     @property
     def dp(self) -> int:
@@ -132,6 +145,14 @@ def validate_layout(s: DecoderShape, lay: Layout) -> None:
         raise ConfigError("global_batch_size", lay.global_batch,
                           f"a multiple of micro_batch_size x dp = {lay.micro_batch} x {lay.dp}")
     pipeline.check_interleaving(lay.micro_batches, lay.pp, lay.virtual_stages)
+    if lay.stack not in STACKS:
+        raise ConfigError("plan.stack", lay.stack, " or ".join(STACKS))
+
+
+def wire_bytes(lay: Layout) -> int:
+    """Bytes per activation or gradient value in the collectives: BF16, or FP32 where the
+    run computes in FP32 (the CPU proxies)."""
+    return 4 if lay.precision == "fp32" else ACT
 
 
 # --- per layer, per micro-batch, per GPU -------------------------------------------------------
@@ -151,10 +172,14 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
          "memory": memory_s(mem_bytes, system) * (1 + redo)}
     t["tp"], t["cp"] = 0.0, 0.0
     if lay.tp > 1:
-        group = network.span(lay.tp, 1, system.nvlink_domain)
-        one = network.all_gather_s(tokens * s.dim * ACT, group,
-                                   network.capped(system, lay.nccl_max_ctas, "tp"))
-        t["tp"] = (8 + (4 if lay.recompute else 0)) * one
+        group = lay.group("tp", lay.tp, 1, system.nvlink_domain)
+        capped = network.capped(system, lay.nccl_max_ctas, "tp")
+        row = tokens * s.dim * wire_bytes(lay)
+        # attention and MLP each gather their input and reduce-scatter their output forward,
+        # backward the reverse: 4 of each (+2 recomputed); gloo's reduce-scatter costs more
+        passes = 4 + (2 if lay.recompute else 0)
+        t["tp"] = passes * network.all_gather_s(row, group, capped) + \
+            passes * network.reduce_scatter_s(row, group, capped)
     if lay.cp > 1:
         group = network.span(lay.cp, lay.tp, system.nvlink_domain)
         kv = tokens * 2 * s.n_kv_heads * hd * ACT / min(lay.tp, s.n_kv_heads)
@@ -162,6 +187,49 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
         t["cp"] = hops * network.send_recv_s(kv, group.outside > 1,
                                              network.capped(system, lay.nccl_max_ctas, "cp"))
     return t
+
+
+def _tp_ends_s(s: DecoderShape, lay: Layout, system: System,
+               tokens: float) -> tuple[float, float]:
+    """TP's collectives at the stack's ends as workloads/common/tp.py runs them, per
+    micro-batch: (the embedding's, the head's). The embedding is row-parallel into sequence
+    shards (a reduce-scatter forward, its gradient gathered back); the head gathers its input
+    (its gradient reduce-scattered) and its logits, whole on every rank (no vocab-parallel
+    loss)."""
+    if lay.tp <= 1:
+        return 0.0, 0.0
+    group = lay.group("tp", lay.tp, 1, system.nvlink_domain)
+    capped = network.capped(system, lay.nccl_max_ctas, "tp")
+    row = tokens * s.dim * wire_bytes(lay)
+    gather = network.all_gather_s(row, group, capped)
+    scatter = network.reduce_scatter_s(row, group, capped)
+    logits = network.all_gather_s(tokens * s.vocab_size * wire_bytes(lay), group, capped)
+    return gather + scatter, gather + scatter + logits
+
+
+def _fsdp2_s(counts: dict, layers: int, lay: Layout, system: System) -> float:
+    """Data-parallel seconds per step of FSDP2 as parallel/fsdp.py applies it: one unit per
+    block, then the root (embedding, final norm, head). Every micro-batch gathers each unit
+    forward and each block again backward (the root stays gathered), and reduce-scatters each
+    unit's gradients over dp_shard x cp; HSDP then all-reduces each reduced shard over the
+    replicas (replication alone: the whole gradient). Weights and gradients move at the
+    run's precision (FSDP2 without a mixed-precision policy)."""
+    if lay.pp > 1:
+        raise ConfigError("plan.stack", lay.stack, "megatron with pp > 1 (fsdp2 plans pp=1)")
+    capped = network.capped(system, lay.nccl_max_ctas, "dp")
+    domain = system.nvlink_domain
+    shard = lay.group("dp_shard", lay.dp_shard * lay.cp, lay.tp, domain)
+    replicas = lay.group("dp_replicate", lay.dp_replicate, lay.tp * lay.cp * lay.dp_shard,
+                         domain)
+    block = counts["per_layer"] / lay.tp * wire_bytes(lay)
+    root = (counts["embedding"] + counts["output"] + counts["final_norm"]) / lay.tp * \
+        wire_bytes(lay)
+    t = 0.0
+    for nbytes, gathers in [(block, 2)] * layers + [(root, 1)]:
+        t += gathers * network.all_gather_s(nbytes, shard, capped) + \
+            network.reduce_scatter_s(nbytes, shard, capped) + \
+            network.all_reduce_s(nbytes / shard.size, replicas, capped)
+    return lay.micro_batches * t
 
 
 def cast_bytes_per_token(s: DecoderShape, lay: Layout) -> float:
@@ -207,12 +275,19 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
         pp_link = _exposed(2 * lay.virtual_stages * one, lay.overlap_of("pipeline"),
                            layer["compute"])
     ranks = []
+    ends_tp = _tp_ends_s(s, lay, system, tokens) if lay.stack == "fsdp2" else (0.0, 0.0)
+    rank_tp = []
     for r, n in enumerate(per_rank):
         terms = {k: n * v for k, v in layer.items()}
-        if r == (len(chunks) - 1) % lay.pp:
+        last = r == (len(chunks) - 1) % lay.pp
+        if last:
             terms["compute"] += head["compute"]
             terms["memory"] += head["memory"]
         terms["pp"] = pp_link
+        ends = (ends_tp[0] if r == 0 else 0.0) + (ends_tp[1] if last else 0.0)
+        if ends:
+            terms["tp"] += _exposed(ends, lay.overlap_of("tensor_parallel"), terms["compute"])
+        rank_tp.append(n * work["tp"] + ends)
         ranks.append(terms)
     slowest = max(range(lay.pp), key=lambda r: sum(ranks[r].values()))
     mb = ranks[slowest]
@@ -224,9 +299,14 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
     # all-reduce: the same bytes), over dp x cp (cp ranks hold the same weights).
     ends = counts["output"] + (counts["embedding"] if lay.pp == 1 else 0)
     rank_params = (max(per_rank) * counts["per_layer"] + ends) / lay.tp
-    dp_group = network.span(lay.dp * lay.cp, lay.tp, system.nvlink_domain)
-    dp_comm = 2 * network.reduce_scatter_s(rank_params * ACT, dp_group,
-                                           network.capped(system, lay.nccl_max_ctas, "dp"))
+    if lay.stack == "fsdp2":
+        dp_comm = _fsdp2_s(counts, max(per_rank), lay, system)
+    else:
+        dp_group = lay.group("dp", lay.dp * lay.cp, lay.tp, system.nvlink_domain)
+        capped = network.capped(system, lay.nccl_max_ctas, "dp")
+        dp_bytes = rank_params * wire_bytes(lay)
+        dp_comm = network.reduce_scatter_s(dp_bytes, dp_group, capped) + \
+            network.all_gather_s(dp_bytes, dp_group, capped)
     # The reduce-scatter runs under the last micro-batch's backward and the all-gather under
     # the first one's forward (bucketed by layer): one micro-batch of compute can hide them.
     out["data_parallel"] = _exposed(dp_comm, lay.overlap_of("data_parallel"), mb["compute"])
@@ -239,7 +319,8 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
     return {"step_s": step, "terms_s": out, "per_micro_batch_s": per_mb,
             "micro_batches": m, "slowest_rank": slowest, "layers_per_chunk": chunks,
             "layers_per_rank": per_rank,
-            "communication_s": {"tp": m * per_rank[slowest] * work["tp"],
+            "communication_s": {"tp": m * (rank_tp[slowest] if lay.stack == "fsdp2" else
+                                           per_rank[slowest] * work["tp"]),
                                 "cp": m * per_rank[slowest] * work["cp"],
                                 "data_parallel": dp_comm},
             "model_flops_per_step": model_flops_per_sequence(s, lay.seq_len) * lay.global_batch}

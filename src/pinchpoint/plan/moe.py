@@ -25,12 +25,18 @@ step the MoE parameters' gradients (local tokens' share) are all-reduced over tp
 All-to-all: every MoE layer sends each routed (token, choice) row whose expert lives on another
 rank, (ep - 1) / ep of them under uniform routing, once to dispatch and once to combine, and
 backward mirrors both; ``bytes`` here is what leaves the device (the figure the links carry).
+Seconds: bytes over the link of the span's level; where the System says how bytes reach the
+wire (``gpus_per_nic``, ``collectives``) or the layout places groups (``Layout.spans``: 'ep',
+'dp_shard', 'dp_replicate', 'expert_replicate', 'tp'), each collective is timed by
+plan/network.py on its group instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinchpoint.plan import network
+from pinchpoint.plan.hardware import system_from
 from pinchpoint.plan.llm import Layout
 
 GIB = 2 ** 30
@@ -205,18 +211,26 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
     m = lay.accumulation
     layers = stage_layers(shape, lay, 0)
     out: dict[str, dict[str, float]] = {}
+    groups = _groups(lay, gpu)
+    wire = system_from(gpu) if network.states_wire(gpu) or lay.spans else None
 
-    def add(name: str, nbytes: float, span: int) -> None:
-        out[name] = {"bytes": nbytes, "seconds": nbytes / _link(span, gpu) if nbytes else 0.0}
+    def add(name: str, nbytes: float, span: int, *parts) -> None:
+        """``parts``: (kind, buffer per rank, group) of the collectives that move ``nbytes``."""
+        seconds = nbytes / _link(span, gpu) if nbytes else 0.0
+        if wire is not None and parts:
+            seconds = sum(network.collective_s(kind, buffer, groups[group], wire)
+                          for kind, buffer, group in parts)
+        out[name] = {"bytes": nbytes, "seconds": seconds}
 
     moe_layers = sum(1 for i in layers if shape.experts_per_layer[i])
     if lay.ep > 1 and moe_layers:
         tokens = lay.micro_batch * lay.seq_len / lay.cp / lay.tp
         rows_off = tokens * shape.top_k * (lay.ep - 1) / lay.ep
         one_way = rows_off * shape.dim * e * moe_layers * m
+        handed = 2 * tokens * shape.top_k * shape.dim * e * moe_layers * m   # kept rows too
         # forward dispatch + backward of combine go one way, combine + backward of dispatch back
-        add("all_to_all_dispatch", 2 * one_way, lay.ep * lay.cp * lay.tp)
-        add("all_to_all_combine", 2 * one_way, lay.ep * lay.cp * lay.tp)
+        for name in ("all_to_all_dispatch", "all_to_all_combine"):
+            add(name, 2 * one_way, lay.ep * lay.cp * lay.tp, ("all_to_all", handed, "ep"))
     c = shape.counts()
     replicated = sum(shape.tp_local(i, lay.tp) for i in layers) + c["embedding"] / lay.tp
     experts = sum(shape.experts_per_layer[i] for i in layers) / lay.ep
@@ -227,29 +241,57 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
     if lay.dp_shard > 1:
         ring = (lay.dp_shard - 1) / lay.dp_shard
         span = lay.tp * lay.cp * lay.dp_shard
-        add("fsdp_all_gather", gathers * replicated * b["weights"] * ring, span)
-        add("fsdp_reduce_scatter", scatters * replicated * b["gradients"] * ring, span)
+        gathered, scattered = gathers * replicated * b["weights"], scatters * replicated * \
+            b["gradients"]
+        add("fsdp_all_gather", gathered * ring, span, ("all_gather", gathered, "dp_shard"))
+        add("fsdp_reduce_scatter", scattered * ring, span,
+            ("reduce_scatter", scattered, "dp_shard"))
     replicas = lay.dp_shard // lay.ep if lay.dp_shard > lay.ep else 1
     if replicas > 1:
         ring = (replicas - 1) / replicas
         span = lay.tp * lay.cp * lay.dp_shard
-        add("expert_fsdp_all_gather", gathers * experts * b["weights"] * ring, span)
-        add("expert_fsdp_reduce_scatter", scatters * experts * b["gradients"] * ring, span)
+        gathered, scattered = gathers * experts * b["weights"], scatters * experts * \
+            b["gradients"]
+        add("expert_fsdp_all_gather", gathered * ring, span,
+            ("all_gather", gathered, "expert_shard"))
+        add("expert_fsdp_reduce_scatter", scattered * ring, span,
+            ("reduce_scatter", scattered, "expert_shard"))
     if lay.dp_replicate > 1:
-        shard = (replicated / lay.dp_shard + experts / max(1, replicas))
+        dense, routed = replicated / lay.dp_shard, experts / max(1, replicas)
+        shard = dense + routed
+        # the experts' replicas are the ranks holding the same experts: the replicate group
+        # unless EP is placed across it (then they may share a node)
         add("ddp_all_reduce", 2 * shard * b["gradients"] * (lay.dp_replicate - 1) /
-            lay.dp_replicate, lay.world)
+            lay.dp_replicate, lay.world, ("all_reduce", dense * b["gradients"], "dp_replicate"),
+            ("all_reduce", routed * b["gradients"], "expert_replicate"))
     if lay.tp > 1:
+        ring = (lay.tp - 1) / lay.tp
         for name, nbytes in tp_activation_bytes(shape, lay, layers, head=lay.pp == 1).items():
-            add(name, m * nbytes, lay.tp)
+            kind = name.removeprefix("tp_").removeprefix("router_stats_")
+            handed = m * nbytes / (2 * ring if kind == "all_reduce" else ring)
+            add(name, m * nbytes, lay.tp, (kind, handed, "tp"))
         # Once a step (moe_llm.clip_gradients): the MoE blocks ran on sequence shards, so
         # their gradients (FSDP or EP shards) hold one shard's share: summed in one all-reduce.
         ring = 2 * (lay.tp - 1) / lay.tp
-        add("tp_moe_gradient_all_reduce",
-            moe_parameters_per_device(shape, lay, layers) * b["gradients"] * ring, lay.tp)
+        grads = moe_parameters_per_device(shape, lay, layers) * b["gradients"]
+        add("tp_moe_gradient_all_reduce", grads * ring, lay.tp, ("all_reduce", grads, "tp"))
     if lay.pp > 1:
         act = lay.micro_batch * lay.seq_len / lay.cp * shape.dim * e / lay.tp
         add("pp_send_recv", 2 * m * act, lay.world)
+    return out
+
+
+def _groups(lay: MoELayout, gpu) -> dict[str, "network.Span"]:
+    """Each communicator's group on the NVLink domains, in mesh order (tp innermost, ep
+    borrowing consecutive dp_shard ranks) unless ``lay.spans`` places it."""
+    domain = _get(gpu, "nvlink_domain") or _get(gpu, "gpus_per_node")
+    inner = lay.tp * lay.cp
+    replicas = lay.dp_shard // lay.ep if lay.dp_shard > lay.ep else 1
+    sizes = {"tp": (lay.tp, 1), "ep": (lay.ep, inner), "dp_shard": (lay.dp_shard, inner),
+             "expert_shard": (replicas, inner * lay.ep),
+             "dp_replicate": (lay.dp_replicate, inner * lay.dp_shard)}
+    out = {name: lay.group(name, size, stride, domain) for name, (size, stride) in sizes.items()}
+    out["expert_replicate"] = lay.spans.get("expert_replicate") or out["dp_replicate"]
     return out
 
 

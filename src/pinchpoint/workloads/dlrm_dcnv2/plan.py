@@ -84,7 +84,10 @@ def activation_elements(arch, num_dense: int = 13) -> int:
 
 
 def step_terms(arch, global_batch: int, gpus: int, ep: int, system,
-               num_dense: int = 13, overlap_dp: float | None = None) -> dict[str, Any]:
+               num_dense: int = 13, overlap_dp: float | None = None,
+               wire_bytes: int = FP16) -> dict[str, Any]:
+    """``wire_bytes``: bytes per pooled embedding, its gradient and each dense gradient in the
+    collectives (HugeCTR's fp16; this repository's runner moves fp32)."""
     if global_batch % gpus:
         raise ConfigError("dataset.batch_size", global_batch,
                           f"a multiple of the {gpus} GPUs (per-rank batch x ranks)")
@@ -96,7 +99,7 @@ def step_terms(arch, global_batch: int, gpus: int, ep: int, system,
     embedding = embedding_fwd * 5
     group = network.span(ep, 1, system.nvlink_domain)
     ids = local * sum(arch.multi_hot_sizes) * 4
-    pooled = local * tables * d * FP16
+    pooled = local * tables * d * wire_bytes
     a2a_fwd = network.all_to_all_s(ids, group, system) + network.all_to_all_s(pooled, group,
                                                                                system)
     a2a = a2a_fwd + network.all_to_all_s(pooled, group, system)
@@ -104,7 +107,7 @@ def step_terms(arch, global_batch: int, gpus: int, ep: int, system,
     dense = matmul_s(dense_flops, system, "bf16")
     activations = memory_s(local * activation_elements(arch, num_dense) * FP16 * 6, system)
     dp_group = network.span(gpus, 1, system.nvlink_domain)
-    dp_comm = network.all_reduce_s(counts["dense"] * FP16, dp_group, system)
+    dp_comm = network.all_reduce_s(counts["dense"] * wire_bytes, dp_group, system)
     overlap = calibration.OVERLAP["data_parallel"] if overlap_dp is None else overlap_dp
     dp = max(dp_comm * (1 - overlap), dp_comm - dense)
     terms = {"compute": dense, "memory": embedding + activations, "ep": a2a,

@@ -1,11 +1,14 @@
 """FLUX.1 planner: arithmetic only (no torch, nothing allocated).
 
 Parameters of the MMDiT from its shape (checked against the real module on the meta device in
-tests), memory per device for DDP / FSDP2 / HSDP, and the bytes each pipeline reads from storage
+tests), memory per device for DDP / FSDP2 / HSDP, the data-parallel collectives' seconds per
+step on a two-level network (plan/network.py), and the bytes each pipeline reads from storage
 per step: the preprocessed columns' exact row size (np.save headers included) against the raw
 image + caption bytes per sample.
 """
 from __future__ import annotations
+
+from pinchpoint.plan import network
 
 NPY_HEADER = 128            # np.save header of a small-rank array (format 1.0, padded to 64)
 BF16 = 2
@@ -17,16 +20,49 @@ CC12M_RAW_BYTES_PER_SAMPLE = 1.0e12 / 10.9e6
 def mmdit_parameters(s) -> int:
     """Parameter count of FluxMMDiT for shape ``s`` (an MMDiTShape or a scale config)."""
     h = s.hidden_size
+    embed = (s.in_channels * h + h) + (256 * h + h + h * h + h) \
+        + (s.vec_in_dim * h + h + h * h + h) + (s.context_in_dim * h + h)
+    double, single = block_parameters(s)
+    final = (h * s.in_channels + s.in_channels) + (h * 2 * h + 2 * h)
+    return embed + s.depth * double + s.depth_single_blocks * single + final
+
+
+def block_parameters(s) -> tuple[int, int]:
+    """Parameters of one double-stream block (its image and text sides) and one single one."""
+    h = s.hidden_size
     m = int(h * s.mlp_ratio)
     head = h // s.num_heads
     qkv_bias = 3 * h if s.qkv_bias else 0
-    embed = (s.in_channels * h + h) + (256 * h + h + h * h + h) \
-        + (s.vec_in_dim * h + h + h * h + h) + (s.context_in_dim * h + h)
     side = (6 * h * h + 6 * h) + (3 * h * h + qkv_bias) + 2 * head + (h * h + h) \
         + (h * m + m + m * h + h)
     single = (h * (3 * h + m) + 3 * h + m) + ((h + m) * h + h) + 2 * head + (3 * h * h + 3 * h)
-    final = (h * s.in_channels + s.in_channels) + (h * 2 * h + 2 * h)
-    return embed + s.depth * 2 * side + s.depth_single_blocks * single + final
+    return 2 * side, single
+
+
+def communication_per_step(scale, dp_replicate: int, dp_shard: int, system,
+                           spans: dict | None = None, value_bytes: int = 4) -> dict[str, float]:
+    """Seconds per step of each data-parallel collective kind, as parallel/fsdp.py shards the
+    MMDiT: one FSDP2 unit per double and single block, then the root (embedders, final layer).
+    Forward gathers every unit and backward each block again (the root stays gathered); every
+    unit's gradients are reduce-scattered over dp_shard, then each shard all-reduced over
+    dp_replicate (HSDP; replication alone all-reduces whole gradients). ``value_bytes``: 4, the
+    runner's FSDP2 has no mixed-precision policy. ``spans``: network.Span of 'dp_shard' /
+    'dp_replicate' where a placement differs from the mesh order (shard inside a node)."""
+    shape = _shape(scale)
+    spans = spans or {}
+    domain = system.nvlink_domain
+    shard = spans.get("dp_shard") or network.span(dp_shard, 1, domain)
+    replicas = spans.get("dp_replicate") or network.span(dp_replicate, dp_shard, domain)
+    double, single = block_parameters(shape)
+    blocks = [double] * scale.depth + [single] * scale.depth_single_blocks
+    root = mmdit_parameters(shape) - sum(blocks)
+    out = {"all_gather": 0.0, "reduce_scatter": 0.0, "all_reduce": 0.0}
+    for params, gathers in [(b, 2) for b in blocks] + [(root, 1)]:
+        nbytes = params * value_bytes
+        out["all_gather"] += gathers * network.all_gather_s(nbytes, shard, system)
+        out["reduce_scatter"] += network.reduce_scatter_s(nbytes, shard, system)
+        out["all_reduce"] += network.all_reduce_s(nbytes / shard.size, replicas, system)
+    return out
 
 
 def latent_side(scale) -> int:
