@@ -35,18 +35,16 @@ def main(cfg: DictConfig) -> float:
 
 def user_error(err: BaseException):
     """(exit code, one-line message) of an error the user can fix; None: re-raised."""
-    import errno
-
     from pinchpoint.config import ConfigError
     from pinchpoint.data.npy_format import DataFormatError
-    from pinchpoint.errors import DataError
+    from pinchpoint.errors import CheckpointDiskFull, DataError
 
     if isinstance(err, ConfigError):
         return 2, f"Invalid config: {err}"
     if isinstance(err, (DataError, DataFormatError)):
         return 2, f"Invalid data: {err}"
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC and getattr(err, "checkpoint", 0):
-        return 1, f"Disk full: {err.strerror}"
+    if isinstance(err, CheckpointDiskFull):
+        return 1, f"Disk full: {err}"
     return None
 
 

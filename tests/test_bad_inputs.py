@@ -285,7 +285,12 @@ def test_disk_full_during_a_checkpoint(tmp_path, monkeypatch):
     manager.save({"w": torch.zeros(4)}, {}, 1, True)        # a good one first
 
     def full(state, checkpoint_id):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        # As torch.distributed.checkpoint reports it: every rank's failure gathered, wrapped.
+        from torch.distributed.checkpoint.api import CheckpointException, _wrap_exception
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise CheckpointException("save", {0: _wrap_exception(e)}) from None
     monkeypatch.setattr(dcp, "save", full)
     with pytest.raises(OSError) as err:
         manager.save({"w": torch.ones(4)}, {}, 2, True)
@@ -295,6 +300,58 @@ def test_disk_full_during_a_checkpoint(tmp_path, monkeypatch):
                   "checkpoint.keep", "storage.root"):
         assert words in message, message
     assert manager.latest()["step"] == 1 and not os.path.exists(manager.step_dir(2) + ".tmp")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MB tmpfs as the storage root (the dataset, then checkpoints, fill it)."""
+    import subprocess
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        from slurm_cluster import under_ci
+        if under_ci():
+            pytest.fail("CI runs as root and can mount a tmpfs: this one could not be mounted")
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["parallel=single", "parallel=ddp2"])
+def test_a_real_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_debris(
+        layout, small_disk, tmp_path):
+    """On a real full tmpfs: the step-2 checkpoint fits, the step-4 one does not. One line names
+    the checkpoint, the tier and the newest valid one; no step_4.tmp is left; step 2 resumes."""
+    from conftest import TINY_DLRM
+    from pinchpoint.storage.checkpoint import CheckpointManager
+    out, root = tmp_path / "outputs", small_disk / "tier"
+    run = [*TINY_DLRM, layout, f"storage.root={root}", "tracking.enabled=false",
+           "checkpoint.interval=2", "checkpoint.keep=2"]
+    # One checkpoint's size, measured: a run that crashes after its step-2 checkpoint.
+    train([*run, "train.max_steps=4", "fault=raise_at_step:3"], out, check=False)
+    [ckpt_dir] = (root / "checkpoints").iterdir()
+    ckpt = sum(f.stat().st_size for f in ckpt_dir.rglob("*") if f.is_file())
+    shutil.rmtree(ckpt_dir)
+    # Leave room for one and a half checkpoints.
+    free = shutil.disk_usage(small_disk).free
+    with open(small_disk / "filler", "wb") as f:
+        f.truncate(0)
+        f.write(b"\0" * max(0, free - int(1.5 * ckpt)))
+    proc = train([*run, "train.max_steps=8"], out, check=False)
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("Disk full: ")]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    [ckpt_dir] = (root / "checkpoints").iterdir()
+    manager = CheckpointManager.__new__(CheckpointManager)
+    manager.dir = str(ckpt_dir)
+    assert manager.steps() == [2]
+    for words in (manager.step_dir(4), "storage tier 'local'", "newest valid checkpoint is step 2"):
+        assert words in lines[0], lines[0]
+    assert not list(ckpt_dir.glob("*.tmp")) and not (ckpt_dir / "step_00000004").exists()
 
 
 def test_resume_whose_mlperf_log_is_gone(tmp_path):

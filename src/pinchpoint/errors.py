@@ -21,6 +21,20 @@ class DataError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+class CheckpointDiskFull(OSError):
+    """A checkpoint that did not fit on its storage tier (ENOSPC). The message names the
+    checkpoint, the tier and the newest valid checkpoint; the run fails with it in one line."""
+
+    def __init__(self, message: str):
+        import errno
+        super().__init__(errno.ENOSPC, message)
+        self.message = message   # kept as an attribute: it survives being rebuilt in another
+                                 # process (runner/ranks.py raise_rank_user_error)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def require(value: Any, field: str, ok: Callable[[Any], bool], allowed: str) -> None:
     """Raise ConfigError(field, value, allowed) unless ``ok(value)``; ``field`` names the value's
     dotted config path (typed configs carry values, not paths, so the caller names it)."""

@@ -185,10 +185,11 @@ def _spawned_main(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Opti
 
 # --- a rank's config or data error, raised again by the process that launched the ranks ---------
 def user_errors() -> tuple:
-    """What train.py reports as one line (pinchpoint's config and data errors)."""
+    """What train.py reports as one line (pinchpoint's config and data errors, a checkpoint
+    that did not fit on its tier)."""
     from pinchpoint.data.npy_format import DataFormatError
-    from pinchpoint.errors import DataError
-    return ConfigError, DataError, DataFormatError
+    from pinchpoint.errors import CheckpointDiskFull, DataError
+    return ConfigError, DataError, DataFormatError, CheckpointDiskFull
 
 
 def _user_error_file(job: JobInfo, rank: int) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch.distributed as dist
 
+from pinchpoint.errors import CheckpointDiskFull
 from pinchpoint.storage.atomic import fsync_dir, sha256_file, write_text_atomic
 from pinchpoint.storage.tier import StorageTier
 
@@ -63,6 +64,24 @@ def load_training_state(model, optimizer, state: dict[str, Any], options=None) -
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optimizer"], options=options)
     return int(state["step"])
+
+
+def disk_full(err: BaseException) -> bool:
+    """ENOSPC, raised as itself or wrapped: torch.distributed.checkpoint gathers every rank's
+    failure into a CheckpointException (``failures``: rank -> (exception, stack))."""
+    todo, seen = [err], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        # a failure is (exception, stack summary)
+        todo += [w[0] if isinstance(w, tuple) else w
+                 for w in (getattr(e, "failures", None) or {}).values()]
+        todo += [e.__cause__, e.__context__]
+    return False
 
 
 def _barrier() -> None:
@@ -138,34 +157,33 @@ class CheckpointManager:
             nbytes = sum(size for size, _ in files.values())
             manifest = {"step": step, "files": files, **meta}
             write_text_atomic(self.manifest_path(step), json.dumps(manifest, default=str))
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
+        except BaseException as err:   # DCP's CheckpointException is a BaseException
+            if not disk_full(err):
                 raise
-            raise self._disk_full(step, tmp) from None
+            raise self._disk_full(step, tmp, is_main) from None
         self.tier.charge_write(nbytes, requests=len(files) + 1, started=started)
         self._prune()
         return CheckpointWrite(step, final, nbytes, time.perf_counter() - started)
 
-    def _disk_full(self, step: int, tmp: str) -> OSError:
-        """ENOSPC, said so a user can act: which checkpoint, on which tier, what is still safe."""
-        shutil.rmtree(tmp, ignore_errors=True)  # the partial step; earlier steps are untouched
-        for partial in (self.step_dir(step), self.manifest_path(step)):
-            if os.path.isdir(partial):
-                shutil.rmtree(partial, ignore_errors=True)
-            elif os.path.exists(partial):
-                os.remove(partial)
+    def _disk_full(self, step: int, tmp: str, is_main: bool = True) -> CheckpointDiskFull:
+        """ENOSPC, said so a user can act: which checkpoint, on which tier, what is still safe.
+        Rank 0 removes the partial step (every rank raises); earlier steps are untouched."""
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for partial in (self.step_dir(step), self.manifest_path(step)):
+                if os.path.isdir(partial):
+                    shutil.rmtree(partial, ignore_errors=True)
+                elif os.path.exists(partial):
+                    os.remove(partial)
         newest = self.latest()
         safe = (f"the newest valid checkpoint is step {newest['step']} "
                 f"({self.step_dir(newest['step'])}): rerunning the same command resumes from it"
                 if newest else "there is no earlier valid checkpoint")
-        err = OSError(errno.ENOSPC, f"the checkpoint of step {step} could not be written to "
-                      f"{self.step_dir(step)} on storage tier '{self.tier.name}' "
-                      f"({self.tier.root}): no space left on the device; {safe}. Free space "
-                      f"there, or point storage.root at a larger disk, or keep fewer "
-                      f"checkpoints (checkpoint.keep) or write them less often "
-                      f"(checkpoint.interval)")
-        err.checkpoint = True   # train.py prints this one line instead of a traceback
-        return err
+        return CheckpointDiskFull(
+            f"the checkpoint of step {step} could not be written to {self.step_dir(step)} on "
+            f"storage tier '{self.tier.name}' ({self.tier.root}): no space left on the device; "
+            f"{safe}. Free space there, or point storage.root at a larger disk, or keep fewer "
+            f"checkpoints (checkpoint.keep) or write them less often (checkpoint.interval)")
 
     # --- finding and reading -------------------------------------------------------------------
     def steps(self) -> list[int]:
