@@ -108,7 +108,8 @@ def test_refused_sweep_leaves_no_parent_run(tmp_path):
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     exps = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(exps) == []            # not left RUNNING: deleted
-    assert len(client.search_runs(exps, run_view_type=3)) == 1   # (ALL: the deleted parent)
+    [deleted] = client.search_runs(exps, run_view_type=3)   # (ALL: the deleted parent)
+    assert deleted.info.status == "KILLED"                  # ended, even in the trash
 
 
 @pytest.mark.parametrize("kwargs, args, message", [

@@ -143,6 +143,9 @@ def discard_sweep(uri: str, sweep_dir: str) -> None:
     parent = parent_run_id(sweep_dir)
     if parent:
         client = _client(uri)
+        # Ended first: a deleted run keeps its status, and 'mlflow gc' or a search with
+        # ViewType.ALL would still show it RUNNING.
+        retrying(lambda: client.set_terminated(parent, "KILLED"))
         retrying(lambda: client.delete_run(parent))
     for name in (PARENT_FILE, SWEPT_FILE, "multirun.yaml"):
         try:
