@@ -106,3 +106,28 @@ def test_activation_recompute_gives_the_same_gradients():
         M.flow_loss(model, x, t5, clip, t, noise).mean().backward()
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def _bfl_rms_norm(x, scale, eps=1e-6):
+    """Black Forest Labs' flux RMSNorm (modules/layers.py): normalise in float32, then scale."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * scale
+
+
+def test_qk_norm_is_the_reference_formula_at_small_activations():
+    """With q/k of rms 0.1 torch's default eps (1.2e-7) is 6e-5 off BFL's 1e-6 (relative); the
+    model's q/k norm matches the reference formula to float rounding."""
+    torch.manual_seed(0)
+    norm = M.QKNorm(128)
+    with torch.no_grad():
+        norm.query_norm.weight.normal_(1.0, 0.1)
+    q = 0.1 * torch.randn(2, 4, 16, 128)
+    reference = _bfl_rms_norm(q, norm.query_norm.weight)
+
+    def worst(out):
+        return ((out - reference).abs() / reference.abs()).max().item()
+
+    torch_default = torch.nn.RMSNorm(128)
+    torch_default.load_state_dict(norm.query_norm.state_dict())
+    assert worst(torch_default(q)) > 3e-5          # what the default eps gave
+    assert worst(norm.query_norm(q)) < 1e-6
