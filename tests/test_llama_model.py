@@ -62,3 +62,23 @@ def test_recompute_gives_the_same_gradients():
     model(tokens).sum().backward()
     for a, b in zip(plain, (p.grad for p in model.parameters())):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_cast_to_bfloat16_keeps_the_rotary_table():
+    """module.to(torch.bfloat16) casts the weights, not the complex64 rotary table (a cast
+    would keep only its cosines): forward after a round trip through bf16 equals a fresh model
+    holding the same (bf16-rounded) weights, in float32 and in bf16."""
+    torch.manual_seed(0)
+    model = Llama(ARGS)
+    model.to(torch.bfloat16)
+    assert model.freqs_cis.dtype == torch.complex64
+    assert model.layers["0"].attention.wq.weight.dtype == torch.bfloat16
+    fresh = Llama(ARGS)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(model.freqs_cis, fresh.freqs_cis)
+    tokens = torch.randint(0, 97, (2, 16))
+    with torch.no_grad():
+        in_bf16 = model(tokens)
+        model.to(torch.float32)
+        assert torch.equal(model(tokens), fresh(tokens))
+        assert torch.equal(in_bf16, fresh.to(torch.bfloat16)(tokens))

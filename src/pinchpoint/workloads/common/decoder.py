@@ -1,7 +1,8 @@
 """The decoder stack every MoE LLM shares: embedding, blocks, final norm, head, and a rotary
-table as a buffer, in the convention the shared training step relies on (``layers`` a
-ModuleDict named "0".."N-1"; ``tok_embeddings``/``norm``/``output`` set to None on pipeline
-stages that do not hold them; ``recompute`` for activation checkpointing per block)."""
+table as a buffer (kept in float32 when the module is cast), in the convention the shared
+training step relies on (``layers`` a ModuleDict named "0".."N-1"; ``tok_embeddings``/``norm``/
+``output`` set to None on pipeline stages that do not hold them; ``recompute`` for activation
+checkpointing per block)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +12,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pinchpoint.workloads.common.rotary import KeepsRotaryPrecision
 
 
 class FeedForward(nn.Module):
@@ -27,7 +30,9 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-class DecoderStack(nn.Module):
+class DecoderStack(KeepsRotaryPrecision):
+    rotary_buffers = ("rope",)
+
     def __init__(self, vocab_size: int, dim: int, n_layers: int, norm_eps: float,
                  make_layer: Callable[[int], nn.Module], rope: torch.Tensor):
         super().__init__()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pinchpoint.workloads.common.decoder import FeedForward
+from pinchpoint.workloads.common.rotary import KeepsRotaryPrecision
 
 
 @dataclass
@@ -116,7 +117,10 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-class Llama(nn.Module):
+class Llama(KeepsRotaryPrecision):
+    # complex64 through .to(torch.bfloat16) would keep only the cosines (torch merely warns)
+    rotary_buffers = ("freqs_cis",)
+
     def __init__(self, args: LlamaArgs):
         super().__init__()
         self.args = args
@@ -124,7 +128,8 @@ class Llama(nn.Module):
         self.layers = nn.ModuleDict({str(i): TransformerBlock(args) for i in range(args.n_layers)})
         self.norm: Optional[RMSNorm] = RMSNorm(args.dim, args.norm_eps)
         self.output: Optional[nn.Linear] = nn.Linear(args.dim, args.vocab_size, bias=False)
-        # Not persistent: recomputed from args, so checkpoints hold only learned state.
+        # Not persistent: recomputed from args, so checkpoints hold only learned state. Kept
+        # complex64 when the model is cast (KeepsRotaryPrecision).
         self.register_buffer("freqs_cis", precompute_freqs_cis(args), persistent=False)
         self.recompute = False  # activation checkpointing per block (set by parallelize)
         self.init_weights()
