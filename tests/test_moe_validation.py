@@ -45,6 +45,11 @@ DS = ["model=deepseek_v3_671b"]
     (DS + ["model.scale=full", "plan_only=true", "parallel.tp=3"], "parallel.tp",
      "1, 2, 4, 8, 16, 32, 64, 128"),
     (DS + ["model.proxy.n_dense_layers=3"], "model.proxy.n_dense_layers", "at least one MoE"),
+    (GPT + ["model.proxy.rope_scaling=ntk"], "model.proxy.rope_scaling", "one of none, yarn"),
+    (GPT + ["model.proxy.rope_scaling=yarn", "model.proxy.yarn.factor=0.5"],
+     "model.proxy.yarn.factor", "stretch >= 1"),
+    (DS + ["model.proxy.yarn.beta_fast=0.5"], "model.proxy.yarn.beta_fast",
+     "more turns than beta_slow=1.0"),
 ])
 def test_bad_inputs_name_the_field(out, overrides, field, says):
     with pytest.raises(ConfigError) as err:

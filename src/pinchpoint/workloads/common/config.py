@@ -27,6 +27,19 @@ class DecoderScaleConfig:
 
 
 @dataclass
+class YarnConfig:
+    """YaRN RoPE scaling, the keys of a config.json ``rope_scaling`` block (read as transformers'
+    _compute_yarn_parameters reads them). Used where a scale sets ``rope_scaling: yarn``."""
+    factor: float = MISSING                 # context stretch over the original length
+    original_max_position_embeddings: int = 4096
+    beta_fast: float = 32.0                 # dims turning more often than this keep their speed
+    beta_slow: float = 1.0                  # dims turning less often than this are slowed
+    mscale: Optional[float] = None          # both set: cos/sin scale = mscale(mscale) /
+    mscale_all_dim: Optional[float] = None  # mscale(mscale_all_dim); MLA's softmax x mscale^2
+    truncate: bool = True                   # blend band rounded to whole dimensions
+
+
+@dataclass
 class DecoderModelConfig:
     """Optimizer and schedule fields every decoder LLM shares (AdamW, Megatron's WarmupCosine)."""
     name: str = MISSING

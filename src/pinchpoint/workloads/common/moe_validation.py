@@ -27,6 +27,7 @@ def validate_moe(run, model_checks, shape, tp_splits=None) -> ParallelDims:
                 "a factor > 0 (capacity = factor x tokens x top_k / experts per expert), or "
                 "null for no token dropping")
     require(a.aux_loss_coeff, f"{s}.aux_loss_coeff", lambda v: v >= 0, "a coefficient >= 0")
+    llm.validate_rope_scaling(s, a)
     model_checks(s, a)
     dims = ParallelDims.from_config(run.parallel)     # degrees x ... = world_size, ep | world/pp
     require(dims.ep, "parallel.ep", lambda v: a.num_experts % v == 0,

@@ -19,6 +19,22 @@ def validate_attention_shape(s: str, a) -> None:
             f"a divisor of n_heads={a.n_heads} (grouped-query attention)")
 
 
+def validate_rope_scaling(s: str, a) -> None:
+    """``rope_scaling`` (none | yarn) and, with yarn, its settings (``s`` the scale's path)."""
+    one_of(a.rope_scaling, f"{s}.rope_scaling", ["none", "yarn"])
+    if a.rope_scaling == "none":
+        return
+    y, at = a.yarn, f"{s}.yarn"
+    require(y.factor, f"{at}.factor", lambda v: v >= 1, "a context stretch >= 1")
+    positive_int(y.original_max_position_embeddings, f"{at}.original_max_position_embeddings")
+    require(y.beta_slow, f"{at}.beta_slow", lambda v: v > 0, "a number of turns > 0")
+    require(y.beta_fast, f"{at}.beta_fast", lambda v: v > y.beta_slow,
+            f"more turns than beta_slow={y.beta_slow} (the band is blended between them)")
+    for key in ("mscale", "mscale_all_dim"):
+        if getattr(y, key) is not None:
+            require(getattr(y, key), f"{at}.{key}", lambda v: v >= 0, "a number >= 0, or null")
+
+
 def validate_schedule(run) -> None:
     """The scale's sizes, learning-rate schedule and precision."""
     m = run.model

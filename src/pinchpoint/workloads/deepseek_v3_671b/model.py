@@ -10,12 +10,15 @@ rope)); keys and values share one compressed latent (dim -> kv_lora_rank, RMSNor
 input and shared by all heads, carries the rotary position (decoupled RoPE). Softmax scale
 1/sqrt(nope + rope).
 
-Not modelled: the YaRN stretch of the released checkpoint's RoPE (factor 40 over 4096
-positions, with its softmax-scale correction) and the multi-token-prediction module, which the
-671 B count excludes.
+RoPE with YaRN by default (``rope_scaling: yarn``: factor 40 over 4096 positions), as the
+released checkpoint and the MLPerf reference (Megatron MLA) compute it: slowed low frequencies
+and, with mscale_all_dim, the softmax scale multiplied by (0.1 ln 40 + 1)^2 = 1.874.
+
+Not modelled: the multi-token-prediction module, which the 671 B count excludes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,7 +28,9 @@ from torch import nn
 
 from pinchpoint.workloads.common.decoder import DecoderStack, FeedForward, init_decoder_weights
 from pinchpoint.workloads.common.moe import MoE, MoEArgs
-from pinchpoint.workloads.common.rotary import apply_rotary, rotary_table
+from pinchpoint.workloads.common.rotary import (Yarn, apply_rotary, attention_factor,
+                                                rotary_table, softmax_scale_factor,
+                                                yarn_from_scale)
 
 
 @dataclass
@@ -52,10 +57,12 @@ class DeepSeekArgs:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     capacity_factor: Optional[float] = None
+    yarn: Optional[Yarn] = None      # None: plain RoPE
 
     @classmethod
     def from_scale(cls, s) -> "DeepSeekArgs":
-        return cls(**{k: getattr(s, k) for k in cls.__dataclass_fields__})
+        return cls(**{k: getattr(s, k) for k in cls.__dataclass_fields__ if k != "yarn"},
+                   yarn=yarn_from_scale(s))
 
     def moe_args(self) -> MoEArgs:
         return MoEArgs(dim=self.dim, expert_dim=self.expert_dim, num_experts=self.num_experts,
@@ -70,6 +77,8 @@ class LatentAttention(nn.Module):
         super().__init__()
         self.nope, self.rope, self.v_dim = a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
         self.kv_lora_rank = a.kv_lora_rank
+        self.rope_scale = attention_factor(a.yarn)
+        self.softmax_scale = softmax_scale_factor(a.yarn) / math.sqrt(self.nope + self.rope)
         self.wq_a = nn.Linear(a.dim, a.q_lora_rank, bias=False)
         self.q_norm = nn.RMSNorm(a.q_lora_rank, eps=a.norm_eps)
         self.wq_b = nn.Linear(a.q_lora_rank, a.n_heads * (self.nope + self.rope), bias=False)
@@ -86,11 +95,13 @@ class LatentAttention(nn.Module):
         kv = self.wkv_b(self.kv_norm(latent)).view(bsz, seq, -1, self.nope + self.v_dim)
         k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
         heads = q.shape[2]
-        k_rope = apply_rotary(k_rope.unsqueeze(2), angles).expand(-1, -1, heads, -1)
-        q = torch.cat([q_nope, apply_rotary(q_rope, angles)], dim=-1)
+        k_rope = apply_rotary(k_rope.unsqueeze(2), angles, self.rope_scale)
+        k_rope = k_rope.expand(-1, -1, heads, -1)
+        q = torch.cat([q_nope, apply_rotary(q_rope, angles, self.rope_scale)], dim=-1)
         k = torch.cat([k_nope, k_rope], dim=-1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2), is_causal=True)
+                                             v.transpose(1, 2), is_causal=True,
+                                             scale=self.softmax_scale)
         return self.wo(out.transpose(1, 2).reshape(bsz, seq, -1))
 
 
@@ -115,6 +126,7 @@ class DeepSeekV3(DecoderStack):
     def __init__(self, a: DeepSeekArgs):
         super().__init__(a.vocab_size, a.dim, a.n_layers, a.norm_eps,
                          lambda i: TransformerBlock(a, i),
-                         rotary_table(a.qk_rope_head_dim, a.rope_theta, a.max_seq_len))
+                         rotary_table(a.qk_rope_head_dim, a.rope_theta, a.max_seq_len,
+                                      a.yarn))
         self.args = a
         init_decoder_weights(self, a.n_layers)

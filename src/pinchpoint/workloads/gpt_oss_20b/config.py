@@ -6,7 +6,15 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from pinchpoint.workloads.common.config import DecoderModelConfig, DecoderScaleConfig
+from pinchpoint.workloads.common.config import DecoderModelConfig, DecoderScaleConfig, YarnConfig
+
+
+def published_yarn() -> YarnConfig:
+    """openai/gpt-oss-20b's config.json rope_scaling (= transformers' GptOssConfig default and
+    OpenAI's gpt_oss/torch/model.py: scaling 32, ntk_beta 32, ntk_alpha 1, context 4096, an
+    unrounded blend band); no mscale keys, so cos/sin are scaled by 0.1 ln 32 + 1 = 1.347."""
+    return YarnConfig(factor=32.0, original_max_position_embeddings=4096, beta_fast=32.0,
+                      beta_slow=1.0, truncate=False)
 
 
 @dataclass
@@ -22,6 +30,12 @@ class GptOssScaleConfig(DecoderScaleConfig):
     expert_dim: int = MISSING
     sliding_window: int = 128        # on even layers; odd layers attend to the whole context
     rope_theta: float = 150000.0
+    # none | yarn. The MLPerf reference trains with plain RoPE: its Primus config
+    # (mlcommons/training small_llm_moe_pretraining/primus/conf/gpt_oss_20B-pretrain.yaml) sets
+    # position_embedding_type: rope, rotary_base: 150000 and no YaRN keys. The released
+    # checkpoint uses YaRN (``yarn`` below), which changes cos/sin at every position.
+    rope_scaling: str = "none"
+    yarn: YarnConfig = field(default_factory=published_yarn)
     norm_eps: float = 1e-5
     capacity_factor: Optional[float] = None   # None: no token dropping (the reference)
     aux_loss_coeff: float = 0.0      # the reference trains without a balancing loss

@@ -5,8 +5,10 @@ sink column dropped), alternating sliding-window (even layers, 128 tokens) and f
 attention, RoPE base 150000, and a MoE feed-forward in every layer (softmax top-4 of 32
 experts with biases and the clamped SwiGLU). Untied embeddings, RMSNorm eps 1e-5.
 
-Not modelled: the YaRN stretch (x32 over 4096) of the released checkpoint's RoPE, which only
-matters past 4096 positions; the MLPerf reference (Megatron via Primus) trains with plain RoPE.
+RoPE: plain by default, as the MLPerf reference (Megatron via Primus) trains. The released
+checkpoint was trained with YaRN (x32 over 4096 positions, ``rope_scaling: yarn``), which is not
+a long-context-only change: it multiplies cos/sin by 0.1 ln 32 + 1 = 1.347 and slows the low
+frequencies, so the outputs differ at every position. Loading the released weights wants it on.
 
 Layers live in a ModuleDict keyed by their global index and embedding/norm/output may be None,
 so a pipeline stage is this class with the other stages' parts removed (names stay global).
@@ -23,7 +25,8 @@ from torch.distributed.tensor import DTensor
 
 from pinchpoint.workloads.common.decoder import DecoderStack, init_decoder_weights
 from pinchpoint.workloads.common.moe import MoE, MoEArgs
-from pinchpoint.workloads.common.rotary import apply_rotary, rotary_table
+from pinchpoint.workloads.common.rotary import (Yarn, apply_rotary, attention_factor,
+                                                rotary_table, yarn_from_scale)
 
 
 @dataclass
@@ -42,10 +45,12 @@ class GptOssArgs:
     rope_theta: float = 150000.0
     norm_eps: float = 1e-5
     capacity_factor: Optional[float] = None
+    yarn: Optional[Yarn] = None      # None: plain RoPE
 
     @classmethod
     def from_scale(cls, s) -> "GptOssArgs":
-        return cls(**{k: getattr(s, k) for k in cls.__dataclass_fields__})
+        return cls(**{k: getattr(s, k) for k in cls.__dataclass_fields__ if k != "yarn"},
+                   yarn=yarn_from_scale(s))
 
     def moe_args(self) -> MoEArgs:
         return MoEArgs(dim=self.dim, expert_dim=self.expert_dim, num_experts=self.num_experts,
@@ -69,6 +74,7 @@ class Attention(nn.Module):
     def __init__(self, a: GptOssArgs, window: Optional[int]):
         super().__init__()
         self.head_dim, self.window = a.head_dim, window
+        self.rope_scale = attention_factor(a.yarn)
         self.wq = nn.Linear(a.dim, a.n_heads * a.head_dim, bias=True)
         self.wk = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=True)
         self.wv = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=True)
@@ -77,8 +83,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         bsz, seq, _ = x.shape
-        q = apply_rotary(self.wq(x).view(bsz, seq, -1, self.head_dim), angles)
-        k = apply_rotary(self.wk(x).view(bsz, seq, -1, self.head_dim), angles)
+        q = apply_rotary(self.wq(x).view(bsz, seq, -1, self.head_dim), angles, self.rope_scale)
+        k = apply_rotary(self.wk(x).view(bsz, seq, -1, self.head_dim), angles, self.rope_scale)
         v = self.wv(x).view(bsz, seq, -1, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))        # (b, heads, seq, hd)
         groups = q.shape[1] // k.shape[1]
@@ -111,6 +117,6 @@ class GptOss(DecoderStack):
     def __init__(self, a: GptOssArgs):
         super().__init__(a.vocab_size, a.dim, a.n_layers, a.norm_eps,
                          lambda i: TransformerBlock(a, i),
-                         rotary_table(a.head_dim, a.rope_theta, a.max_seq_len))
+                         rotary_table(a.head_dim, a.rope_theta, a.max_seq_len, a.yarn))
         self.args = a
         init_decoder_weights(self, a.n_layers)
