@@ -4,8 +4,9 @@ joint attention), then single-stream blocks (one stream over [text; image], para
 MLP), each modulated (shift/scale/gate, adaLN) by a vector made from the timestep and the pooled
 CLIP text vector; 3-axis RoPE over (unused, row, column) ids of text tokens and image patches.
 
-Module and parameter names follow the reference (double_blocks.N.img_attn.qkv, ...), so a real
-FLUX state dict loads by name. Plus the reference's latent packing, position ids and the
+Module and parameter names follow the reference (double_blocks.N.img_attn.qkv, ...); Black Forest
+Labs' checkpoints differ only in the q/k norms' ``.scale`` (here ``.weight``, as in torchtitan),
+which flux1/state_dict_adapter.py maps. Plus the reference's latent packing, position ids and the
 rectified-flow objective (train: t ~ U(0,1); validation: t = index/8 for index 0..7).
 """
 from __future__ import annotations
