@@ -36,8 +36,8 @@ BAD = [  # (overrides, field named in the error, words of the allowed values)
      "product of the degrees"),
     (["parallel=ddp2", "parallel.ep=3"], "parallel.ep", "a divisor of world_size / pp = 2"),
     (["parallel=ep4", "parallel.ep=2"], "parallel.ep", "sharded over every rank"),
-    (["parallel=ep2", "parallel.embedding_sharding=row_wise"], "parallel.embedding_sharding",
-     "table_wise"),
+    (["model=llama2_70b_lora", "model.proxy.recompute=true"], "model.proxy.recompute",
+     "not read by llama2_70b_lora: set model.recompute=true"),
     (["parallel.backend=mpi"], "parallel.backend", "gloo"),
     (["parallel=ddp2", "parallel.pp=2"], "parallel.pp", "1 for DLRM"),
 ]

@@ -65,7 +65,6 @@ class ParallelConfig:
     tp: int = 1
     pp: int = 1
     ep: int = 1
-    embedding_sharding: str = "table_wise"  # table_wise | row_wise
     backend: str = "auto"                   # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 

@@ -123,13 +123,14 @@ def validate_parallel(cfg: Any) -> ParallelDims:
     read it."""
     nodes = cluster_nodes(cfg)
     world = cfg.parallel.world_size or ParallelDims.from_config(cfg.parallel).world_size
-    dims = ParallelDims.from_config(cfg.parallel, nodes=nodes if world % nodes == 0 else None)
+    # A node count that does not divide the ranks is cluster.nodes' error (validate_cluster):
+    # the placement is checked only on one that does.
+    fits = isinstance(nodes, int) and nodes > 0 and world % nodes == 0
+    dims = ParallelDims.from_config(cfg.parallel, nodes=nodes if fits else None)
     with read_write(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
         cfg.parallel.world_size = dims.world_size
         cfg.parallel.dp_shard = dims.dp_shard
     one_of(cfg.parallel.backend, "parallel.backend", ["auto", "gloo", "nccl"])
-    one_of(cfg.parallel.embedding_sharding, "parallel.embedding_sharding",
-           ["table_wise", "row_wise"])
     return dims
 
 

@@ -99,10 +99,6 @@ class ParallelDims:
         return self.dp_replicate * self.dp_shard
 
     @property
-    def fsdp_enabled(self) -> bool:
-        return self.dp_shard > 1
-
-    @property
     def distributed(self) -> bool:
         return self.world_size > 1
 
@@ -159,12 +155,3 @@ def local_rank(mesh, dim: str) -> int:
     if mesh is None or dim not in (mesh.mesh_dim_names or ()):
         return 0
     return mesh[dim].get_local_rank()
-
-
-def resolve_world_size(cfg: Any) -> Optional[int]:
-    """Fill ``cfg.parallel.world_size`` (and a ``dp_shard=-1``) from the degrees in place, so
-    launchers and Slurm requests read the derived value; returns it."""
-    dims = ParallelDims.from_config(cfg.parallel)
-    cfg.parallel.world_size = dims.world_size
-    cfg.parallel.dp_shard = dims.dp_shard
-    return dims.world_size

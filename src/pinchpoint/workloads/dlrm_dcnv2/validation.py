@@ -60,9 +60,6 @@ def validate_parallel(run, dims: ParallelDims, tables: int) -> None:
                           f"at most {tables}, the number of embedding tables, with table-wise "
                           f"sharding (e.g. ep{options[-1]}); beyond that every rank would not "
                           "own a table")
-    require(p.embedding_sharding, "parallel.embedding_sharding", lambda v: v == "table_wise",
-            "table_wise (the native DLRM shards whole tables; row-wise sharding is not "
-            "implemented)")
 
 
 def validate_dataset(run, dims: ParallelDims) -> None:

@@ -37,10 +37,6 @@ class Llama2Args:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
-    @property
-    def qkv_dim(self) -> int:
-        return (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
-
 
 def rope_tables(args: Llama2Args, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (max_seq_len, head_dim) in Hugging Face's layout: frequencies repeated for the

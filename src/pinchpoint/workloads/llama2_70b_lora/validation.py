@@ -32,6 +32,10 @@ def _recipe(run, dims: ParallelDims) -> None:
     m = run.model
     s, a = f"model.{m.scale}", getattr(m, m.scale)
     llm.validate_schedule(run)
+    # The shared scale schema has a recompute field; this workload reads model.recompute. A
+    # value it would ignore is refused, so a sweep over it cannot run identical points.
+    require(a.recompute, f"{s}.recompute", lambda v: v is False,
+            f"false (not read by llama2_70b_lora: set model.recompute={str(a.recompute).lower()})")
     require(m.grad_clip, "model.grad_clip", lambda v: v > 0, "a norm > 0 (reference 0.3)")
     for field, degree in (("parallel.tp", dims.tp), ("parallel.pp", dims.pp),
                           ("parallel.cp", dims.cp), ("parallel.ep", dims.ep)):
