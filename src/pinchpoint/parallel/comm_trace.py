@@ -36,6 +36,7 @@ itself (``profile.all_reduce``...) are counted there once, not again here.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Optional
 
@@ -43,6 +44,8 @@ import torch
 import torch.distributed as dist
 
 from pinchpoint.parallel.collectives import UNCOUNTED
+
+log = logging.getLogger(__name__)
 
 # ProcessGroup method -> (kind, index of the argument holding what this rank hands in).
 # bytes follow the profile's convention: the input this rank hands to the collective (for an
@@ -162,6 +165,8 @@ class TorchCollectiveTrace:
     def __enter__(self) -> "TorchCollectiveTrace":
         if TorchCollectiveTrace._active is not None:
             raise RuntimeError("torch collectives are already being traced in this process")
+        if not tested_torch():
+            return self   # said once; torch's own collectives then stay in the phases around them
         TorchCollectiveTrace._active = self
         try:
             self._patch_process_group()
@@ -175,7 +180,8 @@ class TorchCollectiveTrace:
         while self._restore:
             self._restore.pop()()
         self._pending.clear()
-        TorchCollectiveTrace._active = None
+        if TorchCollectiveTrace._active is self:
+            TorchCollectiveTrace._active = None
 
     def _patch_process_group(self) -> None:
         cls = dist.ProcessGroup
@@ -305,6 +311,25 @@ def _functional_where(kind: str, args) -> dict:
     if kind == "all_to_all" and len(args) > 2 and args[2]:
         where["splits"] = list(args[2])
     return where
+
+
+TESTED_TORCH = ("2.13",)   # the releases whose private c10d entry points this file patches
+_warned: list = []
+
+
+def tested_torch(version: Optional[str] = None) -> bool:
+    """Whether this torch is one the patches were tested on; warns once when it is not."""
+    version = version or torch.__version__
+    if version.startswith(TESTED_TORCH):
+        return True
+    if not _warned:
+        _warned.append(version)
+        log.warning("torch %s: the collectives torch issues itself (FSDP2, tensor parallel, "
+                    "pipelining) are not traced (parallel/comm_trace.py patches private c10d "
+                    "entry points tested on torch %s); their time stays in the phases around "
+                    "them, and collectives issued through pinchpoint's profile are still counted",
+                    version, ", ".join(TESTED_TORCH))
+    return False
 
 
 def _synchronous(args, kwargs) -> bool:
