@@ -112,14 +112,14 @@ def main() -> None:
 
 def run(args) -> None:
     from conftest import compose
+    from pinchpoint.storage import make_tier
     from pinchpoint.storage.object_store import ObjectStore, check_reachable
-    from pinchpoint.storage.tier import StorageTier
 
     with tempfile.TemporaryDirectory(dir=str(ROOT / "outputs") if (ROOT / "outputs").is_dir()
                                      else None) as tmp:
         storage = compose(["storage=object"], tmp).storage
         check_reachable(storage)
-        emulated = StorageTier.from_config(storage)          # the storage=object profile
+        emulated = make_tier(storage)                        # the storage=object profile
         real = ObjectStore(emulated.endpoint)                # same server, unthrottled
         state = make_state(args.mb)
         prefix = f"bench-{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,8 @@ import pytest
 
 from object_store_server import object_store, s3_prefix  # noqa: F401  (fixtures)
 from pinchpoint.data.criteo import open_splits, write_day
-from pinchpoint.storage.object_store import Endpoint, ObjectStoreTier
+from pinchpoint.storage.object_store import Endpoint
+from pinchpoint.storage.object_tier import ObjectStoreTier
 from pinchpoint.storage.tier import StorageTier
 
 HOTNESS = [4] * 8          # 8 multi-hot tables: 13*4 + 4 + 8*4*4 = 184 bytes per sample

@@ -14,9 +14,10 @@ import torch
 from conftest import compose
 from object_store_server import object_store, s3_prefix  # noqa: F401  (fixtures)
 from pinchpoint.errors import ConfigError, DataError
+from pinchpoint.storage import make_tier
 from pinchpoint.storage import s3_checkpoint as s3c
-from pinchpoint.storage.object_store import (Endpoint, ObjectStore, ObjectStoreTier,
-                                             check_reachable)
+from pinchpoint.storage.object_store import Endpoint, ObjectStore, check_reachable
+from pinchpoint.storage.object_tier import ObjectStoreTier
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.parallel.context import shutdown
 
@@ -48,7 +49,7 @@ def test_object_config_builds_an_emulated_object_tier(composed, object_store, s3
                                                       monkeypatch):
     monkeypatch.delenv("PINCHPOINT_S3_ENDPOINT", raising=False)
     storage = _storage(composed, object_store, s3_prefix)
-    tier = StorageTier.from_config(storage)
+    tier = make_tier(storage)
     assert isinstance(tier, ObjectStoreTier) and tier.emulated
     assert tier.checkpoint_url("run1") == f"s3://pinchpoint/{s3_prefix}/checkpoints/run1"
     assert tier.describe()["storage_object_bucket"] == "pinchpoint"
@@ -99,7 +100,7 @@ def test_datasets_are_published_and_staged_through_s3(tmp_path, composed, object
                                                       s3_prefix):
     storage = _storage(composed, object_store, s3_prefix)
     storage.root, storage.emulation.enabled = str(tmp_path / "cache"), False
-    tier = StorageTier.from_config(storage)
+    tier = make_tier(storage)
     folder = os.path.join(tier.datasets_dir(), "toy")
     os.makedirs(folder)
     payload = {f"part_{i}.bin": os.urandom(300_000 + i) for i in range(3)}
@@ -128,6 +129,25 @@ def test_datasets_are_published_and_staged_through_s3(tmp_path, composed, object
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
+def test_each_tier_gives_its_own_checkpoint_manager(tmp_path):
+    """No URL sniffing: the tier decides between DCP folders and objects (nothing is asked of
+    the endpoint until a checkpoint is written or read)."""
+    from pinchpoint.storage.checkpoint import CheckpointManager
+    from pinchpoint.storage.s3_checkpoint import S3CheckpointManager
+
+    files = StorageTier("local", str(tmp_path))
+    assert type(files.checkpoint_manager("run", keep=3)) is CheckpointManager
+    assert files.checkpoint_source("other").where == files.checkpoints_dir("other")
+    with pytest.raises(ConfigError) as err:
+        files.checkpoint_source("s3://pinchpoint/checkpoints/other")
+    assert err.value.field == "checkpoint.resume_from"
+    objects = ObjectStoreTier("object", str(tmp_path), Endpoint("http://127.0.0.1:9", "b", "p"))
+    manager = objects.checkpoint_manager("run", keep=3)
+    assert type(manager) is S3CheckpointManager and manager.where == "s3://b/p/checkpoints/run"
+    assert objects.checkpoint_source("s3://b/elsewhere").where == "s3://b/elsewhere"
+    assert objects.checkpoint_source("other").where == "s3://b/p/checkpoints/other"
+
+
 def _store(endpoint: str) -> ObjectStore:
     return ObjectStore(Endpoint(endpoint, "pinchpoint"))
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pinchpoint.errors import ConfigError
 from pinchpoint.runner import loop
-from pinchpoint.storage.checkpoint import CheckpointManager, CheckpointWrite, checkpoint_source
+from pinchpoint.storage.checkpoint import CheckpointManager, CheckpointWrite
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.workloads.base import Workload
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class Resume:
     step: int
     meta: dict                 # the manifest: loop state, attempt, mlflow run id, log offset
-    source: CheckpointManager   # or S3CheckpointManager: the same interface
+    source: CheckpointManager   # or S3CheckpointManager (the object tier's): same interface
     imported: bool = False     # from another run (checkpoint.resume_from): a new MLflow run
     load_seconds: float = 0.0
     load_bytes: int = 0
@@ -39,7 +39,7 @@ def find_resume(own: Optional[CheckpointManager], tier: StorageTier,
         return Resume(found["step"], found, own)
     if not resume_from:
         return None
-    source = checkpoint_source(tier, resume_from)
+    source = tier.checkpoint_source(resume_from)
     found = source.latest()
     if found is None:
         raise ConfigError("checkpoint.resume_from", resume_from,

@@ -8,6 +8,7 @@ from pinchpoint.parallel.collectives import CollectiveProfile
 from pinchpoint.parallel.context import RankContext
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.parallel.traffic import NodeMap, Traffic
+from pinchpoint.storage import make_tier
 from pinchpoint.storage.tier import StorageTier
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.workloads import workload_class
@@ -21,7 +22,7 @@ def build_inputs(cfg: DictConfig, ctx: RankContext, phases: PhaseTimer,
                      parallel=OmegaConf.to_object(cfg.parallel),
                      dims=ParallelDims.from_config(cfg.parallel, nodes=ctx.nodes),
                      seed=cfg.seed, ctx=ctx,
-                     tier=tier or StorageTier.from_config(cfg.storage), phases=phases,
+                     tier=tier or make_tier(cfg.storage), phases=phases,
                      collectives=CollectiveProfile(phases, traffic=traffic(ctx)))
 
 

@@ -17,8 +17,7 @@ from pinchpoint.runner.info import JobInfo
 from pinchpoint.runner.inputs import build_inputs, build_workload
 from pinchpoint.runner.run_key import flatten, resolved_dict, run_key
 from pinchpoint.runner.summary import across_ranks, summarize
-from pinchpoint.storage.checkpoint import checkpoint_manager
-from pinchpoint.storage.tier import StorageTier
+from pinchpoint.storage import make_tier
 from pinchpoint.telemetry.mlperf_log import C, MLPerfLog, time_to_train_s
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.telemetry.timeline import Timeline
@@ -30,14 +29,14 @@ log = logging.getLogger(__name__)
 class Session:
     def __init__(self, cfg: DictConfig, ctx: RankContext, job: JobInfo):
         self.cfg, self.ctx, self.job = cfg, ctx, job
-        self.tier = StorageTier.from_config(cfg.storage)
+        self.tier = make_tier(cfg.storage)
         self.key = run_key(cfg)
         self.timeline = Timeline(ctx.rank)
         self.phases = PhaseTimer(self.timeline, ctx.synchronize)
         self.inputs = build_inputs(cfg, ctx, self.phases, self.tier)
         self.collectives = self.inputs.collectives
         self.workload = build_workload(cfg, self.inputs)
-        self.checkpoints = (checkpoint_manager(self.tier, self.key, cfg.checkpoint.keep)
+        self.checkpoints = (self.tier.checkpoint_manager(self.key, cfg.checkpoint.keep)
                             if cfg.checkpoint.interval > 0 else None)
         self.progress_marker = ProgressMarker(self.checkpoints, ctx.is_main)
         self.tracker = None

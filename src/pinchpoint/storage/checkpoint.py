@@ -28,7 +28,6 @@ import torch.distributed as dist
 
 from pinchpoint.errors import CheckpointDiskFull
 from pinchpoint.storage.atomic import fsync_dir, sha256_file, write_text_atomic
-from pinchpoint.storage.tier import StorageTier
 
 log = logging.getLogger(__name__)
 _MANIFEST = re.compile(r"step_(\d{8})\.json$")
@@ -109,12 +108,15 @@ def _files(folder: str) -> dict[str, list]:
 
 
 class CheckpointManager:
-    def __init__(self, tier: StorageTier, run_key: str, keep: int = 2):
+    """A run's checkpoints as folders on a file tier (``tier.checkpoint_manager`` builds it;
+    the object tier's is ``S3CheckpointManager`` in storage/s3_checkpoint.py, same interface)."""
+
+    def __init__(self, tier, run_key: str, keep: int = 2):
         self.tier, self.keep = tier, keep
         self.dir = tier.checkpoints_dir(run_key)
 
     @classmethod
-    def source(cls, tier: StorageTier, where: str) -> "CheckpointManager":
+    def source(cls, tier, where: str) -> "CheckpointManager":
         """Another run's checkpoints, by run key (a folder under the tier) or by path."""
         manager = cls(tier, "unused")
         manager.dir = where if os.path.isabs(where) else tier.checkpoints_dir(where)
@@ -244,63 +246,3 @@ class CheckpointManager:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.remove(path)
-
-
-class S3CheckpointManager:
-    """The same checkpoints on the object tier (``storage=object``): DCP through the S3 API
-    (storage/s3_checkpoint.py), shards first and the manifest object last as the commit."""
-
-    def __init__(self, tier, run_key: str, keep: int = 2):
-        self.tier, self.keep, self.store = tier, keep, tier.store
-        self.url = tier.checkpoint_url(run_key)
-        self.dir = tier.checkpoints_dir(run_key)   # local: the progress marker
-
-    @classmethod
-    def source(cls, tier, where: str) -> "S3CheckpointManager":
-        manager = cls(tier, "unused")
-        manager.url = where if where.startswith("s3://") else tier.checkpoint_url(where)
-        return manager
-
-    @property
-    def where(self) -> str:
-        return self.url
-
-    def save(self, state: dict[str, Any], meta: dict[str, Any], step: int,
-             is_main: bool) -> Optional[CheckpointWrite]:
-        from pinchpoint.storage import s3_checkpoint as s3
-        url = s3.url_for_step(self.url, step)
-        # Every PUT is throttled by the tier's emulation already: no charge_write here.
-        written = s3.save(state, url, self.store, meta={"step": step, **meta})
-        if not is_main:
-            return None
-        s3.prune(self.url, self.keep, self.store)
-        return CheckpointWrite(step, url, written.nbytes, written.seconds)
-
-    def latest(self) -> Optional[dict[str, Any]]:
-        from pinchpoint.storage import s3_checkpoint as s3
-        url = s3.latest_complete(self.url, self.store)
-        return s3.read_manifest(url, self.store) if url else None
-
-    def load(self, template: dict[str, Any], step: int) -> CheckpointRead:
-        from pinchpoint.storage import s3_checkpoint as s3
-        read = s3.load(template, s3.url_for_step(self.url, step), self.store)
-        return CheckpointRead(step, read.nbytes, read.seconds)
-
-    def clear(self) -> None:
-        from pinchpoint.storage import s3_checkpoint as s3
-        s3.clear(self.url, self.store)
-        for path in glob.glob(os.path.join(self.dir, "progress.json")):
-            os.remove(path)
-
-
-def checkpoint_manager(tier: StorageTier, run_key: str, keep: int = 2):
-    """The tier's checkpoint backend: files on a file tier, S3 objects on the object tier."""
-    kind = S3CheckpointManager if tier.checkpoint_url(run_key).startswith("s3://") \
-        else CheckpointManager
-    return kind(tier, run_key, keep)
-
-
-def checkpoint_source(tier: StorageTier, where: str):
-    """Another run's checkpoints (checkpoint.resume_from: a run key, a path or an s3:// URL)."""
-    s3 = where.startswith("s3://") or tier.checkpoint_url("x").startswith("s3://")
-    return (S3CheckpointManager if s3 else CheckpointManager).source(tier, where)

@@ -17,10 +17,12 @@ Entry points (every rank calls save/load; they are collective like dcp.save/dcp.
   load(template, url, store=None) -> Transfer(nbytes, seconds)
   latest_complete(prefix, store=None) -> url or None;  read_manifest(url) -> meta + objects
   prune(prefix, keep, store=None);  clear(prefix, store=None);  url_for_step(prefix, step)
+and ``S3CheckpointManager``, the object tier's checkpoint manager (``tier.checkpoint_manager``).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -34,6 +36,7 @@ from torch.distributed.checkpoint.filesystem import (FileSystemBase, FileSystemR
                                                      FileSystemWriter)
 
 from pinchpoint.errors import DataError
+from pinchpoint.storage.checkpoint import CheckpointRead, CheckpointWrite
 from pinchpoint.storage.object_store import ObjectStore, parse_url
 
 MANIFEST = "MANIFEST.json"
@@ -333,3 +336,48 @@ def clear(prefix: str, store: Optional[ObjectStore] = None) -> None:
 
 def url_for_step(prefix: str, step: int) -> str:
     return f"{prefix.rstrip('/')}/step_{step:08d}"
+
+
+# --- the object tier's checkpoint manager -------------------------------------------------------
+class S3CheckpointManager:
+    """A run's checkpoints on the object tier (``storage=object``; its ``checkpoint_manager``
+    builds it): the interface of storage/checkpoint.py's CheckpointManager, through this
+    module's save/load (shards first, the manifest object last as the commit)."""
+
+    def __init__(self, tier, run_key: str, keep: int = 2):
+        self.tier, self.keep, self.store = tier, keep, tier.store
+        self.url = tier.checkpoint_url(run_key)
+        self.dir = tier.checkpoints_dir(run_key)   # local: the progress marker
+
+    @classmethod
+    def source(cls, tier, where: str) -> "S3CheckpointManager":
+        manager = cls(tier, "unused")
+        manager.url = where if where.startswith("s3://") else tier.checkpoint_url(where)
+        return manager
+
+    @property
+    def where(self) -> str:
+        return self.url
+
+    def save(self, state: dict[str, Any], meta: dict[str, Any], step: int,
+             is_main: bool) -> Optional[CheckpointWrite]:
+        url = url_for_step(self.url, step)
+        # Every PUT is throttled by the tier's emulation already: no charge_write here.
+        written = save(state, url, self.store, meta={"step": step, **meta})
+        if not is_main:
+            return None
+        prune(self.url, self.keep, self.store)
+        return CheckpointWrite(step, url, written.nbytes, written.seconds)
+
+    def latest(self) -> Optional[dict[str, Any]]:
+        url = latest_complete(self.url, self.store)
+        return read_manifest(url, self.store) if url else None
+
+    def load(self, template: dict[str, Any], step: int) -> CheckpointRead:
+        read = load(template, url_for_step(self.url, step), self.store)
+        return CheckpointRead(step, read.nbytes, read.seconds)
+
+    def clear(self) -> None:
+        clear(self.url, self.store)
+        for path in glob.glob(os.path.join(self.dir, "progress.json")):
+            os.remove(path)

@@ -7,8 +7,11 @@ tagged ``storage_emulated=true``. Reads are charged as cold reads: the run clear
 ``time.sleep`` wakes late (more so on a busy machine); the lateness is carried over and taken
 off the next wait, so over a run the tier delivers the configured rate, not a few % less.
 
-``storage=object`` (a config with an ``object_store`` block) builds an ObjectStoreTier
-(pinchpoint.storage.object_store): same API, data staged through S3, checkpoints in a bucket.
+``make_tier`` (pinchpoint.storage) builds the tier a ``storage`` config describes: this file tier,
+or for ``storage=object`` (a config with an ``object_store`` block) an ObjectStoreTier
+(storage/object_tier.py): same API, data staged through S3, checkpoints in a bucket. Each tier
+gives its own checkpoint manager (``checkpoint_manager``, ``checkpoint_source``), so nothing
+else decides between folders and objects.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from pinchpoint.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +61,6 @@ class StorageTier:
         self._late_s = 0.0            # sleep overshoot not yet taken off a later wait
         self._late_lock = threading.Lock()
 
-    @classmethod
-    def from_config(cls, storage) -> "StorageTier":
-        if getattr(storage, "object_store", None) is not None:
-            from pinchpoint.storage.object_store import ObjectStoreTier
-            return ObjectStoreTier.from_config(storage)
-        emu = storage.emulation
-        return cls(storage.name, storage.root, bool(emu.enabled), emu.read_mb_per_s,
-                   emu.write_mb_per_s, emu.latency_ms, storage.cache_clear)
-
     # --- layout ------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -78,6 +74,24 @@ class StorageTier:
     def checkpoint_url(self, run_key: str) -> str:
         """Where the run's checkpoints go: a folder here, ``s3://...`` on the object tier."""
         return self.checkpoints_dir(run_key)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    # storage/checkpoint.py imports torch.distributed: loaded when a run checkpoints, not when
+    # a config is validated or a dataset is read.
+    def checkpoint_manager(self, run_key: str, keep: int = 2):
+        """This run's checkpoints on this tier: DCP folders under ``checkpoints/<run_key>``."""
+        from pinchpoint.storage.checkpoint import CheckpointManager
+        return CheckpointManager(self, run_key, keep)
+
+    def checkpoint_source(self, where: str):
+        """Another run's checkpoints (checkpoint.resume_from): a run key (a folder under this
+        tier) or a folder's path."""
+        from pinchpoint.storage.checkpoint import CheckpointManager
+        if where.startswith("s3://"):
+            raise ConfigError("checkpoint.resume_from", where, "a run key or a folder: an "
+                              f"s3:// URL is read by storage=object (this tier, {self.name}, "
+                              "holds files)")
+        return CheckpointManager.source(self, where)
 
     # --- emulation ---------------------------------------------------------------------------
     def charge_read(self, nbytes: int, requests: int, started: float) -> "IOCharge":
