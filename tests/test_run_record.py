@@ -1,7 +1,8 @@
 """What a run logs to MLflow: grouped metric names that map back to phase_summary.json's flat
 keys, no series for collectives never called, params of what the run used, the phase chart."""
-from pinchpoint.tracking.run_record import (flat_name, metric_name, phase_chart, run_metrics,
-                                            used_params)
+from pinchpoint.analysis.plots import phase_chart
+from pinchpoint.metric_names import flat_name, metric_name, run_metrics
+from pinchpoint.tracking.run_record import used_params
 
 FLAT = ["data_wait_fraction", "phase_eval_s", "comm_all_to_all_bytes_per_step",
         "data_wait_s_min", "checkpoint_write_bytes", "data_bytes_read", "step_time_p50_s",

@@ -1,15 +1,16 @@
 """Report plots: the metric against the swept axis per alternative with crossovers marked, and
-stacked phase fractions per point (where the bottleneck moves). PNG via matplotlib, interactive
+stacked phase fractions per point (where the bottleneck moves); one run's phase chart. PNG via matplotlib, interactive
 HTML via plotly (plotly.min.js saved once beside the page, so it opens offline)."""
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from pinchpoint.analysis.crossover import NONE, Crossover, crossing_x, crossovers, winner
-from pinchpoint.analysis.table import PHASES, Point
+from pinchpoint.analysis.table import Point
+from pinchpoint.metric_names import PHASES
 
 LABELS = {"time_to_train_s": "time to train (s)",
           "throughput_samples_per_s": "throughput (samples/s)",
@@ -300,4 +301,37 @@ def save_html(pts: list[Point], x: str, metric: str, marks: list[Marked], title:
         f.write(f"<html><head><meta charset='utf-8'><title>{title}</title>"
                 "<script src='plotly.min.js'></script></head><body>"
                 f"{body}{table_html}</body></html>")
+    return path
+
+
+def phase_chart(summary: dict[str, Any], name: str, folder: str) -> Optional[str]:
+    """One stacked bar of a run's training-loop phases (seconds and share), as ``phases.png``
+    in ``folder``; None when no phase took time. The runner logs it with the run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = {p: summary.get(f"phase_{p}_s", 0.0) for p in PHASES}
+    total = sum(seconds.values())
+    if total <= 0:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 2.2))
+    left = 0.0
+    for phase, value in seconds.items():
+        if value <= 0:
+            continue
+        share = value / total
+        ax.barh([0], [share], left=left, color=COLORS.get(phase), label=f"{phase} {value:.2f} s")
+        if share >= 0.06:
+            ax.text(left + share / 2, 0, f"{share:.0%}", ha="center", va="center", color="white")
+        left += share
+    ax.set_xlim(0, 1)
+    ax.set_yticks([])
+    ax.set_xlabel(f"share of the training loop ({total:.2f} s); bottleneck: "
+                  f"{summary.get('bottleneck', '?')}")
+    ax.set_title(name, fontsize=9)
+    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.45), frameon=False)
+    path = os.path.join(folder, "phases.png")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return path

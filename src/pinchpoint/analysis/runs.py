@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from pinchpoint.metric_names import flat_metrics   # MLflow's grouped names, flat
+
 
 class ReportError(ValueError):
     """A report that cannot be made; the message says what was asked and what exists."""
@@ -135,7 +137,6 @@ def _nonempty(src: Source) -> Source:
 
 
 def _record(run) -> RunRecord:
-    from pinchpoint.tracking.run_record import flat_metrics  # MLflow's grouped names, flat
     tags = dict(run.data.tags)
     overrides = {}
     for item in tags.get("overrides", "").split():

@@ -11,7 +11,7 @@ from typing import Optional
 from urllib.parse import quote
 
 from pinchpoint.analysis.runs import ReportError, RunRecord, _record
-from pinchpoint.analysis.table import PHASES
+from pinchpoint.metric_names import PHASES
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 60     # a longer sweep: the table is in the report's CSV

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pinchpoint.analysis.runs import ReportError, RunRecord, number
-
-PHASES = ("data_wait", "forward_backward", "communication", "optimizer", "eval", "checkpoint")
+from pinchpoint.metric_names import PHASES
 
 
 def olympic_mean(values: list[float]) -> float:

@@ -48,7 +48,7 @@ class Session:
 
     def name(self) -> str:
         """What the run is and what varies, e.g. 'dlrm_dcnv2 nfs ep8 mmap=on bs=512'."""
-        from pinchpoint.tracking.hydra_callback import read_swept_keys
+        from pinchpoint.tracking.sweep_folder import read_swept_keys
         from pinchpoint.tracking.naming import run_name
         overrides = self.job.overrides
         swept = read_swept_keys(self.job.sweep_dir)
@@ -289,7 +289,11 @@ class Session:
         if self.tracker is not None:
             if self.fabric_report is not None:
                 run_record.log_fabric_series(self.tracker, self.fabric_report)
-            run_record.close_run(self.tracker, status, summary, self.name(), artifacts)
+            plots = []
+            if summary is not None:   # the loop's phases as one stacked bar, beside the run
+                from pinchpoint.analysis.plots import phase_chart
+                plots = [p for p in [phase_chart(summary, self.name(), out)] if p]
+            run_record.close_run(self.tracker, status, summary, self.name(), artifacts, plots)
         if self.checkpoints is not None and status in ("success", "aborted"):
             self.checkpoints.clear()  # the point is complete: a rerun of it starts afresh
 

@@ -216,7 +216,7 @@ def _from_mlflow(ret) -> Optional[PointResult]:
     if not runs:
         return None
     run = runs[0]
-    from pinchpoint.tracking.run_record import flat_metrics  # MLflow's grouped names, flat
+    from pinchpoint.metric_names import flat_metrics  # MLflow's grouped names, flat
     return PointResult(list(ret.overrides or []), run.data.tags.get("status", "failed"),
                        flat_metrics(run.data.metrics), run.data.tags.get("bottleneck"),
                        run.info.run_id)
@@ -263,7 +263,7 @@ class ParentRun:
     """The sweep's MLflow parent run (made by MlflowSweepCallback); a no-op without tracking."""
 
     def __init__(self, config: DictConfig):
-        from pinchpoint.tracking.hydra_callback import parent_run_id
+        from pinchpoint.tracking.sweep_folder import parent_run_id
 
         self.run_id = None
         self.client = None

@@ -166,7 +166,7 @@ class GridSweeper(BasicSweeper):
         return planned
 
     def _tag_parent(self, plan: List[PlannedPoint]) -> None:
-        from pinchpoint.tracking.hydra_callback import parent_run_id
+        from pinchpoint.tracking.sweep_folder import parent_run_id
         from pinchpoint.tracking.points import tag_sweep
 
         parent = parent_run_id(self.config.hydra.sweep.dir)

@@ -14,9 +14,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from pinchpoint.metric_names import PHASES
 from pinchpoint.telemetry.timeline import Timeline
-
-PHASES = ("data_wait", "forward_backward", "communication", "optimizer", "eval", "checkpoint")
 
 
 class Carved:

@@ -1,1 +1,2 @@
-"""MLflow tracking: store creation, runs (parent/child, resume), naming, Hydra sweep callback."""
+"""MLflow tracking: store creation, runs (parent/child, resume), naming, sweep points and the
+files a sweep leaves for them. The sweep's own Hydra callback is sweepers/mlflow_callback.py."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pinchpoint.tracking.store import absolute_uri, retrying, sqlite_path
+from pinchpoint.tracking.sweep_folder import PARENT_FILE, SWEPT_FILE, parent_run_id
 
 
 @dataclass
@@ -138,8 +139,6 @@ def tag_sweep(uri: str, parent_run_id: str, tags: dict[str, Any]) -> None:
 def discard_sweep(uri: str, sweep_dir: str) -> None:
     """Undo what on_multirun_start made for a sweep refused before launching anything: its
     parent run (deleted, so no empty RUNNING sweep is left behind) and its bookkeeping files."""
-    from pinchpoint.tracking.hydra_callback import PARENT_FILE, SWEPT_FILE, parent_run_id
-
     parent = parent_run_id(sweep_dir)
     if parent:
         client = _client(uri)
@@ -162,8 +161,6 @@ def fail_sweep(uri: str, sweep_dir: str, failed: list[str]) -> None:
     """Close a sweep's parent FAILED, naming its failed points (some may have no MLflow run:
     cancelled while queued, or crashed before tracking started)."""
     from mlflow.entities import RunTag
-
-    from pinchpoint.tracking.hydra_callback import parent_run_id
 
     parent = parent_run_id(sweep_dir)
     if not parent:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import socket
 import subprocess
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from pinchpoint.telemetry.phases import PHASES
+from pinchpoint.metric_names import run_metrics
 from pinchpoint.tracking.mlflow_run import RunTracker
+from pinchpoint.tracking.sweep_folder import parent_run_id
 
 RUN_ID_FILE = "mlflow_run_id"   # in the run's output folder: launchers and Slurm read it
 SLURM_TAGS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
@@ -104,7 +104,6 @@ def log_fabric_series(tracker: RunTracker, report: dict) -> None:
 def open_run(tracking, job, name: str, tags: dict, params: dict,
              continuing: Optional[str]) -> RunTracker:
     """Start (or continue) the point's MLflow run and publish its id in the output folder."""
-    from pinchpoint.tracking.hydra_callback import parent_run_id
     tracker = RunTracker(tracking.uri, tracking.artifact_root, tracking.experiment,
                          tracking.system_metrics, tracking.system_metrics_interval_s)
     tracker.start(name, tags, parent_run_id(job.sweep_dir), continuing)
@@ -126,98 +125,11 @@ def used_params(params: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 SCALES = ("proxy", "full", "smoke")
-GROUPED = ("checkpoint_", "data_", "storage_", "step_time_", "process_", "system_", "quality_",
-           "fabric_")
-RANK_SPREAD = re.compile(r"^(\w+)_s_(min|mean|max)$")
-COMM = re.compile(r"^comm_(\w+?)_(calls|bytes|seconds|intra_node_bytes|inter_node_bytes)"
-                  r"_per_step$")
-
-
-def metric_name(flat: str) -> str:
-    """The MLflow name of a summary key: grouped by its prefix, so MLflow charts a group
-    together (phase/, comm/<kind>/, checkpoint/, data/, ...). phase_summary.json keeps the flat
-    keys; ``flat_name`` maps back (README "MLflow metric names")."""
-    if flat.endswith("_fraction") and flat[:-len("_fraction")] in PHASES:
-        return f"phase/{flat}"
-    if flat.startswith("phase_") and flat.endswith("_s"):
-        return f"phase/{flat[len('phase_'):]}"
-    comm = COMM.match(flat)
-    if comm:
-        return f"comm/{comm.group(1)}/{comm.group(2)}_per_step"
-    spread = RANK_SPREAD.match(flat)
-    if spread and spread.group(1) in PHASES:
-        return f"ranks/{flat}"
-    for prefix in GROUPED:
-        if flat.startswith(prefix) and flat != "data_wait_fraction":
-            return prefix[:-1] + "/" + flat[len(prefix):]
-    return flat
-
-
-def flat_name(name: str) -> str:
-    """The summary key of an MLflow metric name (inverse of ``metric_name``)."""
-    group, _, rest = name.partition("/")
-    if not rest:
-        return name
-    if group == "phase":
-        return rest if rest.endswith("_fraction") else f"phase_{rest}"
-    if group == "ranks":
-        return rest
-    return f"{group}_{rest.replace('/', '_')}"
-
-
-def flat_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow metrics with their flat summary names added (readers keep one vocabulary)."""
-    return {**metrics, **{flat_name(k): v for k, v in metrics.items()}}
-
-
-def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The numbers worth a chart: no collective kind that was never called (all-zero series)."""
-    out = {}
-    for key, value in summary.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        comm = COMM.match(key)
-        if comm and not summary.get(f"comm_{comm.group(1)}_calls_per_step"):
-            continue
-        out[metric_name(key)] = value
-    return out
-
-
-def phase_chart(summary: dict[str, Any], name: str, folder: str) -> Optional[str]:
-    """One stacked bar of the training loop's phases (seconds and share), as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pinchpoint.analysis.plots import COLORS
-    seconds = {p: summary.get(f"phase_{p}_s", 0.0) for p in PHASES}
-    total = sum(seconds.values())
-    if total <= 0:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 2.2))
-    left = 0.0
-    for phase, value in seconds.items():
-        if value <= 0:
-            continue
-        share = value / total
-        ax.barh([0], [share], left=left, color=COLORS.get(phase), label=f"{phase} {value:.2f} s")
-        if share >= 0.06:
-            ax.text(left + share / 2, 0, f"{share:.0%}", ha="center", va="center", color="white")
-        left += share
-    ax.set_xlim(0, 1)
-    ax.set_yticks([])
-    ax.set_xlabel(f"share of the training loop ({total:.2f} s); bottleneck: "
-                  f"{summary.get('bottleneck', '?')}")
-    ax.set_title(name, fontsize=9)
-    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.45), frameon=False)
-    path = os.path.join(folder, "phases.png")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def close_run(tracker: RunTracker, status: str, summary: Optional[dict], name: str,
-              artifacts: list[str]) -> None:
+              artifacts: list[str], plots: Sequence[str] = ()) -> None:
+    """Log the outcome, the artifacts and the ``plots`` (under plots/), then end the run."""
     tags = {"status": status}
     if summary is not None:
         tracker.log_metrics(run_metrics(summary))
@@ -226,10 +138,8 @@ def close_run(tracker: RunTracker, status: str, summary: Optional[dict], name: s
     tracker.set_tags(tags)
     for path in artifacts:
         tracker.log_artifact(path)
-    if summary is not None and artifacts:
-        chart = phase_chart(summary, name, os.path.dirname(artifacts[0]))
-        if chart:
-            tracker.log_artifact(chart, "plots")
+    for path in plots:
+        tracker.log_artifact(path, "plots")
     tracker.end(status)
 
 

@@ -1,11 +1,13 @@
-"""Hydra callback: a multirun becomes one MLflow parent run with a child per point.
+"""Hydra callback: a multirun becomes one MLflow parent run with a child per point
+(``hydra.callbacks.mlflow_sweep._target_`` in conf/train.yaml names this class).
 
 on_multirun_start creates the store (once, before any job can race on it) and the parent run,
 named after the sweep and its axes, with the sweep's settings as params and its question as
 description, and writes its id into the sweep folder, where every job (basic launcher, submitit
-local or Slurm) finds it. on_multirun_end writes the comparison into the parent's description
-(analysis/summary.py: table of points, best point, crossovers, report images) and closes it,
-FAILED if any child failed. A sweep that stops early closes it itself (sweepers/common.py).
+local or Slurm) finds it (tracking/sweep_folder.py). on_multirun_end writes the comparison into
+the parent's description (analysis/summary.py: table of points, best point, crossovers, report
+images) and closes it, FAILED if any child failed. A sweep that stops early closes it itself
+(sweepers/common.py).
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pinchpoint.analysis.summary import describe, question
 from pinchpoint.tracking.store import absolute_uri, ensure_experiment, ensure_store, retrying
+from pinchpoint.tracking.sweep_folder import PARENT_FILE, SWEPT_FILE, parent_run_id
 
 log = logging.getLogger(__name__)
-PARENT_FILE = "mlflow_parent_run_id"
-SWEPT_FILE = "swept_keys.json"
 _SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(")
 
 
@@ -38,27 +40,9 @@ def swept_keys(config: DictConfig) -> list[str]:
     return keys + [k for k in params if k not in keys]
 
 
-def read_swept_keys(sweep_dir: Optional[str]) -> Optional[list[str]]:
-    path = os.path.join(sweep_dir, SWEPT_FILE) if sweep_dir else None
-    if not path or not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _dry_run(config: DictConfig) -> bool:
     """hydra.sweeper.dry_run=true (pinchpoint_grid) lists points and launches none: no parent."""
     return bool(OmegaConf.select(config, "hydra.sweeper.dry_run", default=False))
-
-
-def parent_run_id(sweep_dir: Optional[str]) -> Optional[str]:
-    if not sweep_dir:
-        return None
-    path = os.path.join(sweep_dir, PARENT_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return f.read().strip() or None
 
 
 def sweep_name(config: DictConfig) -> str:
@@ -103,7 +87,6 @@ class MlflowSweepCallback(Callback):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        from pinchpoint.analysis.summary import question
 
         uri = absolute_uri(config.tracking.uri)
         ensure_store(uri)
@@ -155,8 +138,6 @@ class MlflowSweepCallback(Callback):
     def _describe(config: DictConfig, uri: str, run_id: str, client) -> None:
         """The comparison in the parent's description; a report that cannot be drawn must not
         keep the sweep from closing."""
-        from pinchpoint.analysis.summary import describe
-
         parent = client.get_run(run_id)
         axes = [a for a in parent.data.tags.get("pinchpoint.axes", "").split(",") if a]
         try:
