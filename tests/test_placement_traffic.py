@@ -173,7 +173,7 @@ def test_preflight_refuses_an_emulated_fabric_on_nodes_that_cannot_shape():
 def test_the_sweep_names_the_rank_that_failed_first_not_the_ones_that_lost_it():
     from hydra.core.utils import JobReturn, JobStatus
 
-    from pinchpoint.cluster.launcher import root_cause
+    from pinchpoint.sweepers.slurm_launcher import root_cause
     lost = RuntimeError("[pair.cc:553] Connection closed by peer [10.77.0.12]:62621")
     cause = IndexError("index 0 is out of bounds")
     results = [JobReturn(status=JobStatus.FAILED, _return_value=e)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from pinchpoint.cluster import accounting
+from pinchpoint.cluster.accounting import draw_slurm_job
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.telemetry.system_sampler import SystemSampler
-from pinchpoint.telemetry.timeline import SLURM_PID, Timeline, draw_slurm_job
+from pinchpoint.telemetry.timeline import SLURM_PID, Timeline
 
 
 def _load(path) -> list[dict]:
@@ -180,7 +181,8 @@ def test_a_requeued_run_keeps_every_attempt_on_one_clock(tmp_path):
 JOB = """#!/bin/bash
 # First attempt: requeue itself (as a preemption would); second: draw its life from sacct.
 if [ "${{SLURM_RESTART_COUNT:-0}}" = 0 ]; then scontrol requeue "$SLURM_JOB_ID"; sleep 120; fi
-exec {python} -c "from pinchpoint.telemetry.timeline import Timeline, draw_slurm_job
+exec {python} -c "from pinchpoint.cluster.accounting import draw_slurm_job
+from pinchpoint.telemetry.timeline import Timeline
 t = Timeline(); assert draw_slurm_job(t); t.write('{trace}')"
 """
 

@@ -1,11 +1,11 @@
-"""hydra/launcher=pinchpoint_slurm (see pinchpoint.cluster.launcher)."""
+"""hydra/launcher=pinchpoint_slurm (see pinchpoint.sweepers.slurm_launcher)."""
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
 # The module, not the class: Hydra lists every Plugin class it finds in a hydra_plugins
 # module, and the implementation is not a plugin of its own.
-from pinchpoint.cluster import launcher as _launcher
+from pinchpoint.sweepers import slurm_launcher as _launcher
 
 
 class PinchpointSlurmLauncher(_launcher.SlurmSweepLauncher):

@@ -6,6 +6,7 @@ the queue is judged by its submitit result file.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Optional
@@ -126,3 +127,24 @@ def queued(array_ids: Iterable[str]) -> Optional[dict[str, str]]:
     if out is None:
         return None
     return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def slurm_job_id(env=os.environ) -> Optional[str]:
+    """This process's job as sacct names it: ``ARRAY_TASK`` for an array task, else the job id."""
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or None
+
+
+def draw_slurm_job(timeline, env=os.environ) -> bool:
+    """In a Slurm job: ask accounting (sacct -D) for the job's attempts and draw them on the
+    run's timeline (telemetry/timeline.py's ``Timeline.slurm_job``). False outside Slurm or
+    without accounting (the trace then has no job track)."""
+    job = slurm_job_id(env)
+    if job is None:
+        return False
+    found = histories([job])
+    if not found or job not in found:
+        return False
+    timeline.slurm_job(found[job])
+    return True

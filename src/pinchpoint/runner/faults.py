@@ -8,7 +8,7 @@
   command can measure seconds from kill to training resumed (``recovery_seconds``).
 - ``requeue_at_step:N``: what submitit does when Slurm signals a time limit or preemption and
   the job was requeued: mark the process as requeued (``REQUEUED`` in its environment, which
-  cluster/launcher.py's checkpoint hook sets on a real cluster) and exit. The run's MLflow run
+  sweepers/slurm_launcher.py's checkpoint hook sets on a real cluster) and exit. The run's MLflow run
   stays RUNNING, tagged ``status=requeued``, until the next attempt continues it.
 """
 from __future__ import annotations

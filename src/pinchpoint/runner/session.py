@@ -118,14 +118,14 @@ class Session:
                             self.ctx.world_size)
         summary.update(across_ranks(self.ctx, self.phases.totals))
         if self.fabric_report is not None:
-            from pinchpoint.telemetry.fabric_meter import summary_metrics
+            from pinchpoint.cluster.fabric_meter import summary_metrics
             summary.update(summary_metrics(self.fabric_report))
         return summary
 
     def _fabric_meter(self):
         """A run across nodes reads its node links' counters over the loop (every rank: the
         first of each node reads, all join the barriers)."""
-        from pinchpoint.telemetry.fabric_meter import FabricMeter
+        from pinchpoint.cluster.fabric_meter import FabricMeter
         if not FabricMeter.wanted(self.ctx):
             return None
         from pinchpoint.cluster.fabric import inter_node_interface
@@ -270,11 +270,11 @@ class Session:
             return
         self.mlperf.close()
         out = self.job.output_dir
-        from pinchpoint.telemetry.timeline import draw_slurm_job
+        from pinchpoint.cluster.accounting import draw_slurm_job
         system = self.sampler.stop() if self.sampler is not None else {}
         draw_slurm_job(self.timeline)   # the job's life from accounting; nothing outside Slurm
         if self.fabric_report is not None:   # every node link's counters, on the same clock
-            from pinchpoint.telemetry.fabric_meter import draw
+            from pinchpoint.cluster.fabric_meter import draw
             draw(self.fabric_report, self.timeline)
         artifacts = [self.timeline.write(os.path.join(out, "timeline.json")), self.mlperf_path,
                      _write_yaml(os.path.join(out, "config_resolved.yaml"), resolved_dict(self.cfg))]

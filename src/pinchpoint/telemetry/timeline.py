@@ -168,27 +168,6 @@ class Timeline:
         return path
 
 
-def slurm_job_id(env=os.environ) -> Optional[str]:
-    """This process's job as sacct names it: ``ARRAY_TASK`` for an array task, else the job id."""
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    return env.get("SLURM_JOB_ID") or None
-
-
-def draw_slurm_job(timeline: Timeline, env=os.environ) -> bool:
-    """In a Slurm job: ask accounting (sacct -D) for the job's attempts and draw them on the
-    timeline. False outside Slurm or without accounting (the trace then has no job track)."""
-    from pinchpoint.cluster.accounting import histories
-    job = slurm_job_id(env)
-    if job is None:
-        return False
-    found = histories([job])
-    if not found or job not in found:
-        return False
-    timeline.slurm_job(found[job])
-    return True
-
-
 def _unix(when: Optional[datetime]) -> Optional[float]:
     """sacct prints the cluster's local time without a zone; this machine's zone reads it."""
     return when.timestamp() if when is not None else None

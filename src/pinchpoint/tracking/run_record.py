@@ -91,7 +91,7 @@ def cluster_tags(ctx, dims, fabric_cfg) -> dict[str, Any]:
 def log_fabric_series(tracker: RunTracker, report: dict) -> None:
     """Each node link's send and receive rate over the loop, one MLflow point a second
     (fabric/<node>/sent_MB_per_s, step = seconds since the loop began)."""
-    from pinchpoint.telemetry.fabric_meter import rates
+    from pinchpoint.cluster.fabric_meter import rates
     for host, e in report["per_node"].items():
         if "samples" not in e or not e["samples"]:
             continue
