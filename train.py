@@ -13,9 +13,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pinchpoint.config import setup
+from pinchpoint.workloads.registry import setup
 
-setup()
+setup()   # resolvers and every schema (the run's groups, each workload's) before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -35,9 +35,8 @@ def main(cfg: DictConfig) -> float:
 
 def user_error(err: BaseException):
     """(exit code, one-line message) of an error the user can fix; None: re-raised."""
-    from pinchpoint.config import ConfigError
     from pinchpoint.data.npy_format import DataFormatError
-    from pinchpoint.errors import CheckpointDiskFull, DataError
+    from pinchpoint.errors import CheckpointDiskFull, ConfigError, DataError
 
     if isinstance(err, ConfigError):
         return 2, f"Invalid config: {err}"

@@ -46,7 +46,8 @@ def side_by_side(pairs: int) -> tuple[list[float], list[float]]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from pinchpoint.config import setup, validate
+    from pinchpoint.runner.validation import validate
+    from pinchpoint.workloads.registry import setup
     from pinchpoint.runner.run_key import run_key
     from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
 

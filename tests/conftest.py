@@ -22,7 +22,7 @@ def compose(overrides: list[str], output_root: Path | str | None = None):
     """The config train.py would run with these overrides (no Hydra job is started)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from pinchpoint.config import setup
+    from pinchpoint.workloads.registry import setup
 
     setup()
     extra = [f"output_root={output_root}"] if output_root is not None else []

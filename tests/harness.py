@@ -70,7 +70,7 @@ def run_layouts(jobs: list[tuple[list[str], Optional[Body]]], output_root: str,
     configs = [(compose(o, output_root), body) for o, body in jobs]
     worlds = set()
     for cfg, _ in configs:
-        from pinchpoint.config import validate
+        from pinchpoint.runner.validation import validate
         validate(cfg)   # the runner's checks, and world_size derived from the degrees
         worlds.add(cfg.parallel.world_size)
     if len(worlds) != 1:

@@ -31,7 +31,7 @@ def _peak_body(overrides: list[str], output_root: str, steps: int) -> dict:
 
     from harness import make_workload
     from conftest import compose
-    from pinchpoint.config import validate
+    from pinchpoint.runner.validation import validate
     from pinchpoint.parallel.context import RankContext
     from pinchpoint.plan import llama as plan
     cfg = compose(overrides, output_root)

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, compose, train
-from pinchpoint.config import ConfigError, validate
 from pinchpoint.data import criteo
 from pinchpoint.data.npy_format import DataFormatError
+from pinchpoint.errors import ConfigError
+from pinchpoint.runner.validation import validate
 from pinchpoint.workloads import spec, workload_names
 
 _spec = importlib.util.spec_from_file_location("train_entry", ROOT / "train.py")

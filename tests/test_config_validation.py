@@ -7,7 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import ROOT, compose, train
-from pinchpoint.config import ConfigError, validate
+from pinchpoint.errors import ConfigError
+from pinchpoint.runner.validation import validate
 
 BAD = [  # (overrides, field named in the error, words of the allowed values)
     (["dataset.batch_size=-8"], "dataset.batch_size", "positive integer"),

@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from conftest import compose, train
-from pinchpoint.config import validate
+from pinchpoint.runner.validation import validate
 from pinchpoint.errors import ConfigError, DataError
 
 SMOKE = ["model=flux1", "model.scale=smoke"]

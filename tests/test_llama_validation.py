@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from pinchpoint.config import ConfigError, validate
+from pinchpoint.errors import ConfigError
+from pinchpoint.runner.validation import validate
 
 
 @pytest.mark.parametrize("overrides,field,says", [

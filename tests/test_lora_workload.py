@@ -11,7 +11,7 @@ from conftest import compose
 from omegaconf import OmegaConf
 from harness import load_and_continue, ready, run_layout, save_then_continue, train_steps
 
-from pinchpoint.config import validate
+from pinchpoint.runner.validation import validate
 from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.context import RankContext
 from pinchpoint.workloads.llama2_70b_lora import data, hf_checkpoint

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose
-from pinchpoint.config import ConfigError, validate
+from pinchpoint.errors import ConfigError
+from pinchpoint.runner.validation import validate
 
 GPT = ["model=gpt_oss_20b"]
 DS = ["model=deepseek_v3_671b"]

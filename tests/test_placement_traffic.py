@@ -7,10 +7,11 @@ import pytest
 
 from conftest import compose
 from pinchpoint.cluster.fabric import counters, read_ib_ports, tbf_args
-from pinchpoint.config import ConfigError, validate
+from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.parallel.placement import Placement
 from pinchpoint.parallel.traffic import NodeMap, Traffic
+from pinchpoint.runner.validation import validate
 
 MB = 1 << 20
 

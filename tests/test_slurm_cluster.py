@@ -211,7 +211,7 @@ def test_eight_simultaneous_jobs_write_one_fresh_sqlite_store(background):
 ])
 def test_requests_this_cluster_cannot_give_are_refused(overrides, field, tmp_path):
     from pinchpoint.cluster import preflight
-    from pinchpoint.config import ConfigError
+    from pinchpoint.errors import ConfigError
 
     info = preflight.read_cluster()   # the real sinfo
     with pytest.raises(ConfigError) as err:

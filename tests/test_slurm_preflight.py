@@ -6,7 +6,8 @@ import pytest
 from conftest import compose
 from pinchpoint.cluster import preflight
 from pinchpoint.cluster.request import container_srun_args, mem_mb, slurm_request
-from pinchpoint.config import ConfigError, validate
+from pinchpoint.errors import ConfigError
+from pinchpoint.runner.validation import validate
 
 # sinfo -h -N -o "%P|%a|%l|%n|%c|%m|%G": two partitions, a GPU one with a 4 h limit.
 SINFO = """\

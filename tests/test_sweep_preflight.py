@@ -9,11 +9,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import ROOT
-from pinchpoint.config import setup, validate
 from pinchpoint.errors import ConfigError
 from pinchpoint.runner.run_key import run_key
+from pinchpoint.runner.validation import validate
 from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
 from pinchpoint.sweepers.space import SweepError
+from pinchpoint.workloads.registry import setup
 
 BASE = ["model=llama31_8b", "storage=nfs"]
 POINTS = [

@@ -32,7 +32,7 @@ def test_decisions():
 def point_key(seed: int, out) -> str:
     """The point's run key as the sweep computes it: after validation, which fills in derived
     fields (parallel.world_size)."""
-    from pinchpoint.config import validate
+    from pinchpoint.runner.validation import validate
     cfg = compose([*QUICK, f"seed={seed}"], out)
     validate(cfg)
     return run_key(cfg)

@@ -29,7 +29,7 @@ def smoke_overrides(model: str, axes) -> list[str]:
 def sweep_config(name: str):
     from hydra import compose, initialize_config_dir
 
-    from pinchpoint.config import setup
+    from pinchpoint.workloads.registry import setup
 
     setup()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -74,7 +74,7 @@ def shared_out(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_validates_and_runs_tiny(name, shared_out, request):
-    from pinchpoint.config import validate
+    from pinchpoint.runner.validation import validate
     from pinchpoint.sweepers.space import parse
 
     cfg = sweep_config(name)

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from conftest import compose, mlflow_client, train
-from pinchpoint.config import ConfigError, validate
+from pinchpoint.errors import ConfigError
+from pinchpoint.runner.validation import validate
 from pinchpoint.telemetry.mlperf_log import compliance_check
 from pinchpoint.workloads import spec, workload_names
 

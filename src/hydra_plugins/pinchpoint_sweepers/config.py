@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-AUTO = "auto"   # pinchpoint.config.validate for pinchpoint's own app (train.py), none for others
+AUTO = "auto"   # pinchpoint.runner.validation.validate for train.py's app, none for others
 
 
 @dataclass

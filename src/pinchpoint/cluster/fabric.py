@@ -24,6 +24,9 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from pinchpoint.config.validate import cluster_nodes
+from pinchpoint.errors import ConfigError, positive_int, require
+
 log = logging.getLogger(__name__)
 HANDLE = "7070:"     # the qdisc handle that marks a shaper pinchpoint installed
 
@@ -173,3 +176,20 @@ def prepare_node(fabric: Any, local_rank: int) -> Optional[str]:
         log.info("fabric %s on %s: %s", fabric.name, socket.gethostname(),
                  apply(fabric, interface))
     return interface
+
+
+def validate_fabric(run: Any) -> None:
+    """The ``fabric`` group before launch (runner/validation.py calls it). An emulated fabric
+    shapes the links between nodes: it needs a job that spans nodes."""
+    f = run.fabric
+    if f.gbps is not None:
+        require(f.gbps, "fabric.gbps", lambda v: v > 0,
+                "a bandwidth > 0 Gbit/s, or null (fabric=none) to leave the links unshaped")
+        if cluster_nodes(run) < 2:
+            raise ConfigError("fabric.gbps", f.gbps,
+                              "null (fabric=none) for a run on one node: it shapes the links "
+                              "between nodes (use it with cluster=slurm cluster.nodes=2 or more "
+                              "on an emulated cluster: launchers/slurm_up.sh --nodes N)")
+    positive_int(f.burst_kb, "fabric.burst_kb")
+    require(f.interface, "fabric.interface", lambda v: isinstance(v, str) and v.strip() != "",
+            "auto or a network interface name (eth0, ib0)")

@@ -7,13 +7,14 @@ are equal share one job array.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from pinchpoint.errors import ConfigError
+from pinchpoint.errors import ConfigError, positive_int, require
 
 _MEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
 _MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -102,3 +103,38 @@ def _constraint(cfg: DictConfig) -> Optional[str]:
     parts = [p for p in (cfg.cluster.constraint,
                          "emulated_fabric" if cfg.fabric.gbps is not None else None) if p]
     return "&".join(parts) or None
+
+
+def validate_cluster(cfg: Any) -> None:
+    """The ``cluster`` group before launch, what can be checked without asking Slurm
+    (pinchpoint.cluster.preflight asks sinfo; runner/validation.py calls this)."""
+    if getattr(cfg.cluster, "name", None) != "slurm":
+        return
+    c = cfg.cluster
+    for key in ("nodes", "cpus_per_task", "array_parallelism"):
+        positive_int(getattr(c, key), f"cluster.{key}")
+    require(c.time_limit_min, "cluster.time_limit_min", lambda v: isinstance(v, int) and v > 0,
+            "a whole number of minutes > 0 (Slurm's --time)")
+    for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
+        require(getattr(c, key), f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
+                "an integer >= 0")
+    require(c.tasks_per_node, "cluster.tasks_per_node",
+            lambda v: v is None or (isinstance(v, int) and v > 0),
+            "a positive integer, or null for parallel.world_size / cluster.nodes")
+    if c.mem is not None:
+        try:
+            mem_mb(c.mem)
+        except ValueError:
+            raise ConfigError("cluster.mem", c.mem, "Slurm memory per node such as 16G or 500M")
+    tasks_per_node(cfg)
+    if not os.environ.get("SLURM_JOB_ID") and _hydra_mode() == "RUN":
+        raise ConfigError("cluster", "slurm", "a sweep: add -m (python train.py -m cluster=slurm "
+                          "...); Hydra's launchers submit jobs only for multiruns")
+
+
+def _hydra_mode() -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return HydraConfig.get().mode.name
+    except Exception:  # composed without a Hydra job (tests, the sweeper's per-point checks)
+        return None

@@ -1,11 +1,15 @@
-"""Config schemas, resolvers and validation. ``setup()`` must run before Hydra composes."""
+"""Config schemas, resolvers and the checks that need nothing but the config. A leaf: it imports
+nothing of pinchpoint but its errors, and every other part validates its own group against it
+(runner/validation.py runs those checks in order).
+
+``setup()`` registers the resolvers and the run-level schemas; what must run before Hydra
+composes a run is ``pinchpoint.workloads.registry.setup()``, which calls it and adds every
+workload's model and dataset schemas."""
 import os
 
 from omegaconf import OmegaConf
 
 from pinchpoint.config.schema import register_schemas
-from pinchpoint.config.validate import typed, validate
-from pinchpoint.errors import ConfigError
 
 _done = False
 
@@ -21,4 +25,4 @@ def setup() -> None:
     _done = True
 
 
-__all__ = ["setup", "validate", "typed", "ConfigError"]
+__all__ = ["setup"]

@@ -5,8 +5,12 @@ registered from there through the workload registry.
 
 Each YAML option under conf/<group>/ names its schema in its defaults list
 (``/schema/<group>/<kind>@_here_``), so an unknown key or a wrong type fails at compose time
-with the field's full path. Range checks (positive sizes, known choices, cross-field rules)
-live in ``pinchpoint.config.validate`` and each workload's validate() because OmegaConf checks types, not values.
+with the field's full path. Range checks (positive sizes, known choices, cross-field rules) live
+in ``pinchpoint.config.validate`` for the groups that drive nothing else, beside the code of the
+others (the degrees in parallel/dims.py, the tier in pinchpoint.storage, the Slurm request and
+the fabric in cluster/, the model and dataset in each workload's validate()), because OmegaConf
+checks types, not values; runner/validation.py runs them all. This package imports nothing of
+pinchpoint but its errors: every other part validates against it.
 """
 from __future__ import annotations
 
@@ -16,7 +20,38 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from pinchpoint.plan.settings import PlanConfig
+
+# --- the planner: the accelerator it plans for and its own knobs ---------------------------------
+@dataclass
+class PlanConfig:
+    """The ``plan`` group: what the planner (plan/) needs beyond the model and the layout."""
+    # Arithmetic precision of the matmuls: bf16 | fp8 | nvfp4 | mxfp4 (null: the model's).
+    # The runtime trains in fp32/bf16; fp8 and 4-bit are planned only (what the submissions use).
+    precision: Optional[str] = None
+    # Interleaved 1F1B: model chunks per pipeline rank (Megatron's virtual pipeline size).
+    virtual_stages: int = 1
+    # Count the embedding / the output layer + loss as one transformer layer each when splitting
+    # the stack (Megatron's account_for_embedding/loss_in_pipeline_split, NVIDIA's ASYM_PP_*):
+    # how 126 layers + 2 split evenly over PP8 x VP8 = 64 chunks of 2.
+    embedding_as_layer: bool = False
+    loss_as_layer: bool = False
+    # Explicit layers per chunk (pp x virtual_stages entries, in schedule order); null = even.
+    layers_per_chunk: Optional[List[int]] = None
+    # Fraction of each collective's time hidden behind compute (0 = fully exposed, 1 = fully
+    # hidden); null = the calibrated value in pinchpoint.plan.calibration.
+    overlap_data_parallel: Optional[float] = None
+    overlap_tensor_parallel: Optional[float] = None
+    overlap_context_parallel: Optional[float] = None
+    overlap_pipeline: Optional[float] = None
+    # CTAs NCCL may use per communicator (dp, tp, cp, pp), as NeMo's
+    # conf/nccl/custom_communicator_cta.yaml sets max_ctas: a capped communicator drives only
+    # part of NVLink (plan/network.py capped). Default: the MLPerf NeMo recipes' dp and pp caps,
+    # with which plan/calibration.py was fitted; null = NCCL's own choice (enough to saturate).
+    nccl_max_ctas: Dict[str, Optional[int]] = field(
+        default_factory=lambda: {"dp": 8, "tp": None, "cp": None, "pp": 2})
+    # Seconds between run_start and the first step that the clock counts (MLPerf starts the
+    # clock after init_stop: model build and checkpoint load are outside it).
+    init_in_clock_s: float = 0.0
 
 
 @dataclass
@@ -214,14 +249,14 @@ class RunConfig:
     output_root: str = "outputs"
     fault: Optional[str] = None   # test hook: "raise_at_step:N" or "kill_at_step:N"
     gpu: GPUConfig = field(default_factory=GPUConfig)  # what plan_only plans for
-    plan: PlanConfig = field(default_factory=PlanConfig)  # planner-only knobs (plan/settings.py)
+    plan: PlanConfig = field(default_factory=PlanConfig)  # planner-only knobs
 
 
 def register_schemas() -> None:
+    """The run schema and its groups' schemas. The model and dataset schemas are the workloads'
+    (pinchpoint.workloads.registry.setup registers them after these)."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    from pinchpoint.workloads.registry import register_schemas as register_workload_schemas
-    register_workload_schemas(cs)  # every workload's model/dataset schemas, from its folder
     cs.store(group="schema/parallel", name="parallel", node=ParallelConfig)
     cs.store(group="schema/storage", name="storage", node=StorageConfig)
     cs.store(group="schema/cluster", name="local", node=ClusterConfig)

@@ -1,21 +1,27 @@
-"""Pre-launch validation: every error names the field, the value and what is allowed.
+"""Pre-launch checks that need nothing but the config: every error names the field, the value
+and what is allowed.
 
 OmegaConf's structured configs already reject unknown keys and wrong types at compose time;
-this module checks ranges, choices and cross-field rules before any data, process or job exists.
-The run-level groups are checked here; the model and dataset are checked by the workload's own
-``validate(run)``, on the typed config (``run.model`` is the workload's dataclass).
+this module checks the ranges and choices of the groups that drive no code of their own (seed,
+train, checkpoint, output_root, mlperf, tracking) and offers what every check needs (``get``,
+``writable_dir``, ``cluster_nodes``, ``check_known_keys``, ``typed``).
+
+config/ is a leaf: it imports nothing of pinchpoint but its errors, and the other parts check
+their own group against it, beside their code: the degrees ``parallel.dims.validate_parallel``,
+the tier ``pinchpoint.storage.validate_storage``, the Slurm request
+``cluster.request.validate_cluster``, the fabric ``cluster.fabric.validate_fabric``, the model and
+dataset each workload's ``validate(run)`` on the typed config. runner/validation.py runs them
+all, in order, before any data, process or job exists.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from pinchpoint.errors import ConfigError, non_negative, one_of, positive_int, require
-from pinchpoint.parallel.dims import ParallelDims
 
 
 def get(cfg: DictConfig, path: str) -> Any:
@@ -47,10 +53,6 @@ def writable_dir(value: Any, field: str, env: str | None = None) -> None:
                           f"{getattr(err, 'strerror', None) or err})") from None
 
 
-STORAGE_ENV = {"local": "PINCHPOINT_LOCAL_ROOT", "nfs": "PINCHPOINT_NFS_ROOT",
-               "nvme": "PINCHPOINT_NVME_ROOT"}
-
-
 def validate_tracking(tracking: Any) -> None:
     """A tracking server is asked once, with a short timeout and no retries, before launch:
     MLflow's own client retries for minutes and then prints a traceback."""
@@ -77,6 +79,7 @@ def validate_tracking(tracking: Any) -> None:
 
 
 def validate_common(run: Any) -> None:
+    """seed, train, checkpoint and output_root."""
     t = run.train
     non_negative(run.seed, "seed")
     positive_int(t.evals_per_epoch, "train.evals_per_epoch")
@@ -92,46 +95,16 @@ def validate_common(run: Any) -> None:
             "an integer >= 0 (steps between checkpoints; 0 = off)")
     positive_int(run.checkpoint.keep, "checkpoint.keep")
     writable_dir(run.output_root, "output_root")
-    validate_storage(run.storage)
+
+
+def validate_mlperf(run: Any) -> None:
     one_of(run.mlperf.submission_division, "mlperf.submission_division", ["open", "closed"])
-    validate_tracking(run.tracking)
-
-
-def validate_storage(storage: Any) -> None:
-    one_of(storage.cache_clear, "storage.cache_clear", ["none", "fadvise", "drop_caches"])
-    if getattr(storage, "object_store", None) is not None:
-        from pinchpoint.storage.object_store import check_reachable
-        check_reachable(storage)   # one short try: an unreachable endpoint fails before launch
-    writable_dir(storage.root, "storage.root", STORAGE_ENV.get(storage.name))
-    e = storage.emulation
-    if e.enabled:
-        for key in ("read_mb_per_s", "write_mb_per_s"):
-            require(getattr(e, key), f"storage.emulation.{key}", lambda v: v > 0,
-                    "a bandwidth > 0 MB/s (or storage.emulation.enabled=false)")
-        non_negative(e.latency_ms, "storage.emulation.latency_ms")
 
 
 def cluster_nodes(cfg: Any) -> int:
     """Nodes the run will span: cluster.nodes on Slurm; one for a local run."""
     return getattr(cfg.cluster, "nodes", 1) if getattr(cfg.cluster, "name", None) == "slurm" \
         else 1
-
-
-def validate_parallel(cfg: Any) -> ParallelDims:
-    """Check the degrees once, and their placement on the run's nodes, and write the derived
-    world size back into the config (composed or typed), so the launchers and Slurm requests
-    read it."""
-    nodes = cluster_nodes(cfg)
-    world = cfg.parallel.world_size or ParallelDims.from_config(cfg.parallel).world_size
-    # A node count that does not divide the ranks is cluster.nodes' error (validate_cluster):
-    # the placement is checked only on one that does.
-    fits = isinstance(nodes, int) and nodes > 0 and world % nodes == 0
-    dims = ParallelDims.from_config(cfg.parallel, nodes=nodes if fits else None)
-    with read_write(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
-        cfg.parallel.world_size = dims.world_size
-        cfg.parallel.dp_shard = dims.dp_shard
-    one_of(cfg.parallel.backend, "parallel.backend", ["auto", "gloo", "nccl"])
-    return dims
 
 
 def check_known_keys(node: DictConfig, path: str = "") -> None:
@@ -149,79 +122,8 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
             check_known_keys(child, full + ".")
 
 
-def validate_fabric(run: Any) -> None:
-    """An emulated fabric shapes the links between nodes: it needs a job that spans nodes."""
-    f = run.fabric
-    if f.gbps is not None:
-        require(f.gbps, "fabric.gbps", lambda v: v > 0,
-                "a bandwidth > 0 Gbit/s, or null (fabric=none) to leave the links unshaped")
-        if cluster_nodes(run) < 2:
-            raise ConfigError("fabric.gbps", f.gbps,
-                              "null (fabric=none) for a run on one node: it shapes the links "
-                              "between nodes (use it with cluster=slurm cluster.nodes=2 or more "
-                              "on an emulated cluster: launchers/slurm_up.sh --nodes N)")
-    positive_int(f.burst_kb, "fabric.burst_kb")
-    require(f.interface, "fabric.interface", lambda v: isinstance(v, str) and v.strip() != "",
-            "auto or a network interface name (eth0, ib0)")
-
-
-def validate_cluster(cfg: Any) -> None:
-    """What can be checked without asking Slurm (pinchpoint.cluster.preflight asks sinfo)."""
-    if getattr(cfg.cluster, "name", None) != "slurm":
-        return
-    from pinchpoint.cluster.request import mem_mb, tasks_per_node
-
-    c = cfg.cluster
-    for key in ("nodes", "cpus_per_task", "array_parallelism"):
-        positive_int(getattr(c, key), f"cluster.{key}")
-    require(c.time_limit_min, "cluster.time_limit_min", lambda v: isinstance(v, int) and v > 0,
-            "a whole number of minutes > 0 (Slurm's --time)")
-    for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
-        require(getattr(c, key), f"cluster.{key}", lambda v: isinstance(v, int) and v >= 0,
-                "an integer >= 0")
-    require(c.tasks_per_node, "cluster.tasks_per_node",
-            lambda v: v is None or (isinstance(v, int) and v > 0),
-            "a positive integer, or null for parallel.world_size / cluster.nodes")
-    if c.mem is not None:
-        try:
-            mem_mb(c.mem)
-        except ValueError:
-            raise ConfigError("cluster.mem", c.mem, "Slurm memory per node such as 16G or 500M")
-    tasks_per_node(cfg)
-    if not os.environ.get("SLURM_JOB_ID") and _hydra_mode() == "RUN":
-        raise ConfigError("cluster", "slurm", "a sweep: add -m (python train.py -m cluster=slurm "
-                          "...); Hydra's launchers submit jobs only for multiruns")
-
-
-def _hydra_mode() -> str | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return HydraConfig.get().mode.name
-    except Exception:  # composed without a Hydra job (tests, the sweeper's per-point checks)
-        return None
-
-
 def typed(cfg: DictConfig) -> Any:
     """The run config as dataclass objects (``run.model`` is the workload's schema)."""
     return OmegaConf.to_object(cfg)
 
 
-def validate(cfg: DictConfig) -> Any:
-    """Validate a composed run config; raises ConfigError on the first problem. Returns the
-    typed run config (with ``parallel.world_size`` derived)."""
-    check_known_keys(cfg)
-    validate_parallel(cfg)
-    return validate_typed(typed(cfg))
-
-
-def validate_typed(run: Any) -> Any:
-    """The checks on the typed run config (what the sweepers' pre-flight calls on its typed
-    copies, sweepers/preflight.py); derives ``parallel.world_size`` on it too."""
-    from pinchpoint.workloads import workload_class
-
-    validate_parallel(run)
-    validate_common(run)
-    validate_cluster(run)
-    validate_fabric(run)
-    workload_class(run.model.name).validate(run)
-    return run

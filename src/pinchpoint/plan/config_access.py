@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from pinchpoint.config.schema import PlanConfig
 from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.dims import ParallelDims
-from pinchpoint.plan.settings import PlanConfig
 
 
 def scale(cfg) -> Any:

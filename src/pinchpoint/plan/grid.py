@@ -102,7 +102,7 @@ def compose_base(group_overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pinchpoint.config import setup
+    from pinchpoint.workloads.registry import setup
 
     setup()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -11,7 +11,7 @@ log = logging.getLogger("pinchpoint")
 
 def run(cfg: DictConfig) -> float:
     """Run one sweep point; returns time_to_train_s (inf when the target was not reached)."""
-    from pinchpoint.config import validate
+    from pinchpoint.runner.validation import validate
     from pinchpoint.runner.info import from_hydra
     from pinchpoint.runner.ranks import rank_source
 

@@ -168,7 +168,7 @@ def _spawned_rank(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Opti
 
 
 def _spawned_main(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Optional[Any]:
-    from pinchpoint.config import setup
+    from pinchpoint.workloads.registry import setup
 
     setup()
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pinchpoint.sweepers.space import SweepError
 
 log = logging.getLogger(__name__)
-DEFAULT_VALIDATOR = "pinchpoint.config.validate"
+DEFAULT_VALIDATOR = "pinchpoint.runner.validation.validate"
 AUTO = "auto"   # hydra.sweeper.validator default: pinchpoint's validator for pinchpoint's app only
 
 

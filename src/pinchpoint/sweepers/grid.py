@@ -1,6 +1,6 @@
 """Grid sweeper with sweep resume: Hydra's BasicSweeper (same ``a=1,2 b=x,y`` grid) plus
 
-- every point composed and validated (pinchpoint.config.validate) before any is launched, so a
+- every point composed and validated (pinchpoint.runner.validation) before any is launched, so a
   bad value fails the sweep up front, naming the point and the field;
 - resume: a point whose run key (runner/run_key.py) already has a successful run in the point's
   MLflow experiment is skipped; so is one whose unfinished run's Slurm job is still alive

@@ -54,7 +54,7 @@ class Preflight:
         self.composed = 0   # points composed in full (for the benchmark and tests)
 
     def check(self, overrides: Sequence[str]) -> Checked:
-        from pinchpoint.config.validate import validate, validate_typed
+        from pinchpoint.runner.validation import validate, validate_typed
         from pinchpoint.runner.run_key import run_key
 
         fields, composed = self._split(overrides)

@@ -69,7 +69,7 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
 
     # --- in the Slurm task ---------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
-        from pinchpoint.config import setup
+        from pinchpoint.workloads.registry import setup
 
         setup()  # resolvers and schemas: the task composes the point's config again
         return super().__call__(*args, **kwargs)

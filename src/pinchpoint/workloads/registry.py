@@ -6,6 +6,10 @@ it, so composing a config never imports torch). ``discover()`` imports every pac
 ``pinchpoint.workloads`` plus the modules named in ``PINCHPOINT_WORKLOADS`` (comma-separated,
 for workloads that live outside this package, e.g. in a user's repository or in tests/), so a
 new workload is its folder and its conf/ files: nothing else changes.
+
+``setup()`` is what must run before Hydra composes a run config: config's resolvers and
+run-level schemas (pinchpoint.config, a leaf that knows no workload), then every registered
+workload's model and dataset schemas.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ class WorkloadSpec:
 _SPECS: dict[str, WorkloadSpec] = {}
 _DATASETS: dict[str, type] = {}
 _discovered = False
+_set_up = False
 
 
 def register(spec: WorkloadSpec) -> WorkloadSpec:
@@ -63,10 +68,10 @@ def discover() -> None:
     if _discovered:
         return
     _discovered = True
-    import pinchpoint.workloads as package
-    for info in pkgutil.iter_modules(package.__path__):
+    package = __name__.rsplit(".", 1)[0]   # pinchpoint.workloads, this module's folder
+    for info in pkgutil.iter_modules([os.path.dirname(os.path.abspath(__file__))]):
         if info.ispkg:
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
     for module in filter(None, os.environ.get(ENV_MODULES, "").split(",")):
         importlib.import_module(module.strip())
 
@@ -95,3 +100,17 @@ def register_schemas(store: Any) -> None:
         store.store(group="schema/model", name=s.model_schema_name, node=s.model_schema)
     for key, schema in _DATASETS.items():
         store.store(group="schema/dataset", name=key, node=schema)
+
+
+def setup() -> None:
+    """Before Hydra composes: resolvers, the run-level schemas and every workload's schemas."""
+    global _set_up
+    if _set_up:
+        return
+    # Hydra is imported when a config is composed, not when a workload registers itself.
+    from hydra.core.config_store import ConfigStore
+
+    from pinchpoint import config
+    config.setup()
+    register_schemas(ConfigStore.instance())
+    _set_up = True

@@ -1,0 +1,45 @@
+"""Pre-launch validation of a whole run: every check, in order, before any data, process or job
+exists; the first problem raises a ConfigError naming the field, the value and what is allowed.
+
+config/ is a leaf that only knows the schemas; each part checks its own group beside its code,
+and this module is the one place that runs them all (the runner before a run, the sweepers'
+pre-flight on every point): the degrees (parallel/dims.py), the groups nothing else drives
+(config/validate.py), the storage tier (pinchpoint.storage), the MLPerf fields and the tracking
+store (config/validate.py), the Slurm request and the fabric (cluster/), and the model and
+dataset (the workload's own ``validate(run)``, on the typed config).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from pinchpoint.cluster.fabric import validate_fabric
+from pinchpoint.cluster.request import validate_cluster
+from pinchpoint.config.validate import (check_known_keys, typed, validate_common,
+                                        validate_mlperf, validate_tracking)
+from pinchpoint.parallel.dims import validate_parallel
+from pinchpoint.storage import validate_storage
+from pinchpoint.workloads import workload_class
+
+
+def validate(cfg: DictConfig) -> Any:
+    """Validate a composed run config; raises ConfigError on the first problem. Returns the
+    typed run config (with ``parallel.world_size`` derived)."""
+    check_known_keys(cfg)
+    validate_parallel(cfg)
+    return validate_typed(typed(cfg))
+
+
+def validate_typed(run: Any) -> Any:
+    """The checks on the typed run config (what the sweepers' pre-flight calls on its typed
+    copies, sweepers/preflight.py); derives ``parallel.world_size`` on it too."""
+    validate_parallel(run)
+    validate_common(run)
+    validate_storage(run.storage)
+    validate_mlperf(run)
+    validate_tracking(run.tracking)
+    validate_cluster(run)
+    validate_fabric(run)
+    workload_class(run.model.name).validate(run)
+    return run
