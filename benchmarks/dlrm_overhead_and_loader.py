@@ -106,7 +106,7 @@ def bare(cfg, folder: str, steps: int) -> float:
 def dataset_folder(cfg) -> str:
     """The run's synthetic Criteo days (generated on first use, as the run would)."""
     from pinchpoint.runner.validation import validate
-    from pinchpoint.data import synthetic_criteo
+    from pinchpoint.workloads.dlrm_dcnv2 import synthetic as synthetic_criteo
     validate(cfg)
     return synthetic_criteo.ensure(os.path.join(cfg.storage.root, "datasets"),
                                    _gen_params(cfg))[0]

@@ -6,7 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from pinchpoint.data import criteo, synthetic_criteo
+from pinchpoint.data import criteo
+from pinchpoint.workloads.dlrm_dcnv2 import synthetic as synthetic_criteo
 from pinchpoint.data.npy_format import DataFormatError
 from pinchpoint.storage.tier import StorageTier
 

@@ -11,8 +11,8 @@ import tarfile
 import pytest
 
 from conftest import compose, train
-from pinchpoint.runner.validation import validate
 from pinchpoint.errors import ConfigError, DataError
+from pinchpoint.runner.validation import validate
 
 SMOKE = ["model=flux1", "model.scale=smoke"]
 

@@ -11,12 +11,11 @@ from conftest import compose
 from omegaconf import OmegaConf
 from harness import load_and_continue, ready, run_layout, save_then_continue, train_steps
 
-from pinchpoint.runner.validation import validate
 from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.context import RankContext
+from pinchpoint.runner.validation import validate
 from pinchpoint.workloads.llama2_70b_lora import data, hf_checkpoint
-from pinchpoint.workloads.llama2_70b_lora.model import Llama2ForCausalLM
-from pinchpoint.workloads.llama2_70b_lora.workload import llama2_args
+from pinchpoint.workloads.llama2_70b_lora.model import Llama2ForCausalLM, llama2_args
 from pinchpoint.workloads.registry import spec
 
 SMOKE = ["model=llama2_70b_lora", *spec("llama2_70b_lora").smoke, "tracking.enabled=false"]

@@ -35,7 +35,7 @@ class DLRMModelConfig:
 
 @dataclass
 class TeacherConfig:
-    """The planted teacher DLRM that labels synthetic data (see data/synthetic_criteo.py)."""
+    """The planted teacher DLRM that labels synthetic data (see synthetic.py)."""
     embedding_dim: int = 2
     logit_std: float = 2.0        # sharper teacher -> higher best-reachable AUROC
     logit_bias: float = -1.0      # sets the click-through rate (~0.32)

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from pinchpoint.data import criteo, synthetic_criteo
+from pinchpoint.data import criteo
 from pinchpoint.data.loader import BatchStream
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
 from pinchpoint.workloads.dlrm_dcnv2 import plan as dlrm_plan
-from pinchpoint.workloads.dlrm_dcnv2 import validation
+from pinchpoint.workloads.dlrm_dcnv2 import synthetic, validation
 from pinchpoint.workloads.dlrm_dcnv2.checkpoint import canonical_parameters, checkpoint_state
 from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
 from pinchpoint.parallel.ddp import wrap_ddp
@@ -55,7 +55,7 @@ class DLRMWorkload(Workload):
     def prepare_data(self) -> list[str]:
         d = self.cfg_data
         if d.synthetic:
-            self.folder, self.manifest = synthetic_criteo.ensure(
+            self.folder, self.manifest = synthetic.ensure(
                 self.inputs.tier.datasets_dir(), self._generator_params(), d.verify_checksums)
         else:
             self.folder = os.path.abspath(d.path)

@@ -8,6 +8,7 @@ from typing import Any
 from pinchpoint.errors import ConfigError, one_of, positive_int, require
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.workloads.flux1 import plan as flux_plan
+from pinchpoint.workloads.flux1.splits import open_split
 
 VAE_FACTOR_NOTE = "2 ** (len(vae.block_out_channels) - 1)"
 
@@ -69,7 +70,6 @@ def _check_real_data(run, a) -> None:
     if not d.path or not os.path.isdir(d.path):
         raise ConfigError("dataset.path", d.path, "an existing folder with raw/{train,val} tar "
                           "shards or preprocessed/{train,val} columnar shards")
-    from pinchpoint.workloads.flux1.workload import open_split
     for split, val in (("train", False), ("val", True)):
         open_split(run.dataset, a, d.path, split, val, tier=None)
     if d.pipeline == "raw":

@@ -24,11 +24,10 @@ from pinchpoint.parallel.fsdp import shard_model
 from pinchpoint.storage.tier import IOCharge
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
 from pinchpoint.workloads.flux1 import model as M
-from pinchpoint.workloads.flux1 import plan as flux_plan
 from pinchpoint.workloads.flux1 import synthetic, validation
-from pinchpoint.workloads.flux1.data_preprocessed import (ExpectedShapes, PreprocessedBatches,
-                                                          PreprocessedShards)
-from pinchpoint.workloads.flux1.data_raw import RawFluxDataset, RawShards, collate
+from pinchpoint.workloads.flux1.data_preprocessed import PreprocessedBatches
+from pinchpoint.workloads.flux1.data_raw import RawFluxDataset, collate
+from pinchpoint.workloads.flux1.splits import open_split
 from pinchpoint.storage.checkpoint import load_training_state, training_state
 
 TIMERS = ("read", "decode", "encode")
@@ -40,18 +39,6 @@ def mmdit_shape(a) -> M.MMDiTShape:
                         hidden_size=a.hidden_size, num_heads=a.num_heads, depth=a.depth,
                         depth_single_blocks=a.depth_single_blocks, mlp_ratio=a.mlp_ratio,
                         axes_dim=tuple(a.axes_dim), theta=a.theta, qkv_bias=a.qkv_bias)
-
-
-def open_split(dataset, arch, folder: str, split: str, val: bool, tier):
-    """The split's shards of the configured pipeline, indexed and checked (DataError)."""
-    if dataset.pipeline == "raw":
-        return RawShards(os.path.join(folder, "raw", split), tier, need_timestep=val)
-    side = flux_plan.latent_side(arch)
-    expect = ExpectedShapes((arch.t5.max_tokens, arch.t5.d_model), (arch.clip.hidden_size,),
-                            (arch.vae.latent_channels, side, side))
-    return PreprocessedShards(os.path.join(folder, "preprocessed", split),
-                              dataset.columnar_format, expect, dataset.mmap, tier,
-                              need_timestep=val)
 
 
 class FluxWorkload(Workload):

@@ -38,6 +38,14 @@ class Llama2Args:
         return self.dim // self.n_heads
 
 
+def llama2_args(arch) -> Llama2Args:
+    """The architecture of a scale config (``model.<scale>``)."""
+    return Llama2Args(dim=arch.dim, n_layers=arch.n_layers, n_heads=arch.n_heads,
+                      n_kv_heads=arch.n_kv_heads, ffn_dim=arch.ffn_dim,
+                      vocab_size=arch.vocab_size, max_seq_len=arch.max_seq_len,
+                      rope_theta=arch.rope_theta)
+
+
 def rope_tables(args: Llama2Args, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (max_seq_len, head_dim) in Hugging Face's layout: frequencies repeated for the
     two halves of the head (rotate_half pairs element i with i + head_dim/2)."""

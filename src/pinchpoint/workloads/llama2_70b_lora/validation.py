@@ -64,7 +64,7 @@ def _base_checkpoint(run) -> None:
     if run.plan_only:
         return
     from pinchpoint.workloads.llama2_70b_lora import hf_checkpoint
-    from pinchpoint.workloads.llama2_70b_lora.workload import llama2_args
+    from pinchpoint.workloads.llama2_70b_lora.model import llama2_args
     hf_checkpoint.check_architecture(os.path.expanduser(str(folder)),
                                      llama2_args(getattr(m, m.scale)))
 

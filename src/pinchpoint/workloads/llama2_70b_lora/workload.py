@@ -22,15 +22,8 @@ from pinchpoint.workloads.base import Quality, RunInputs, Sizes
 from pinchpoint.workloads.common.llm import DecoderLLMWorkload, Layout
 from pinchpoint.workloads.llama2_70b_lora import base, data, hf_checkpoint, synthetic, validation
 from pinchpoint.workloads.llama2_70b_lora.lora import apply_lora, parameter_counts
-from pinchpoint.workloads.llama2_70b_lora.model import (Llama2Args, Llama2ForCausalLM,
-                                                        causal_lm_loss)
-
-
-def llama2_args(arch) -> Llama2Args:
-    return Llama2Args(dim=arch.dim, n_layers=arch.n_layers, n_heads=arch.n_heads,
-                      n_kv_heads=arch.n_kv_heads, ffn_dim=arch.ffn_dim,
-                      vocab_size=arch.vocab_size, max_seq_len=arch.max_seq_len,
-                      rope_theta=arch.rope_theta)
+from pinchpoint.workloads.llama2_70b_lora.model import (Llama2ForCausalLM, causal_lm_loss,
+                                                        llama2_args)
 
 
 def _plain(node) -> dict:

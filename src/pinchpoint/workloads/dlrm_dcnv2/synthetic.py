@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pinchpoint.data.criteo import NUM_DENSE, day_files, write_day
 from pinchpoint.data import generated
+from pinchpoint.data.criteo import NUM_DENSE, day_files, write_day
 from pinchpoint.data.generated import params_hash
 from pinchpoint.storage.atomic import sha256_file
 from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
