@@ -37,7 +37,7 @@ def _check(rank: int, kw: dict) -> str:
     reference = make(**kw).double()
     layer = copy.deepcopy(reference)
     profile = CollectiveProfile()
-    ep = apply_expert_parallel(layer, dist.group.WORLD, profile)
+    ep = apply_expert_parallel([layer], dist.group.WORLD, profile)
     torch.manual_seed(1)
     x = torch.randn(4, 6, kw["dim"], dtype=torch.float64)        # the global batch
     probe = torch.randn_like(x)
@@ -48,7 +48,7 @@ def _check(rank: int, kw: dict) -> str:
     torch.testing.assert_close(out, full[mine], rtol=1e-12, atol=1e-12)
     # Each rank's loss is the mean over its shard; DP averages the replicated gradients.
     (out * probe[mine]).mean().backward()
-    scale_expert_gradients(layer, data_parallel=WORLD)
+    scale_expert_gradients([layer], data_parallel=WORLD)
     local = slice(ep.rank * ep.local, (ep.rank + 1) * ep.local)
     for name, p in layer.named_parameters():
         want = dict(reference.named_parameters())[name].grad

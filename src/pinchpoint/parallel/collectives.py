@@ -123,6 +123,11 @@ class CollectiveProfile:
         finally:
             self.section = previous
 
+    def counted_phases(self) -> Optional[PhaseTimer]:
+        """The phase timer a collective issued now is carved from; None in the ``uncounted``
+        section (its time belongs to the enclosing phase)."""
+        return self.phases if self.section != UNCOUNTED else None
+
     def busy(self) -> bool:
         # The thread's own dict: getattr with a default pays for an AttributeError per miss.
         return self._thread.__dict__.get("busy", False)

@@ -43,8 +43,6 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from pinchpoint.parallel.collectives import UNCOUNTED
-
 log = logging.getLogger(__name__)
 
 # ProcessGroup method -> (kind, index of the argument holding what this rank hands in).
@@ -222,7 +220,7 @@ class TorchCollectiveTrace:
         profile = self.profile
         if profile.busy():
             return fn(*args, **kwargs)
-        phases = profile.phases if profile.section != UNCOUNTED else None
+        phases = profile.counted_phases()
         sync = self.synchronize and phases is not None
         if sync:
             phases.synchronize()

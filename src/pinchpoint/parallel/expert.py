@@ -14,13 +14,20 @@ Gradients: the all-to-alls are autograd functions whose backward is the reverse 
 rank's expert weights receive the gradients of every token routed to them. Replicated parameters
 (router, attention, shared expert) still need the usual data-parallel reduction, and expert
 weights must be divided by the same data-parallel degree (``scale_expert_gradients``).
+
+What this module asks of a MoE layer (workloads/common/moe.py's ``MoE``; the caller hands the
+layers in): ``args.num_experts``; ``experts``, a module whose parameters stack the experts on
+dim 0 and whose forward takes (rows grouped by expert, rows per expert); a ``first_expert``
+attribute on it; and an ``expert_parallel`` slot that, once set, routes the layer's kept
+(token, expert) pairs through ``ExpertParallel.run``, which returns each pair's expert output
+for the layer to combine.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -71,11 +78,10 @@ class ExpertParallel:
         return out
 
     # --- the routed computation -----------------------------------------------------------------
-    def run(self, flat: torch.Tensor, token: torch.Tensor, weight: torch.Tensor,
-            expert: torch.Tensor, experts: nn.Module) -> torch.Tensor:
-        """flat (tokens, dim); kept pairs sorted by global expert id -> routed output."""
-        from pinchpoint.workloads.common.moe import combine
-
+    def run(self, flat: torch.Tensor, token: torch.Tensor, expert: torch.Tensor,
+            experts: nn.Module) -> torch.Tensor:
+        """flat (tokens, dim); kept pairs sorted by global expert id -> each pair's expert
+        output, in the pairs' order (the layer weights and sums them per token)."""
         ep, local = self.size, self.local
         counts = torch.bincount(expert, minlength=self.num_experts)
         # Tell every rank how many rows per local expert it will receive from us.
@@ -91,8 +97,7 @@ class ExpertParallel:
         by_expert = torch.argsort(expert_of_row, stable=True)
         y = experts(rows[by_expert], received.view(ep, local).sum(0))
         y = y[torch.argsort(by_expert)]                        # back to arrival order
-        back = _AllToAll.apply(y, in_splits, out_splits, self, "moe combine")
-        return combine(flat, token, weight, back)
+        return _AllToAll.apply(y, in_splits, out_splits, self, "moe combine")
 
 
 class _AllToAll(torch.autograd.Function):
@@ -110,14 +115,12 @@ class _AllToAll(torch.autograd.Function):
         return g, None, None, None, None
 
 
-def apply_expert_parallel(model: nn.Module, group, collectives) -> Optional[ExpertParallel]:
+def apply_expert_parallel(layers: Sequence[nn.Module], group,
+                          collectives) -> Optional[ExpertParallel]:
     """Keep this rank's slice of every MoE layer's experts (contiguous: rank r holds experts
     r x E/ep ... (r+1) x E/ep - 1) and route through all-to-all. Call before the optimizer is
     built. Returns the shared dispatcher (its ``offrank_bytes`` counts the traffic), or None
-    when the model has no MoE layer."""
-    from pinchpoint.workloads.common.moe import moe_layers
-
-    layers = moe_layers(model)
+    when there is no MoE layer."""
     if not layers:
         return None
     ep = ExpertParallel(group, collectives, layers[0].args.num_experts)
@@ -132,10 +135,10 @@ def apply_expert_parallel(model: nn.Module, group, collectives) -> Optional[Expe
     return ep
 
 
-def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The sharded expert weights (everything else in a MoE model is replicated)."""
-    from pinchpoint.workloads.common.moe import moe_layers
-    return [p for layer in moe_layers(model) for p in layer.experts.parameters()]
+def expert_parameters(layers: Sequence[nn.Module]) -> list[nn.Parameter]:
+    """The sharded expert weights of these MoE layers (everything else in a MoE model is
+    replicated)."""
+    return [p for layer in layers for p in layer.experts.parameters()]
 
 
 def is_expert_parameter(name: str) -> bool:
@@ -144,7 +147,7 @@ def is_expert_parameter(name: str) -> bool:
 
 
 @torch.no_grad()
-def scale_expert_gradients(model: nn.Module, data_parallel: int, collectives=None,
+def scale_expert_gradients(layers: Sequence[nn.Module], data_parallel: int, collectives=None,
                            replica_group=None) -> None:
     """Make expert gradients the data-parallel mean, like the replicated parameters'.
 
@@ -152,7 +155,7 @@ def scale_expert_gradients(model: nn.Module, data_parallel: int, collectives=Non
     replicated parameter gets the mean (DDP/FSDP divide by the data-parallel degree). When
     ``ep`` is smaller than the data-parallel degree, ranks holding the same experts
     (``replica_group``) first sum their gradients."""
-    grads = [p.grad for p in expert_parameters(model) if p.grad is not None]
+    grads = [p.grad for p in expert_parameters(layers) if p.grad is not None]
     if replica_group is not None and dist.get_world_size(replica_group) > 1:
         for g in grads:
             collectives.all_reduce(g, group=replica_group)

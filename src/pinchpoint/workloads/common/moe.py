@@ -260,11 +260,11 @@ class MoE(nn.Module):
         token, weight, expert, dropped = sort_pairs(weights, experts, self.args.num_experts,
                                                     capacity(len(flat), self.args))
         if self.expert_parallel is not None:
-            routed = self.expert_parallel.run(flat, token, weight, expert, self.experts)
+            y = self.expert_parallel.run(flat, token, expert, self.experts)
         else:
             counts = torch.bincount(expert, minlength=self.args.num_experts)
             y = self.experts(flat[token], counts)
-            routed = combine(flat, token, weight, y)
+        routed = combine(flat, token, weight, y)
         out = routed if self.shared_experts is None else routed + self.shared_experts(flat)
         self._record(experts, probs, dropped, batch)
         if self.training and self.aux_loss_scale:

@@ -85,9 +85,9 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
         self.groups = data_parallel_groups(self.dims)
         if self.dims.ep == 1:
             return set()
-        self.expert_parallel = apply_expert_parallel(stage, self.groups["ep"],
+        self.expert_parallel = apply_expert_parallel(moe.moe_layers(stage), self.groups["ep"],
                                                      self.inputs.collectives)
-        return set(expert_parameters(stage))
+        return set(expert_parameters(moe.moe_layers(stage)))
 
     # --- the step ----------------------------------------------------------------------------------
     def clip_gradients(self, max_norm: float) -> float:
@@ -96,8 +96,8 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
             moe_tp.sum_gradients_over_tp(self.model, self.inputs.collectives,
                                          self.layout.mesh["tp"].get_group())
         if self.expert_parallel is not None:
-            scale_expert_gradients(self.model, self.dims.dp, self.inputs.collectives,
-                                   self.groups.get("replica"))
+            scale_expert_gradients(moe.moe_layers(self.model), self.dims.dp,
+                                   self.inputs.collectives, self.groups.get("replica"))
         elif self.dims.tp == 1:
             return super().clip_gradients(max_norm)
         return self._clip_with_experts(max_norm)
@@ -106,7 +106,7 @@ class MoEDecoderWorkload(DecoderLLMWorkload):
         """Global gradient norm = the rest (DTensors reduced over their meshes; plain MoE and
         MLA gradients are equal on every TP rank, counted once) + expert shards summed over the
         EP group (+ pipeline stages), then every gradient scaled."""
-        experts = {id(p) for p in expert_parameters(self.model)} \
+        experts = {id(p) for p in expert_parameters(moe.moe_layers(self.model))} \
             if self.expert_parallel is not None else set()
         grads = [p.grad for p in self.params if p.grad is not None and id(p) not in experts]
         own = [p.grad for p in self.params if p.grad is not None and id(p) in experts]
