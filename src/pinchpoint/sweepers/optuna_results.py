@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
@@ -23,11 +23,19 @@ def value_names(sweeper) -> list[str]:
     return ["value"] if n == 1 else [f"values[{i}]" for i in range(n)]
 
 
-def start_tags(sweeper, study, space) -> dict[str, Any]:
-    from pinchpoint.sweepers.optuna_sweeper import _redact
+def redact(url: str) -> str:
+    """Hide a password in an RDB URL before it is logged or becomes a tag."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
 
+
+def start_tags(sweeper, study, space, storage: Optional[str]) -> dict[str, Any]:
+    """The parent run's tags when the search starts (``storage``: the study's URL, or None
+    for a study in memory)."""
     return {"pinchpoint.sweeper": "optuna", "optuna.study_name": study.study_name,
-            "optuna.storage": _redact(sweeper._storage() or "in memory"),
+            "optuna.storage": redact(storage or "in memory"),
             "pinchpoint.axes": ",".join(a.name for a in space.axes.values()),
             "optuna.objective": ",".join(value_names(sweeper)),
             "optuna.direction": ",".join(sweeper.directions)}

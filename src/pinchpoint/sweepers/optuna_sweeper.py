@@ -98,7 +98,7 @@ class OptunaSearch(common.LaunchingSweeper):
     def _trials(self, study, dists, space: Space, checker, extend) -> list:
         before = self.first_trial = len(study.trials)
         parent = common.ParentRun(self.config)
-        parent.set_tags(optuna_results.start_tags(self, study, space))
+        parent.set_tags(optuna_results.start_tags(self, study, space, self._storage()))
         results: list[common.PointResult] = []
         told = 0
         while told < self.n_trials:
@@ -138,7 +138,8 @@ class OptunaSearch(common.LaunchingSweeper):
                                     load_if_exists=True)
         _fail_stale(study)
         log.info("Study name: %s", study.study_name)
-        log.info("Storage: %s", _redact(storage) if storage else "in memory (storage: null)")
+        log.info("Storage: %s", optuna_results.redact(storage) if storage else
+                 "in memory (storage: null)")
         log.info("Sampler: %s", type(study.sampler).__name__)
         log.info("Directions: %s", self.directions)
         if existed:
@@ -388,14 +389,6 @@ def _is_swept(err, space: Space) -> bool:
     names = [a.name for a in space.axes.values()]
     text = f"{err.field} {err.allowed}"
     return any(err.field == n or err.field.startswith(n + ".") or n in text for n in names)
-
-
-def _redact(url: str) -> str:
-    """Hide a password in an RDB URL before it is logged or becomes a tag."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 __all__: Sequence[str] = ["OptunaSearch"]
