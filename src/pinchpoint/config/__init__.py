@@ -2,11 +2,15 @@
 nothing of pinchpoint but its errors, and every other part validates its own group against it
 (runner/validation.py runs those checks in order).
 
-``setup()`` registers the resolvers and the run-level schemas; what must run before Hydra
-composes a run is ``pinchpoint.workloads.registry.setup()``, which calls it and adds every
-workload's model and dataset schemas."""
+``setup(*schema_sources)`` registers the resolvers and the run-level schemas in Hydra's
+ConfigStore, then hands the store to each schema source: that is how the model and dataset
+schemas, which config does not know, get in. Before Hydra composes a run, call
+``pinchpoint.workloads.registry.setup()``, which calls this with the workload registry as the
+source."""
 import os
+from typing import Any, Callable
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from pinchpoint.config.schema import register_schemas
@@ -14,15 +18,17 @@ from pinchpoint.config.schema import register_schemas
 _done = False
 
 
-def setup() -> None:
+def setup(*schema_sources: Callable[[Any], None]) -> None:
     global _done
-    if _done:
-        return
-    # True when an environment variable is unset: a storage tier emulates only without a real mount.
-    OmegaConf.register_new_resolver("pinchpoint.env_unset", lambda name: not os.environ.get(name),
-                                    replace=True)
-    register_schemas()
-    _done = True
+    if not _done:
+        # True when an environment variable is unset: a storage tier emulates only without a
+        # real mount.
+        OmegaConf.register_new_resolver("pinchpoint.env_unset",
+                                        lambda name: not os.environ.get(name), replace=True)
+        register_schemas()
+        _done = True
+    for source in schema_sources:
+        source(ConfigStore.instance())
 
 
 __all__ = ["setup"]

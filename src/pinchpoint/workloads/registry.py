@@ -8,8 +8,8 @@ for workloads that live outside this package, e.g. in a user's repository or in 
 new workload is its folder and its conf/ files: nothing else changes.
 
 ``setup()`` is what must run before Hydra composes a run config: config's resolvers and
-run-level schemas (pinchpoint.config, a leaf that knows no workload), then every registered
-workload's model and dataset schemas.
+run-level schemas (pinchpoint.config, a leaf that knows no workload), then, handed Hydra's
+ConfigStore by config, every registered workload's model and dataset schemas.
 """
 from __future__ import annotations
 
@@ -107,10 +107,8 @@ def setup() -> None:
     global _set_up
     if _set_up:
         return
-    # Hydra is imported when a config is composed, not when a workload registers itself.
-    from hydra.core.config_store import ConfigStore
-
+    # config (and with it Hydra) is imported when a config is composed, not when a workload
+    # registers itself.
     from pinchpoint import config
-    config.setup()
-    register_schemas(ConfigStore.instance())
+    config.setup(register_schemas)
     _set_up = True
