@@ -232,17 +232,23 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
         for name in ("all_to_all_dispatch", "all_to_all_combine"):
             add(name, 2 * one_way, lay.ep * lay.cp * lay.tp, ("all_to_all", handed, "ep"))
     c = shape.counts()
-    replicated = sum(shape.tp_local(i, lay.tp) for i in layers) + c["embedding"] / lay.tp
+    blocks = sum(shape.tp_local(i, lay.tp) for i in layers)
+    # the root FSDP unit (parallel/fsdp.py): the embedding, and without PP the head and norm
+    root = (c["embedding"] + (c["output"] if lay.pp == 1 else 0)) / lay.tp + \
+        (c["final_norm"] if lay.pp == 1 else 0)
+    replicated = blocks + root
     experts = sum(shape.experts_per_layer[i] for i in layers) / lay.ep
     # FSDP2 as the runner applies it: without PP every micro-batch re-gathers each block for
-    # forward and backward and reduce-scatters its gradients; with PP the gathered weights stay
-    # for the step (reshard_after_forward=False): one gather and one reduce-scatter per step.
+    # forward and backward (the root once: it stays gathered) and reduce-scatters its
+    # gradients; with PP the gathered weights stay for the step (reshard_after_forward=False):
+    # one gather and one reduce-scatter per step.
     gathers, scatters = (2 * m, m) if lay.pp == 1 else (1, 1)
     if lay.dp_shard > 1:
         ring = (lay.dp_shard - 1) / lay.dp_shard
         span = lay.tp * lay.cp * lay.dp_shard
-        gathered, scattered = gathers * replicated * b["weights"], scatters * replicated * \
-            b["gradients"]
+        gathered = (gathers * blocks + scatters * root) * b["weights"] if lay.pp == 1 else \
+            replicated * b["weights"]
+        scattered = scatters * replicated * b["gradients"]
         add("fsdp_all_gather", gathered * ring, span, ("all_gather", gathered, "dp_shard"))
         add("fsdp_reduce_scatter", scattered * ring, span,
             ("reduce_scatter", scattered, "dp_shard"))
