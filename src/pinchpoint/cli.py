@@ -48,6 +48,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def report(args) -> int:
     if args.plan:
         return plan_report(args)
+    from pinchpoint.analysis.crossover import approx
     from pinchpoint.analysis.report import make
     from pinchpoint.analysis.runs import ReportError
 
@@ -65,7 +66,7 @@ def report(args) -> int:
     print(r.text)
     for c in r.crossovers:
         print(f"crossover: {c['below']} -> {c['above']} between {r.x}={c['low']} and "
-              f"{c['high']} (~{c['x_estimate']:,.0f})")
+              f"{c['high']} (~{approx(c['x_estimate'])})")
     if not r.crossovers:
         print("crossover: none in the measured range")
     print("files: " + ", ".join(r.files))

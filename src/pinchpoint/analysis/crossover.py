@@ -30,6 +30,12 @@ class Crossover:
         return f"{self.below} -> {self.above} {between}"
 
 
+def approx(x: float) -> str:
+    """A crossover's estimated position as a reader wants it: 1,536 for a batch size, 0.61 for
+    a bandwidth in Gbit/s (three significant digits below 100)."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def winner(values: Mapping[str, float], direction: str = "minimize") -> str:
     """The alternative with the best value; ``tie`` when the best is shared, ``none`` when no
     alternative has a finite value."""

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pinchpoint.analysis.crossover import NONE, Crossover, crossing_x, crossovers, winner
+from pinchpoint.analysis.crossover import (NONE, Crossover, approx, crossing_x, crossovers,
+                                           winner)
 from pinchpoint.analysis.table import Point
 from pinchpoint.metric_names import PHASES
 
@@ -155,7 +156,7 @@ def _crossover_marks(ax, marks: list[Marked]) -> None:
         ax.axvline(m.x, color="k", ls="--", lw=1, label="crossover" if i == 0 else None)
         if m.y is not None:
             ax.plot([m.x], [m.y], "k*", ms=14)
-        ax.annotate(f"{c.below} → {c.above}\n≈ {m.x:,.0f} (between {c.low:,} and {c.high:,})",
+        ax.annotate(f"{c.below} → {c.above}\n≈ {approx(m.x)} (between {c.low:,} and {c.high:,})",
                     (m.x, 1), xycoords=("data", "axes fraction"), xytext=(4, -4),
                     textcoords="offset points", va="top", fontsize=8)
 
@@ -274,7 +275,7 @@ def save_html(pts: list[Point], x: str, metric: str, marks: list[Marked], title:
     for m in marks:
         top.add_vline(x=m.x, line_dash="dash", row=1, col=1,
                       annotation_text=f"{m.crossover.below} → {m.crossover.above} "
-                                      f"(≈ {m.x:,.0f})", annotation_position="top left")
+                                      f"(≈ {approx(m.x)})", annotation_position="top left")
     ticks = sorted({p.x for p in pts}) if numeric else None
     top.update_xaxes(type="log" if numeric and is_log(pts) else None, tickvals=ticks,
                      ticktext=[f"{t:,}" for t in ticks] if ticks else None)
