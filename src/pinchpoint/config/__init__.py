@@ -10,15 +10,17 @@ source."""
 import os
 from typing import Any, Callable
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
-
-from pinchpoint.config.schema import register_schemas
-
 _done = False
 
 
 def setup(*schema_sources: Callable[[Any], None]) -> None:
+    # Hydra is imported here, not by ``import pinchpoint.config.validate`` (the checks that the
+    # storage, parallel and cluster code import need none of it).
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from pinchpoint.config.schema import register_schemas
+
     global _done
     if not _done:
         # True when an environment variable is unset: a storage tier emulates only without a

@@ -7,10 +7,10 @@ Each YAML option under conf/<group>/ names its schema in its defaults list
 (``/schema/<group>/<kind>@_here_``), so an unknown key or a wrong type fails at compose time
 with the field's full path. Range checks (positive sizes, known choices, cross-field rules) live
 in ``pinchpoint.config.validate`` for the groups that drive nothing else, beside the code of the
-others (the degrees in parallel/dims.py, the tier in pinchpoint.storage, the Slurm request and
-the fabric in cluster/, the model and dataset in each workload's validate()), because OmegaConf
-checks types, not values; runner/validation.py runs them all. This package imports nothing of
-pinchpoint but its errors: every other part validates against it.
+others (the degrees in parallel/validation.py, the tier in storage/validation.py, the Slurm
+request and the fabric in cluster/, the model and dataset in each workload's validate()),
+because OmegaConf checks types, not values; runner/validation.py runs them all. This package
+imports nothing of pinchpoint but its errors: every other part validates against it.
 """
 from __future__ import annotations
 

@@ -7,11 +7,12 @@ train, checkpoint, output_root, mlperf, tracking) and offers what every check ne
 ``writable_dir``, ``cluster_nodes``, ``check_known_keys``, ``typed``).
 
 config/ is a leaf: it imports nothing of pinchpoint but its errors, and the other parts check
-their own group against it, beside their code: the degrees ``parallel.dims.validate_parallel``,
-the tier ``pinchpoint.storage.validate_storage``, the Slurm request
-``cluster.request.validate_cluster``, the fabric ``cluster.fabric.validate_fabric``, the model and
-dataset each workload's ``validate(run)`` on the typed config. runner/validation.py runs them
-all, in order, before any data, process or job exists.
+their own group against it, beside their code: the degrees
+``parallel.validation.validate_parallel``, the tier ``storage.validation.validate_storage``, the
+Slurm request ``cluster.request.validate_cluster``, the fabric
+``cluster.fabric.validate_fabric``, the model and dataset each workload's ``validate(run)`` on
+the typed config. runner/validation.py runs them all, in order, before any data, process or job
+exists.
 """
 from __future__ import annotations
 

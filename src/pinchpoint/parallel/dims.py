@@ -16,14 +16,10 @@ once too, and the world mesh is built from that placement's rank grid.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import DictConfig, read_write
-
-from pinchpoint.config.validate import cluster_nodes
-from pinchpoint.errors import ConfigError, one_of
+from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.placement import Placement, placement_of
 
 FACTORS = ("dp_replicate", "dp_shard", "cp", "tp", "pp")
@@ -159,20 +155,3 @@ def local_rank(mesh, dim: str) -> int:
     if mesh is None or dim not in (mesh.mesh_dim_names or ()):
         return 0
     return mesh[dim].get_local_rank()
-
-
-def validate_parallel(cfg: Any) -> ParallelDims:
-    """The ``parallel`` group before launch: check the degrees once, and their placement on the
-    run's nodes, and write the derived world size back into the config (composed or typed), so
-    the launchers and Slurm requests read it (runner/validation.py calls it first)."""
-    nodes = cluster_nodes(cfg)
-    world = cfg.parallel.world_size or ParallelDims.from_config(cfg.parallel).world_size
-    # A node count that does not divide the ranks is cluster.nodes' error (validate_cluster):
-    # the placement is checked only on one that does.
-    fits = isinstance(nodes, int) and nodes > 0 and world % nodes == 0
-    dims = ParallelDims.from_config(cfg.parallel, nodes=nodes if fits else None)
-    with read_write(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
-        cfg.parallel.world_size = dims.world_size
-        cfg.parallel.dp_shard = dims.dp_shard
-    one_of(cfg.parallel.backend, "parallel.backend", ["auto", "gloo", "nccl"])
-    return dims

@@ -3,8 +3,8 @@ exists; the first problem raises a ConfigError naming the field, the value and w
 
 config/ is a leaf that only knows the schemas; each part checks its own group beside its code,
 and this module is the one place that runs them all (the runner before a run, the sweepers'
-pre-flight on every point): the degrees (parallel/dims.py), the groups nothing else drives
-(config/validate.py), the storage tier (pinchpoint.storage), the MLPerf fields and the tracking
+pre-flight on every point): the degrees (parallel/validation.py), the groups nothing else drives
+(config/validate.py), the storage tier (storage/validation.py), the MLPerf fields and the tracking
 store (config/validate.py), the Slurm request and the fabric (cluster/), and the model and
 dataset (the workload's own ``validate(run)``, on the typed config).
 """
@@ -18,8 +18,8 @@ from pinchpoint.cluster.fabric import validate_fabric
 from pinchpoint.cluster.request import validate_cluster
 from pinchpoint.config.validate import (check_known_keys, typed, validate_common,
                                         validate_mlperf, validate_tracking)
-from pinchpoint.parallel.dims import validate_parallel
-from pinchpoint.storage import validate_storage
+from pinchpoint.parallel.validation import validate_parallel
+from pinchpoint.storage.validation import validate_storage
 from pinchpoint.workloads import workload_class
 
 
