@@ -3,7 +3,7 @@ planner's communication seconds per step against what the runs on the emulated c
 measured, at each shaped fabric rate.
 
     python benchmarks/emulated_links.py --json emulated_links.json      # the two link levels
-    python benchmarks/planner_vs_emulated.py --links emulated_links.json \\
+    python benchmarks/planner_vs_emulated.py [--links emulated_links.json] \\
         [--examples /tmp/examples] [--store more/mlflow.db ...] [--rates 0.0625,0.25] \\
         [--json planner_vs_emulated.json]
 
@@ -376,8 +376,8 @@ def why(p: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--links", default="emulated_links.json",
-                    help="benchmarks/emulated_links.py's JSON")
+    ap.add_argument("--links", default=str(ROOT / "benchmarks" / "data" / "emulated_links.json"),
+                    help="benchmarks/emulated_links.py's JSON (default: the one measured here)")
     ap.add_argument("--examples", default="/tmp/examples", help="folder of the sweeps' stores")
     ap.add_argument("--store", action="append", default=[],
                     help="another MLflow sqlite store with points of these sweeps (repeatable)")
@@ -403,8 +403,11 @@ def main() -> int:
     mark_targets(points, rates)
     print_table(points)
     print_summary(points)
+    every = [{"sweep": r["sweep"], "layout": r["layout"], "gbps": r["gbps"],
+              "folder": r["folder"], "shared_s": r["shared_s"], "planned_s": r["planned_s"],
+              **{k: r["measured"][k] for k in ("min_s", "rank0_s", "eval_s")}} for r in runs]
     Path(args.json).write_text(json.dumps({"inputs": links, "rates": rates, "points": points,
-                                           "runs": runs}, indent=1, default=float))
+                                           "runs": every}, indent=1, default=float))
     print(f"\nJSON: {args.json}")
     return 0
 
