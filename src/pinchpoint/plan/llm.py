@@ -38,6 +38,7 @@ OPTIMIZER_BYTES_PER_PARAM = 30   # AdamW step: fp32 master, m, v read+write, fp3
 # 16 values; MXFP4: one E8M0 scale per 32).
 LOW_PRECISION_BYTES = {"fp8": 1.0, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
 STACKS = ("megatron", "fsdp2")
+FP32 = 4
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def validate_layout(s: DecoderShape, lay: Layout) -> None:
 def wire_bytes(lay: Layout) -> int:
     """Bytes per activation or gradient value in the collectives: BF16, or FP32 where the
     run computes in FP32 (the CPU proxies)."""
-    return 4 if lay.precision == "fp32" else ACT
+    return FP32 if lay.precision == "fp32" else ACT
 
 
 # --- per layer, per micro-batch, per GPU -------------------------------------------------------
@@ -212,8 +213,8 @@ def _fsdp2_s(counts: dict, layers: int, lay: Layout, system: System) -> float:
     block, then the root (embedding, final norm, head). Every micro-batch gathers each unit
     forward and each block again backward (the root stays gathered), and reduce-scatters each
     unit's gradients over dp_shard x cp; HSDP then all-reduces each reduced shard over the
-    replicas (replication alone: the whole gradient). Weights and gradients move at the
-    run's precision (FSDP2 without a mixed-precision policy)."""
+    replicas (replication alone: the whole gradient). Weights and gradients move in FP32:
+    the runner's FSDP2 has no mixed-precision policy (BF16 is autocast's, in compute)."""
     if lay.pp > 1:
         raise ConfigError("plan.stack", lay.stack, "megatron with pp > 1 (fsdp2 plans pp=1)")
     capped = network.capped(system, lay.nccl_max_ctas, "dp")
@@ -221,9 +222,8 @@ def _fsdp2_s(counts: dict, layers: int, lay: Layout, system: System) -> float:
     shard = lay.group("dp_shard", lay.dp_shard * lay.cp, lay.tp, domain)
     replicas = lay.group("dp_replicate", lay.dp_replicate, lay.tp * lay.cp * lay.dp_shard,
                          domain)
-    block = counts["per_layer"] / lay.tp * wire_bytes(lay)
-    root = (counts["embedding"] + counts["output"] + counts["final_norm"]) / lay.tp * \
-        wire_bytes(lay)
+    block = counts["per_layer"] / lay.tp * FP32
+    root = (counts["embedding"] + counts["output"] + counts["final_norm"]) / lay.tp * FP32
     t = 0.0
     for nbytes, gathers in [(block, 2)] * layers + [(root, 1)]:
         t += gathers * network.all_gather_s(nbytes, shard, capped) + \
