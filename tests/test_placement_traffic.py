@@ -186,3 +186,23 @@ def test_slurm_node_lists_are_expanded_to_names():
     from pinchpoint.cluster.accounting import expand_hostlist
     assert expand_hostlist("node[1-2]") == ["node1", "node2"]
     assert expand_hostlist("gpu[01-02,07],login1") == ["gpu01", "gpu02", "gpu07", "login1"]
+
+
+def test_the_fabric_report_sums_every_rank_and_reads_each_node_once():
+    """Per kind, what all ranks sent (rank 0 alone may send nothing across: its ring successor
+    is on its own node); per node, the link counters of its first rank."""
+    from pinchpoint.cluster.fabric_meter import report, summary_metrics
+    ranks = []
+    for rank, (host, reads) in enumerate([("n1", True), ("n1", False), ("n2", True),
+                                          ("n2", False)]):
+        inter = 100.0 if rank in (1, 3) else 0.0      # ring edges 1->2 and 3->0 cross
+        ranks.append({"host": host, "reads": reads, "interface": "eth0",
+                      "first": {"eth0_tx_bytes": 0, "eth0_rx_bytes": 0},
+                      "last": {"eth0_tx_bytes": 102, "eth0_rx_bytes": 101} if reads else {},
+                      "samples": [], "sent": (100.0 - inter, inter),
+                      "kinds": {"all_reduce": (100.0 - inter, inter)}})
+    rep = report(ranks)
+    assert rep["per_node"]["n1"]["tx_bytes"] == 102 and rep["measured_over_model"] == 1.02
+    metrics = summary_metrics(rep, steps=2)
+    assert metrics["comm_all_reduce_inter_node_bytes_per_step"] == 100.0   # 200 over 2 steps
+    assert metrics["comm_all_reduce_intra_node_bytes_per_step"] == 100.0

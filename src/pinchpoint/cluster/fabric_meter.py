@@ -59,7 +59,8 @@ class FabricMeter:
             self.samples.append((time.time(), self.last))
         mine = {"host": self.ctx.hosts[self.ctx.rank], "reads": self.reads,
                 "interface": self.interface, "first": self.first, "last": self.last,
-                "samples": self.samples, "sent": profile.sent_bytes()}
+                "samples": self.samples, "sent": profile.sent_bytes(),
+                "kinds": profile.kind_splits()}
         gathered: list = [None] * self.ctx.world_size
         dist.all_gather_object(gathered, mine)
         return report(gathered) if self.ctx.is_main else None
@@ -100,16 +101,26 @@ def report(gathered: list[dict]) -> dict[str, Any]:
             measured_total += entry["tx_bytes"]
             model_total += node["model_inter"]
         out["per_node"][host] = entry
+    kinds: dict[str, list[float]] = {}
+    for r in gathered:   # every rank's training collectives, by kind: the job's, not rank 0's
+        for kind, (intra, inter) in r["kinds"].items():
+            total = kinds.setdefault(kind, [0.0, 0.0])
+            total[0] += intra
+            total[1] += inter
+    out["kinds"] = kinds
     out["tx_bytes_measured"] = measured_total
     out["inter_node_bytes_model"] = model_total
     out["measured_over_model"] = measured_total / model_total if model_total else None
     return out
 
 
-def summary_metrics(rep: dict[str, Any]) -> dict[str, float]:
-    """The report's numbers under the summary's flat names (MLflow: fabric/...)."""
-    out = {"fabric_tx_bytes_measured": float(rep["tx_bytes_measured"]),
-           "fabric_inter_node_bytes_model": float(rep["inter_node_bytes_model"])}
+def summary_metrics(rep: dict[str, Any], steps: int) -> dict[str, float]:
+    """The report's numbers under the summary's flat names (MLflow: fabric/..., and per kind
+    comm/<kind>/{intra,inter}_node_bytes_per_step: what all ranks sent per training step)."""
+    out = {f"comm_{kind}_{where}_node_bytes_per_step": value / max(steps, 1)
+           for kind, pair in rep["kinds"].items() for where, value in zip(("intra", "inter"), pair)}
+    out["fabric_tx_bytes_measured"] = float(rep["tx_bytes_measured"])
+    out["fabric_inter_node_bytes_model"] = float(rep["inter_node_bytes_model"])
     if rep["measured_over_model"] is not None:
         out["fabric_measured_over_model"] = float(rep["measured_over_model"])
     for host, e in rep["per_node"].items():

@@ -158,10 +158,13 @@ class CollectiveProfile:
             out[f"comm_{kind}_calls_per_step"] = s.calls / max(steps, 1)
             out[f"comm_{kind}_bytes_per_step"] = s.bytes / max(steps, 1)
             out[f"comm_{kind}_seconds_per_step"] = s.seconds / max(steps, 1)
-            if self.traffic is not None and self.traffic.nodes.nodes > 1:
-                out[f"comm_{kind}_intra_node_bytes_per_step"] = s.intra_node_bytes / max(steps, 1)
-                out[f"comm_{kind}_inter_node_bytes_per_step"] = s.inter_node_bytes / max(steps, 1)
         return out
+
+    def kind_splits(self, section: str = "train") -> dict[str, tuple[float, float]]:
+        """{kind: (intra-node, inter-node) bytes this rank sent} in one section; summed over
+        the ranks (cluster/fabric_meter.py) they are what the job's links carried."""
+        return {kind: (s.intra_node_bytes, s.inter_node_bytes)
+                for (sec, kind), s in self.stats.items() if sec == section}
 
     def sent_bytes(self) -> tuple[float, float]:
         """(intra-node, inter-node) bytes this rank sent in every section so far."""

@@ -119,7 +119,7 @@ class Session:
         summary.update(across_ranks(self.ctx, self.phases.totals))
         if self.fabric_report is not None:
             from pinchpoint.cluster.fabric_meter import summary_metrics
-            summary.update(summary_metrics(self.fabric_report))
+            summary.update(summary_metrics(self.fabric_report, summary["steps"]))
         return summary
 
     def _fabric_meter(self):
