@@ -71,6 +71,10 @@ class GPUConfig:
     gpus_per_node: int = 8
     nvlink_links: Optional[int] = 18   # links per GPU (NVLink 4 and 5: 18); caps CTA-limited NCCL
     reserved_gib: float = 6.0          # CUDA context, allocator fragmentation, NCCL buffers
+    gpus_per_nic: int = 1              # ranks sharing one NIC (an emulated node: all of them)
+    collectives: str = "nccl"          # whose algorithms move the bytes: nccl | gloo
+    intra_node_hop_s: Optional[float] = None   # per-step latency inside a node (null: NCCL's)
+    inter_node_hop_s: Optional[float] = None   # and across nodes
 
 
 # --- parallel, storage, cluster, tracking ------------------------------------------------------
