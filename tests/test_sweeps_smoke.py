@@ -80,6 +80,9 @@ def test_sweep_validates_and_runs_tiny(name, shared_out, request):
     cfg = sweep_config(name)
     if cfg.storage.name == "object":   # a real S3 endpoint (SeaweedFS) for the object tier
         request.getfixturevalue("object_store")
+    env = {}
+    if cfg.cluster.name == "slurm":    # a cross-node sweep: the emulated multi-node cluster
+        env = request.getfixturevalue("multinode_cluster").env
     out = shared_out
     axes = parse(cfg.hydra.sweeper.get("params") or {}, []).axes
     cut, runs, grid = plan(cfg)
@@ -91,7 +94,7 @@ def test_sweep_validates_and_runs_tiny(name, shared_out, request):
                   for point in itertools.product(*grid.values())]
     model = models[0] if models else cfg.model.name   # the model of the point that runs
     tiny = smoke_overrides(model, axes)
-    proc = train(["-m", f"+sweep={name}", *tiny, *cut], out, timeout=400)
+    proc = train(["-m", f"+sweep={name}", *tiny, *cut], out, timeout=400, env=env)
     client = mlflow_client(out)
     exp = client.get_experiment_by_name(name)
     assert exp is not None, proc.stdout[-2000:]
