@@ -135,8 +135,9 @@ def test_slurm_job_life_from_accounting_one_track_per_attempt(tmp_path, monkeypa
     events = _load(Path(tl.write(str(tmp_path / "t.json"))))
     job = [e for e in events if e.get("pid") == SLURM_PID and e["ph"] != "M"]
     tracks = _thread_names(events, SLURM_PID)
-    assert sorted(tracks.values()) == ["attempt 0 (REQUEUED)", "attempt 1 (REQUEUED)",
-                                       "attempt 2 (COMPLETED)"]
+    assert sorted(tracks.values()) == ["attempt 0 (REQUEUED) on node1",
+                                       "attempt 1 (REQUEUED) on node1",
+                                       "attempt 2 (COMPLETED) on node1"]
     instants = {(tracks[e["tid"]].split(" (")[0], e["name"]) for e in job if e["ph"] == "i"}
     assert {("attempt 0", "requeued"), ("attempt 1", "requeued"), ("attempt 2", "ended"),
             ("attempt 0", "submitted"), ("attempt 2", "started")} <= instants
@@ -204,6 +205,6 @@ def test_a_requeued_slurm_job_draws_each_attempt_from_accounting(slurm_cluster, 
     assert trace.exists(), (tmp_path / f"{job}.log").read_text()
     events = _load(trace)
     tracks = sorted(_thread_names(events, SLURM_PID).values())
-    assert tracks[0] == "attempt 0 (REQUEUED)" and tracks[1].startswith("attempt 1 (")
+    assert tracks[0].startswith("attempt 0 (REQUEUED) on ") and tracks[1].startswith("attempt 1 (")
     names = {e["name"] for e in events if e.get("pid") == SLURM_PID}
     assert {"submitted", "started", "requeued", "queued"} <= names

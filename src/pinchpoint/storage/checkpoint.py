@@ -83,6 +83,18 @@ def disk_full(err: BaseException) -> bool:
     return False
 
 
+def no_room(path: str, below: int = 1 << 20) -> bool:
+    """The filesystem under ``path`` is full (under 1 MiB left): torch's zip writer reports a
+    short write on a full disk as RuntimeError('... unexpected pos ...'), not as ENOSPC."""
+    probe = path
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        return shutil.disk_usage(probe).free < below
+    except OSError:
+        return False
+
+
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
@@ -160,7 +172,7 @@ class CheckpointManager:
             manifest = {"step": step, "files": files, **meta}
             write_text_atomic(self.manifest_path(step), json.dumps(manifest, default=str))
         except BaseException as err:   # DCP's CheckpointException is a BaseException
-            if not disk_full(err):
+            if not (disk_full(err) or no_room(tmp)):
                 raise
             raise self._disk_full(step, tmp, is_main) from None
         self.tier.charge_write(nbytes, requests=len(files) + 1, started=started)
