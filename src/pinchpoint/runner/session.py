@@ -198,6 +198,11 @@ class Session:
         if write is not None:
             self.timeline.span(f"checkpoint step {state.step}", "checkpoint", started,
                                time.perf_counter(), {"bytes": write.nbytes})
+            if os.environ.get("SLURM_JOB_ID"):
+                # A Slurm job may be killed and requeued (a node dies, a preemption without
+                # warning): the attempt's trace so far is kept beside its checkpoint, so the
+                # next attempt's timeline still shows it (part of the checkpoint phase).
+                self.timeline.write(os.path.join(self.job.output_dir, "timeline.json"))
 
     def _checkpoint_meta(self) -> dict[str, Any]:
         return {"attempt": self.attempt, "phase_totals": dict(self.phases.totals),
