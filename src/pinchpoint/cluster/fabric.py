@@ -8,8 +8,11 @@ bridge) ``fabric.gbps`` shapes each node's link with a token bucket (``tc tbf``)
 so each direction of every node link carries at most that rate. The shaper is installed under
 its own handle, so a later run that asks for no shaping removes only what pinchpoint put there.
 
-Measured on a 2-core machine, 2 nodes x 2 ranks, 64 MiB all-reduce (benchmarks/fabric_allreduce.py
-regenerates it): see that benchmark's output for bus bandwidth against the shaped rate.
+Measured (benchmarks/fabric_allreduce.py, 2 nodes x 2 ranks, 64 MiB all-reduce, a quiet 2-core
+machine; benchmarks/data/fabric_allreduce.json): bus bandwidth 119.1, 59.4 and 23.6 MB/s at 1,
+0.5 and 0.2 Gbit/s, i.e. 0.953, 0.950 and 0.945 of the shaped rate (tbf counts frame bytes:
+headers take the rest); unshaped, gloo reaches 833 MB/s. Every collective kind's bytes on each
+node's eth0 and lo are within 0.1-1.5 % of parallel.traffic's model.
 tc cannot add delay here (netem is not in this kernel), so the emulated fabric has bandwidth, not
 latency.
 """
