@@ -9,7 +9,7 @@ import pytest
 
 from conftest import compose
 from pinchpoint.cli import main as cli
-from pinchpoint.plan import grid, run_plan_only
+from pinchpoint.plan import grid, run_plan_only, table
 
 GRID_405B = ["model=llama31_405b", "model.scale=full", "+gpu=gb200,h100,b200,mi355x,gb300",
              "parallel.dp_shard=8,16,32,64,128", "parallel.tp=1,2,4,8",
@@ -38,9 +38,9 @@ def test_a_thousand_point_grid_in_one_process(tmp_path):
              pt.settings["parallel.pp"], pt.settings["parallel.cp"]) == (16, 8, 8, 2)}
     assert same["h100"] > same["b200"] > same["gb200"]
     assert not all(pt.plan["fits"] for pt in points) and any(pt.plan["fits"] for pt in points)
-    rows = grid.sort_rows([pt.row for pt in points], "time_to_train_min")
+    rows = table.sort_rows([pt.row for pt in points], "time_to_train_min")
     assert [r["time_to_train_min"] for r in rows] == sorted(r["time_to_train_min"] for r in rows)
-    path = grid.write_csv(rows, tmp_path / "plan.csv")
+    path = table.write_csv(rows, tmp_path / "plan.csv")
     with open(path) as f:
         assert len(list(csv.DictReader(f))) == 1000
 
@@ -102,6 +102,6 @@ def test_plan_sweep_report_draws_and_finds_crossovers(tmp_path):
     assert report.crossovers and report.text.startswith("crossover (")
     for c in report.crossovers:     # every reported change is between neighbouring x values
         assert c["low"] < c["high"] and c["below"] != c["above"]
-    path = grid.write_csv(rows, tmp_path / "sweep.csv")
+    path = table.write_csv(rows, tmp_path / "sweep.csv")
     again = main_from_csv(str(path), "parallel.tp")
     assert again.crossovers == report.crossovers

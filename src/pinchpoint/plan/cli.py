@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from pinchpoint.errors import ConfigError
 
@@ -36,20 +37,20 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    from pinchpoint.plan import grid
+    from pinchpoint.plan import grid, table
 
     if args.from_csv:
         return _redraw(args)
     start = time.perf_counter()
     try:
         axes, points = grid.plan_grid(args.overrides)
-        rows = grid.sort_rows([pt.row for pt in points], args.sort)
+        rows = table.sort_rows([pt.row for pt in points], args.sort)
     except ConfigError as err:
         print(f"pinchpoint plan: {err}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
-    print(grid.format_table(rows, args.top))
-    path = grid.write_csv(rows, grid.default_csv() if not args.csv else grid.Path(args.csv))
+    print(table.format_table(rows, args.top))
+    path = table.write_csv(rows, table.default_csv() if not args.csv else Path(args.csv))
     print(f"\n{grid.summary(rows, elapsed)}; table: {path}")
     if args.plot:
         from pinchpoint.analysis.plan_report import draw

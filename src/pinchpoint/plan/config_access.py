@@ -6,7 +6,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from pinchpoint.config.schema import PlanConfig
-from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.dims import ParallelDims
 
 
@@ -24,19 +23,6 @@ def ruleset(cfg) -> str:
 
 
 def degrees(parallel) -> ParallelDims:
-    """ParallelDims from the parallel group; a schema that still has ``dp`` (before
-    dp_replicate/dp_shard) reads it as dp_shard (FSDP), with world_size derived."""
-    get = (lambda k, d=None: parallel.get(k, d)) if hasattr(parallel, "get") else \
-        (lambda k, d=None: getattr(parallel, k, d))
-    if get("dp_shard") is None and get("dp") is not None:
-        world = get("world_size")
-        product = get("dp") * get("tp", 1) * get("pp", 1) * get("cp", 1)
-        if world not in (None, 1, product):
-            raise ConfigError("parallel.world_size", world, f"dp x tp x pp x cp = {product}")
-        return ParallelDims.from_config({"dp_replicate": 1, "dp_shard": get("dp"),
-                                         "tp": get("tp", 1), "pp": get("pp", 1),
-                                         "cp": get("cp", 1), "ep": get("ep", 1),
-                                         "world_size": None})
     return ParallelDims.from_config(parallel)
 
 

@@ -19,7 +19,6 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from pinchpoint.errors import ConfigError
-from pinchpoint.plan.table import default_csv, format_table, sort_rows, write_csv  # noqa: F401
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 COLUMNS = ("world_size", "step_s", "time_to_train_min", "memory_gib", "fits", "dominant",
@@ -183,21 +182,6 @@ def plan_grid(overrides: list[str]) -> tuple[list[Axis], list[Point]]:
             for combo in itertools.product(*(a.values for a in axes))]
     swept = [a.key for a in axes if len(a.values) > 1]
     return axes, plan_settings(jobs, swept)
-
-
-def plan_jobs(jobs: list[list[str]]) -> list[Point]:
-    """Points given one override list each (a sweeper's jobs), planned on the same fast path:
-    one Hydra compose per distinct group choice, the rest set on plain copies."""
-    settings = []
-    for job in jobs:
-        axes = parse_axes(["plan_only=true", *job])
-        if any(len(a.values) != 1 for a in axes):
-            raise ConfigError(next(a.key for a in axes if len(a.values) != 1), job,
-                              "one value per key in a job")
-        settings.append({a.key: a.values[0] for a in axes})
-    keys = {k for job in settings for k in job}
-    swept = [k for k in keys if len({repr(job.get(k)) for job in settings}) > 1]
-    return plan_settings(settings, sorted(swept))
 
 
 @lru_cache(maxsize=None)

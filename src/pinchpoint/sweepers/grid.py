@@ -127,13 +127,13 @@ class GridSweeper(BasicSweeper):
         process as ``pinchpoint plan`` does (plan/grid.py), not launched point by point: a
         table and a CSV in the sweep folder, nothing in MLflow. Points that do not fit or are
         invalid are marked; a single such point exits 2, as a single plan_only run does."""
-        from pinchpoint.plan import cli, grid
+        from pinchpoint.plan import cli, grid, table
 
         self._discard_parent()
         planned = self._planned(points)
-        rows = grid.sort_rows([p.row for p in planned], None)
-        print(grid.format_table(rows, 40))
-        path = grid.write_csv(rows, Path(self.config.hydra.sweep.dir) / "plan.csv")
+        rows = table.sort_rows([p.row for p in planned], None)
+        print(table.format_table(rows, 40))
+        path = table.write_csv(rows, Path(self.config.hydra.sweep.dir) / "plan.csv")
         print(f"\n{grid.summary(rows)}; table: {path}\n"
               f"draw it: pinchpoint report --plan {path}")
         if len(planned) == 1 and cli._single(planned[0]):
