@@ -1,6 +1,6 @@
 """Planner vs published MLPerf Training results: predicted time-to-train, published score, ratio,
-for every row of ../shared/notes/published-results-calibration.md (or its copy in
-benchmarks/data/published_results.md).
+for every row of benchmarks/data/published_results.md (MLPerf Training v5.0 and v5.1 results; its
+header says where they come from).
 
     python benchmarks/planner_vs_published.py          # the table with the shipped constants
     python benchmarks/planner_vs_published.py --fit    # refit pinchpoint/plan/calibration.py
@@ -29,7 +29,6 @@ from pinchpoint.plan import calibration, plan_point  # noqa: E402
 from pinchpoint.plan.config_access import namespace  # noqa: E402
 from pinchpoint.plan.hardware import PRESET_DIR  # noqa: E402
 
-NOTES = ROOT.parent / "shared" / "notes" / "published-results-calibration.md"
 COPY = ROOT / "benchmarks" / "data" / "published_results.md"
 
 # accelerator column -> preset file
@@ -39,7 +38,7 @@ ACCELERATORS = [("H200-NVL", "h200_nvl"), ("H200", "h200"), ("H100", "h100"), ("
 
 
 def load_rows(path: Path | None = None) -> list[dict]:
-    path = path or (NOTES if NOTES.exists() else COPY)
+    path = path or COPY
     rows = []
     for line in path.read_text().splitlines():
         if not line.startswith("| v5"):
@@ -223,7 +222,8 @@ def fit(rows: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true", help="refit the constants first")
-    ap.add_argument("--rows", help="a markdown table of published results (default: notes)")
+    ap.add_argument("--rows", help="a markdown table of published results in the same columns "
+                    "(default: benchmarks/data/published_results.md)")
     args = ap.parse_args()
     rows = load_rows(Path(args.rows) if args.rows else None)
     if args.fit:

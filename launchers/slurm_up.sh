@@ -2,8 +2,8 @@
 # Start a real Slurm cluster on this machine (munge, MariaDB + slurmdbd for accounting,
 # slurmctld, slurmd) and wait until its nodes are idle. Idempotent: installs what is missing,
 # reuses a cluster it already started, and records which daemons it started so that
-# launchers/slurm_down.sh stops only those. Facts behind the settings:
-# ../shared/notes/slurm-on-one-machine.md, ../shared/notes/multinode-on-one-machine.md.
+# launchers/slurm_down.sh stops only those. Why each setting: the comments in
+# launchers/slurm/slurm.conf.in and launchers/slurm/nodes.sh, and below.
 #
 #   launchers/slurm_up.sh            # one node: this machine (then export SLURM_CONF=... as printed)
 #   launchers/slurm_up.sh --nodes 3  # three nodes node1..node3, each a network + UTS namespace

@@ -2,9 +2,10 @@
 # network + UTS + mount namespace with its own hostname and address: its eth0 (a veth) sits on a
 # bridge in the root namespace, where slurmctld listens; intra-node traffic stays on the node's
 # own loopback, inter-node traffic crosses its eth0, which is what `tc` shapes
-# (src/pinchpoint/cluster/fabric.py). Measured facts and pitfalls:
-# ../shared/notes/multinode-on-one-machine.md (ip netns exec remounts /sys, hiding cgroups: see
-# cgroup.conf; the hosts file is bind-mounted inside each node, the machine's own is untouched).
+# (src/pinchpoint/cluster/fabric.py). Pitfalls met building it: `ip netns exec` remounts /sys,
+# hiding the cgroup mounts slurmd looks for (launchers/slurm_up.sh writes a cgroup.conf for that);
+# the hosts file naming the nodes is bind-mounted inside each node, the machine's own is untouched;
+# one munged serves every node (a unix socket with a path works across network namespaces).
 #
 # Names: bridge ppbr0 at $NET.1/24, node I = namespace pp-nodeI, hostname nodeI, $NET.(10+I).
 NET=${PINCHPOINT_CLUSTER_NET:-10.77.0}

@@ -1,9 +1,9 @@
 """The planner's few free constants, fitted on published MLPerf results.
 
 Source: ``python benchmarks/planner_vs_published.py --fit`` minimises the squared log-ratio
-predicted/published over every row of ../shared/notes/published-results-calibration.md
-(MLPerf Training v5.0 and v5.1: Llama 3.1 405B, Llama 3.1 8B, DLRM-DCNv2; a copy in
-benchmarks/data/published_results.md), with every other input (peaks, bandwidths, layouts,
+predicted/published over every row of benchmarks/data/published_results.md (MLPerf Training
+v5.0 and v5.1: Llama 3.1 405B, Llama 3.1 8B, DLRM-DCNv2; official scores from the result logs in
+github.com/mlcommons/training_results_v5.0 and training_results_v5.1), with every other input (peaks, bandwidths, layouts,
 RCP steps, eval cadence) fixed from datasheets and the submissions' configs. Only the values
 marked 'fitted' are fitted; no row has its own constant.
 

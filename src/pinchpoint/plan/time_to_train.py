@@ -9,8 +9,8 @@ from typing import Any, Callable
 from pinchpoint.plan.rcp import convergence
 
 # Evaluations skipped at the start of a run (never run, so never on the clock), per benchmark.
-# Llama 3.1 405B: floor(0.0026 x GBS + 12) (mlcommons/training large_language_model_pretraining,
-# see ../shared/notes/mlperf-training-facts.md).
+# Llama 3.1 405B: floor(0.0026 x GBS + 12), the reference's rule (github.com/mlcommons/training,
+# large_language_model_pretraining/nemo).
 EVALS_SKIPPED: dict[str, Callable[[int], int]] = {
     "llama31_405b": lambda gbs: math.floor(0.0026 * gbs + 12),
 }

@@ -1,5 +1,6 @@
-"""One run on one rank, start to finish (DESIGN.md section 4). The lifecycle reads top to
-bottom in ``run``; tracking, checkpoints, faults and the summary live in their own modules."""
+"""One run on one rank, start to finish: the one place that wires data, model, telemetry,
+checkpoints and tracking together (README "Layout"). The lifecycle reads top to bottom in
+``run``; tracking, checkpoints, faults and the summary live in their own modules."""
 from __future__ import annotations
 
 import logging
