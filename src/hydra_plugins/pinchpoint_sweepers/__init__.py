@@ -1,2 +1,3 @@
 """pinchpoint's Hydra sweepers, found by Hydra through the ``hydra_plugins`` namespace package:
-``hydra/sweeper=optuna`` (Optuna 5 search) and ``hydra/sweeper=crossover`` (adaptive crossover)."""
+``hydra/sweeper=optuna`` (Optuna search; pyproject.toml pins the version) and
+``hydra/sweeper=crossover`` (adaptive crossover)."""
