@@ -137,13 +137,13 @@ def test_flux_packaged_prefix_loads_and_a_dev_checkpoint_is_refused(tmp_path):
     assert torch.equal(untouched.img_in.weight, before)
 
 
-# --- Llama 3.1: Hugging Face names, rows reordered for rotate-half RoPE ------------------------
+# --- Llama 3.1: Hugging Face names (both rotate half: no rows reordered) ----------------------
 def test_llama_hf_checkpoint_loads_and_matches_transformers(tmp_path):
     from pinchpoint.workloads.llama31.model import Llama, LlamaArgs
     from pinchpoint.workloads.llama31.state_dict_adapter import LlamaStateDictAdapter
     a = LlamaArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, ffn_dim=160, vocab_size=97,
                   max_seq_len=64)
-    ours, adapter = randomize(Llama(a)), LlamaStateDictAdapter(a.n_heads, a.n_kv_heads)
+    ours, adapter = randomize(Llama(a)), LlamaStateDictAdapter()
     save_published(ours, adapter, str(tmp_path / "model.safetensors"))
     transformers.LlamaConfig(
         hidden_size=a.dim, num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads,
@@ -260,7 +260,7 @@ def test_a_checkpoint_of_another_size_is_refused_naming_the_tensors(tmp_path):
     assert "wrong shape (25): layers.0.attention.wk.weight [32, 32] (model [32, 64])" in message
     from pinchpoint.workloads.llama31.state_dict_adapter import LlamaStateDictAdapter
     with pytest.raises(DataError) as err:    # a GPT-OSS file read as a Llama checkpoint
-        load_published(small, LlamaStateDictAdapter(4, 2), str(tmp_path))
+        load_published(small, LlamaStateDictAdapter(), str(tmp_path))
     assert "is not Hugging Face Llama checkpoint names" in str(err.value)
     assert "no counterpart: model.layers.0.mlp.experts.down_proj" in str(err.value)
 
@@ -365,7 +365,7 @@ def test_round_trip_through_published_names_is_exact():
                    max_seq_len=64)
     da, ds = deepseek()
     cases = [(flux.FluxMMDiT(FLUX_TINY), FluxStateDictAdapter()),
-             (Llama(la), LlamaStateDictAdapter(la.n_heads, la.n_kv_heads)),
+             (Llama(la), LlamaStateDictAdapter()),
              (gpt_oss()[1], GptOssStateDictAdapter()), (ds, DeepSeekStateDictAdapter(da))]
     for model, adapter in cases:
         state = randomize(model).state_dict()

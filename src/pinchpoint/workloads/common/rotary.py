@@ -1,7 +1,10 @@
-"""Rotary position embedding in the "rotate half" convention (Hugging Face / Megatron for GPT-OSS
-and DeepSeek V3): the first and second halves of each head's rope dimensions form the pairs.
+"""Rotary position embedding, the one implementation every decoder uses, in the "rotate half"
+convention (Hugging Face's Llama, GPT-OSS and DeepSeek V3; Megatron's): the first and second
+halves of each head's rope dimensions form the pairs. A checkpoint in Meta's adjacent-pairs
+convention has its q/k rows reordered on load (state_dict_adapter.py), not its own rotation.
 
-Optionally with YaRN (Peng et al. 2023, arXiv:2309.00071), the scaling both released checkpoints
+Frequencies are scaled for long context by Llama 3.1's rule (``Llama3Scaling``) or by YaRN (Peng
+et al. 2023, arXiv:2309.00071), the scaling GPT-OSS's and DeepSeek V3's released checkpoints
 were trained for: frequencies that turn fewer than ``beta_slow`` times over the original context
 are slowed by ``factor``, those that turn more than ``beta_fast`` times are kept, the band
 between is blended linearly, and cos/sin are multiplied by an attention factor. The arithmetic
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -28,6 +31,30 @@ class Yarn:
     mscale: Optional[float] = None          # both set: attention factor = their mscales' ratio
     mscale_all_dim: Optional[float] = None  # MLA also scales its softmax by this mscale squared
     truncate: bool = True                   # round the blend band to whole dimensions
+
+
+@dataclass(frozen=True)
+class Llama3Scaling:
+    """Llama 3.1's ``rope_scaling: {rope_type: llama3, ...}``: wavelengths longer than the
+    original context / low_freq_factor are slowed by ``factor``, those shorter than the
+    original context / high_freq_factor are kept, the band between is interpolated (Meta's
+    apply_scaling, transformers' _compute_llama3_parameters)."""
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def apply(self, inverse: torch.Tensor) -> torch.Tensor:
+        context = self.original_max_position_embeddings
+        wavelen = 2 * math.pi / inverse
+        smooth = (context / wavelen - self.low_freq_factor) / \
+            (self.high_freq_factor - self.low_freq_factor)
+        mid = (1 - smooth) * inverse / self.factor + smooth * inverse
+        return torch.where(wavelen > context / self.low_freq_factor, inverse / self.factor,
+                           torch.where(wavelen < context / self.high_freq_factor, inverse, mid))
+
+
+Scaling = Union[Yarn, Llama3Scaling, None]
 
 
 def yarn_from_scale(s) -> Optional[Yarn]:
@@ -58,11 +85,18 @@ def softmax_scale_factor(yarn: Optional[Yarn]) -> float:
     return yarn_mscale(yarn.factor, yarn.mscale_all_dim) ** 2
 
 
-def inverse_frequencies(rope_dim: int, theta: float, yarn: Optional[Yarn] = None) -> torch.Tensor:
-    """(rope_dim / 2,) float32 inverse frequencies, YaRN-blended when ``yarn`` is given."""
+def inverse_frequencies(rope_dim: int, theta: float, scaling: Scaling = None) -> torch.Tensor:
+    """(rope_dim / 2,) float32 inverse frequencies (float32 as transformers computes them),
+    scaled for long context when ``scaling`` is given."""
     base = theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim)
-    if yarn is None:
+    if scaling is None:
         return 1.0 / base
+    if isinstance(scaling, Llama3Scaling):
+        return scaling.apply(1.0 / base)
+    return _yarn_blend(base, rope_dim, theta, scaling)
+
+
+def _yarn_blend(base: torch.Tensor, rope_dim: int, theta: float, yarn: Yarn) -> torch.Tensor:
     low, high = _blend_band(rope_dim, theta, yarn)
     if low == high:
         high += 0.001   # a one-dimension band: avoid dividing by zero (as transformers does)
@@ -84,10 +118,10 @@ def _blend_band(rope_dim: int, theta: float, yarn: Yarn) -> tuple[float, float]:
 
 
 def rotary_table(rope_dim: int, theta: float, max_seq_len: int,
-                 yarn: Optional[Yarn] = None) -> torch.Tensor:
+                 scaling: Scaling = None) -> torch.Tensor:
     """(max_seq_len, rope_dim) angles, duplicated over the two halves; cos/sin taken at use."""
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32),
-                         inverse_frequencies(rope_dim, theta, yarn))
+                         inverse_frequencies(rope_dim, theta, scaling))
     return torch.cat([angles, angles], dim=-1)
 
 
@@ -104,8 +138,8 @@ def apply_rotary(x: torch.Tensor, angles: torch.Tensor, scale: float = 1.0) -> t
 class KeepsRotaryPrecision(nn.Module):
     """A module whose rotary buffers (named in ``rotary_buffers``) keep their dtype when the module
     is cast (``.to(torch.bfloat16)``, ``.half()``): they are a function of positions, not learned
-    weights, and a cast breaks them silently (complex64 -> bf16 drops the sine part; bf16 angles
-    are off by up to 8 rad at position 4095). Device moves still apply."""
+    weights, and a cast breaks them silently (bf16 angles are off by up to 8 rad at position
+    4095). Device moves still apply."""
     rotary_buffers: tuple[str, ...] = ()
 
     def _apply(self, fn, recurse=True):
