@@ -1,5 +1,5 @@
 """Session fixtures: a real single-node Slurm cluster (launchers/slurm_up.sh) for the tests marked
-``slurm``, and a 3-node one in network namespaces (slurm_up.sh --nodes 3) for the multi-node
+``slurm``, and a 4-node one in network namespaces (slurm_up.sh --nodes 4) for the multi-node
 tests, each stopped (launchers/slurm_down.sh) when the session ends. They skip only when Slurm
 truly cannot start here (not root, no apt-get, offline), and never under CI (CI=true or
 PINCHPOINT_CI=1): there a cluster that cannot start fails the tests that need it."""
@@ -63,16 +63,17 @@ class NodesCluster:
         return {"SLURM_CONF": self.conf}
 
 
-MULTINODE = 3
+MULTINODE = 4
 
 
 @pytest.fixture(scope="session")
 def multinode_cluster():
-    """A 3-node cluster (node1..node3, each a network namespace on a bridge); tests pass
+    """A 4-node cluster (node1..node4, each a network namespace on a bridge); tests pass
     ``cluster.env`` to their subprocesses rather than changing this process's SLURM_CONF."""
     start_cluster(MULTINODE)
     try:
-        yield NodesCluster("/tmp/pinchpoint-cluster", [f"node{i}" for i in range(1, 4)])
+        yield NodesCluster("/tmp/pinchpoint-cluster",
+                           [f"node{i}" for i in range(1, MULTINODE + 1)])
     finally:
         stop_cluster(MULTINODE)
 

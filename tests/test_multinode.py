@@ -1,11 +1,11 @@
-"""Runs across nodes on a real 3-node Slurm cluster on this machine (node1..node3, each a network
-namespace whose eth0 sits on a bridge; launchers/slurm_up.sh --nodes 3): every workload's
-multi-node layout through submitit, the node map and the layout's crossing dimension in MLflow,
+"""Runs across nodes on a real 4-node Slurm cluster on this machine (node1..node4, each a network
+namespace whose eth0 sits on a bridge; launchers/slurm_up.sh --nodes 4): every workload's
+multi-node layout through submitit on 2 nodes and on 4, the node map and the layout's crossing dimension in MLflow,
 an emulated fabric shaping the node links, the collectives' modelled inter-node bytes against
 the links' own counters, and layouts refused before anything is submitted.
 
-Four workloads run by default (DLRM's all-to-all, Llama's HSDP, GPT-OSS's experts, FLUX.1);
-the other three with --full (each run is ~35 s of a 2-core machine)."""
+Four workloads run by default on 2 nodes (DLRM's all-to-all, Llama's HSDP, GPT-OSS's experts,
+FLUX.1) and DLRM on 4; the others with --full (each run is ~35-60 s of a 2-core machine)."""
 from __future__ import annotations
 
 import glob
@@ -56,14 +56,15 @@ def rank_hosts(out: Path) -> dict[int, tuple[str, int, int]]:
 
 
 def test_each_node_is_its_own_host_with_its_own_address(multinode_cluster):
-    proc = subprocess.run(["srun", "-N3", "--ntasks-per-node=1", "sh", "-c",
+    n = len(multinode_cluster.nodes)
+    proc = subprocess.run(["srun", f"-N{n}", "--ntasks-per-node=1", "sh", "-c",
                            "echo $(hostname) $(cat /sys/class/net/eth0/address) "
                            "$(ip -4 -o addr show eth0 | awk '{print $4}')"],
                           env={**__import__("os").environ, **multinode_cluster.env},
                           capture_output=True, text=True, timeout=60, check=True)
     lines = sorted(proc.stdout.split("\n")[:-1])
     assert [l.split()[0] for l in lines] == multinode_cluster.nodes
-    assert len({l.split()[1] for l in lines}) == 3 and len({l.split()[2] for l in lines}) == 3
+    assert len({l.split()[1] for l in lines}) == n and len({l.split()[2] for l in lines}) == n
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in DEFAULT else
@@ -84,6 +85,42 @@ def test_every_workload_runs_across_two_nodes(name, multinode_cluster, out):
     assert s["fabric_inter_node_bytes_model"] > 0 and s["fabric_tx_bytes_measured"] > 0
     assert any(v > 0 for k, v in s.items() if k.endswith("_inter_node_bytes_per_step"))
     assert run.info.status == "FINISHED"
+
+
+# Four nodes x 2 ranks: each workload's 2-node layout, the dimension that crossed 2 nodes now
+# spanning 4 (and the smoke batch grown so every data-parallel rank still has a micro-batch).
+FOUR_NODES = {
+    "dlrm_dcnv2": ["parallel=ep8"],
+    "llama31_8b": ["parallel.dp_replicate=4", "model.smoke.global_batch_size=16"],
+    "llama31_405b": ["parallel.dp_shard=4"],
+    "llama2_70b_lora": ["parallel.dp_replicate=4", "model.smoke.global_batch_size=16",
+                        "model.smoke.eval_every_samples=16"],
+    "flux1": ["parallel.dp_replicate=4"],
+    "gpt_oss_20b": ["parallel.dp_shard=8", "model.smoke.global_batch_size=16"],
+    "deepseek_v3_671b": ["parallel.dp_shard=4", "model.smoke.global_batch_size=16"],
+}
+
+
+def test_four_nodes_cover_every_workload():
+    assert set(FOUR_NODES) == set(workload_names())
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "dlrm_dcnv2" else
+                                               pytest.mark.full) for n in FOUR_NODES])
+def test_every_workload_runs_across_four_nodes(name, multinode_cluster, out):
+    s = spec(name)
+    train(["-m", "cluster=slurm", "cluster.nodes=4", f"model={name}", *s.smoke,
+           *s.multi_node_layout, *FOUR_NODES[name], *FAST], out, env=multinode_cluster.env)
+    ranks = rank_hosts(out)
+    assert [ranks[r][1:] for r in range(8)] == [(r // 2, r % 2) for r in range(8)]
+    hosts = [ranks[r][0] for r in range(0, 8, 2)]
+    assert len(set(hosts)) == 4 and all(ranks[r][0] == ranks[r + 1][0] for r in range(0, 8, 2))
+    run = point_run(out, name)
+    tags = run.data.tags
+    assert tags["node_list"] == ",".join(hosts) and tags["nodes"] == "4"
+    assert tags["layout_across_nodes"] != "none"
+    assert run.info.status == "FINISHED"
+    assert summary(out)["fabric_inter_node_bytes_model"] > 0
 
 
 def test_an_emulated_fabric_shapes_the_links_and_the_counters_match_the_collectives(
