@@ -1,18 +1,31 @@
-"""The `pinchpoint` console script. `pinchpoint report` right after a sweep reports that sweep."""
+"""The `pinchpoint` console script. `pinchpoint plan` plans one point or a grid at full scale;
+`pinchpoint report` right after a sweep reports that sweep."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Optional
 
-from pinchpoint.plan.cli import add_parser as add_plan_parser
+PLAN_EPILOG = """examples:
+  pinchpoint plan model=llama31_405b model.scale=full +gpu=gb200 parallel.tp=4 parallel.pp=8 \\
+      parallel.cp=2 parallel.dp_shard=8 plan.precision=fp8 plan.virtual_stages=8
+  pinchpoint plan model=llama31_405b model.scale=full +gpu=gb200 parallel.world_size=2304 \\
+      parallel.dp_shard=-1 parallel.tp=1,2,4,8 parallel.pp=1,2,4,8,16 parallel.cp=1,2,4 \\
+      --sort time_to_train_min --plot parallel.tp
+Overrides are Hydra's, as for python train.py -m ... plan_only=true: key=a,b,c and
+key=range(start,stop,step) sweep, +group=option adds, ~key deletes,
+hydra.searchpath=[file://DIR] adds config folders (an out-of-tree workload's conf/). Every point
+is validated as train.py validates it; a point it refuses is marked invalid with its message.
+A single point that does not fit (or is invalid) exits with status 2."""
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="pinchpoint", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_plan_parser(sub)  # `pinchpoint plan` (pinchpoint/plan/cli.py)
+    add_plan_parser(sub)
     rep = sub.add_parser("report", help="table, CSV and plots of a sweep from MLflow",
                          description="Table (terminal + CSV) and plots (PNG + HTML) of a sweep, "
                                      "attached to its parent MLflow run. Default: the latest "
@@ -43,6 +56,77 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return report(args)
+
+
+def add_plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="full-scale pre-flight of one point or a grid",
+                       description="Plan one point or a whole grid at full scale in one process "
+                       "(sweepers/plan_grid.py: the pre-flight and validation of python train.py "
+                       "-m ... plan_only=true), print a sortable table, write it as CSV, "
+                       "optionally draw the sweep (PNG).", epilog=PLAN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides; a,b,c or "
+                   "range(start,stop,step) sweeps")
+    p.add_argument("--sort", help="column to sort by (e.g. time_to_train_min)")
+    p.add_argument("--csv", help="CSV path (default outputs/plans/plan_<time>.csv)")
+    p.add_argument("--top", type=int, default=40, help="rows to print (all go to the CSV)")
+    p.add_argument("--plot", metavar="AXIS", help="draw time-to-train and the dominant term "
+                   "against this swept axis (PNG next to the CSV)")
+    p.add_argument("--by", action="append", help="one line per value of these axes "
+                   "(repeatable or comma-separated; default: the other swept axes)")
+    p.add_argument("--from-csv", metavar="CSV", help="draw (--plot) a plan written before "
+                   "instead of planning again")
+    p.add_argument("--config-dir", metavar="DIR", help="the folder with train.yaml (default: "
+                   "the conf/ beside train.py in this package's source tree, else ./conf)")
+    p.set_defaults(func=plan)
+
+
+def plan(args) -> int:
+    from pinchpoint.errors import ConfigError
+    from pinchpoint.plan import grid, table
+    from pinchpoint.sweepers.plan_grid import plan_grid, single
+    from pinchpoint.sweepers.space import SweepError
+
+    if args.from_csv:
+        return _redraw(args)
+    start = time.perf_counter()
+    try:
+        _, points = plan_grid(args.overrides, args.config_dir)
+        rows = table.sort_rows([pt.row for pt in points], args.sort)
+    except (ConfigError, SweepError) as err:
+        print(f"pinchpoint plan: {err}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    print(table.format_table(rows, args.top))
+    path = table.write_csv(rows, table.default_csv() if not args.csv else Path(args.csv))
+    print(f"\n{grid.summary(points, elapsed)}; table: {path}")
+    if args.plot:
+        from pinchpoint.analysis.plan_report import draw
+        if _plotted(lambda: draw(rows, args.plot, args.by, path.with_suffix(".png"))):
+            return 2
+    if len(points) == 1:
+        return single(points[0])
+    return 0
+
+
+def _redraw(args) -> int:
+    from pinchpoint.analysis.plan_report import main_from_csv
+    if not args.plot:
+        print("pinchpoint plan: --from-csv needs --plot AXIS", file=sys.stderr)
+        return 2
+    return _plotted(lambda: main_from_csv(args.from_csv, args.plot, args.by))
+
+
+def _plotted(draw) -> int:
+    """Draw and print the plot's summary; 2 with one line when it cannot be drawn."""
+    try:
+        report = draw()
+    except (OSError, ValueError) as err:
+        print(f"pinchpoint plan: {err}", file=sys.stderr)
+        return 2
+    print(report.text)
+    print(f"plot: {report.png}")
+    return 0
 
 
 def report(args) -> int:

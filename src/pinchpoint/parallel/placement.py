@@ -94,9 +94,27 @@ class Placement:
         return self.ep if dim == "ep" else self.sizes[dim]
 
     def spans(self) -> dict[str, int]:
-        """Nodes spanned by each dimension above 1 (1 = inside a node)."""
-        return {d: nodes_spanned(self.groups(d), self.ranks_per_node)
-                for d in (*INNER_FIRST, "ep") if self.size(d) > 1}
+        """Nodes spanned by each dimension above 1 (1 = inside a node). Counted on the grid as
+        arrays: a full-scale plan checks layouts of tens of thousands of ranks per point."""
+        return {d: self._span(d) for d in (*INNER_FIRST, "ep") if self.size(d) > 1}
+
+    def _span(self, dim: str) -> int:
+        """``nodes_spanned(self.groups(dim), ...)`` without the lists."""
+        if self.nodes == 1:
+            return 1
+        if dim == "ep":
+            rows = self.grid.transpose(0, 3, 4, 1, 2).reshape(-1, self.grid.shape[1] *
+                                                              self.grid.shape[2])
+            if self.placement["ep"] == "across":   # every (dp/ep)-th rank of a dp row
+                groups = rows.reshape(rows.shape[0], self.ep, -1).transpose(0, 2, 1)
+            else:                                  # ep consecutive ranks of a dp row
+                groups = rows.reshape(rows.shape[0], -1, self.ep)
+            groups = groups.reshape(-1, self.ep)
+        else:
+            axis = GRID_DIMS.index(dim)
+            groups = np.moveaxis(self.grid, axis, -1).reshape(-1, self.grid.shape[axis])
+        node = np.sort(groups // self.ranks_per_node, axis=1)
+        return int((1 + (np.diff(node, axis=1) != 0).sum(axis=1)).max(initial=1))
 
     def check(self, prefix: str = "parallel") -> None:
         """Refuse a dimension placed ``inside`` that cannot stay in a node, and one placed

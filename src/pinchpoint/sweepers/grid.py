@@ -46,11 +46,11 @@ class GridSweeper(BasicSweeper):
     @exits_cleanly
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None
+        if self.config.get("plan_only"):
+            return self._plan_only([*self._parse_config(), *arguments])
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         points = [p for batch in self.split_arguments(overrides, None) for p in batch]
-        if self.config.get("plan_only"):
-            return self._plan_only(points)
         try:
             plan = self.plan(points)
         except SweepError:
@@ -122,48 +122,27 @@ class GridSweeper(BasicSweeper):
                 wanted.setdefault((str(t.uri), str(t.experiment)), set()).add(c.key)
         return {where: runs_by_key(*where, keys) for where, keys in wanted.items()}
 
-    def _plan_only(self, points: List[List[str]]) -> list:
+    def _plan_only(self, arguments: List[str]) -> list:
         """``-m plan_only=true``: a full-scale plan sweep is arithmetic, planned here in one
-        process as ``pinchpoint plan`` does (plan/grid.py), not launched point by point: a
-        table and a CSV in the sweep folder, nothing in MLflow. Points that do not fit or are
-        invalid are marked; a single such point exits 2, as a single plan_only run does."""
-        from pinchpoint.plan import cli, grid, table
+        process as ``pinchpoint plan`` plans it (sweepers/plan_grid.py: the same pre-flight
+        and validation as a launch), not launched point by point: a table and a CSV in the
+        sweep folder, nothing in MLflow. Points that do not fit or are invalid are marked; a
+        single such point exits 2, as a single plan_only run does."""
+        from pinchpoint.plan import grid, table
+        from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
+        from pinchpoint.sweepers.plan_grid import plan_points, single
 
         self._discard_parent()
-        planned = self._planned(points)
+        checker = PointChecker(self.hydra_context, self.config, validator=DEFAULT_VALIDATOR)
+        _, planned = plan_points(checker, arguments)
         rows = table.sort_rows([p.row for p in planned], None)
         print(table.format_table(rows, 40))
         path = table.write_csv(rows, Path(self.config.hydra.sweep.dir) / "plan.csv")
-        print(f"\n{grid.summary(rows)}; table: {path}\n"
+        print(f"\n{grid.summary(planned)}; table: {path}\n"
               f"draw it: pinchpoint report --plan {path}")
-        if len(planned) == 1 and cli._single(planned[0]):
+        if len(planned) == 1 and single(planned[0]):
             raise SystemExit(2)
         return []
-
-    def _planned(self, points: List[List[str]]) -> list:
-        """Each point checked on the pre-flight's fast path, then planned from its typed run."""
-        import dataclasses
-
-        from pinchpoint.errors import ConfigError
-        from pinchpoint.plan import grid
-        from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
-
-        checker = PointChecker(self.hydra_context, self.config, validator=DEFAULT_VALIDATOR)
-        settings = [dict(o.split("=", 1) for o in p if "=" in o) for p in points]
-        swept = [k for k in settings[0] if len({s.get(k) for s in settings}) > 1] \
-            if settings else []
-        planned = []
-        for overrides, values in zip(points, settings):
-            point = grid.Point({k.lstrip("+~"): values.get(k) for k in swept})
-            try:
-                run = checker.preflight.check(overrides).run
-            except ConfigError as err:
-                point.error = str(err)
-                point.row = grid.row_of(point)
-            else:
-                grid.plan_into(point, lambda: grid.View(dataclasses.asdict(run)))
-            planned.append(point)
-        return planned
 
     def _tag_parent(self, plan: List[PlannedPoint]) -> None:
         from pinchpoint.tracking.sweep_folder import parent_run_id
