@@ -102,3 +102,34 @@ def test_hydra_searchpath_finds_an_extra_config_folder(tmp_path, capsys):
     # and in a grid, beside the options of conf/gpu/
     _, points = plan_grid([*point[:2], "+gpu=mygpu,h100", *point[3:], search])
     assert [pt.plan["gpu"] for pt in points] == ["MyGPU", "H100"]
+
+
+def test_hydras_grammar_where_the_old_parser_disagreed():
+    # 'on' into a string field is the string (PyYAML made it True and refused it); 1e-3 is a
+    # float (PyYAML kept the string '1e-3' and refused it)
+    _, (point,) = plan_grid(["model=llama31_8b", "model.scale=full", "+gpu=gb200",
+                             "parallel.dp_shard=8", "tracking.experiment=on",
+                             "model.full.learning_rate=1e-3"])
+    assert point.error is None and point.status == "fit"
+    swept, points = plan_grid(["model=llama31_8b", "model.scale=full", "+gpu=gb200",
+                               "parallel.dp_shard=range(2,10,2)",
+                               "tracking.experiment='a,b'"])
+    assert swept == ["parallel.dp_shard"] and [pt.settings["parallel.dp_shard"]
+                                                for pt in points] == [2, 4, 6, 8]
+
+
+def test_the_config_folder_is_found_or_named(tmp_path, monkeypatch, capsys):
+    from conftest import ROOT
+    from pinchpoint.sweepers import plan_grid as engine
+    assert cli(["plan", "--config-dir", str(tmp_path), "model=llama31_8b"]) == 2
+    assert f"--config-dir {tmp_path}: no train.yaml there" in capsys.readouterr().err
+    # an installed package carries no conf/: ./conf is used, else the error says what to do
+    monkeypatch.setattr(engine, "SOURCE_CONF", tmp_path / "missing")
+    monkeypatch.chdir(ROOT)
+    assert engine.config_dir() == ROOT / "conf"
+    monkeypatch.chdir(tmp_path)
+    assert cli(["plan", "model=llama31_8b"]) == 2
+    assert "give --config-dir" in capsys.readouterr().err
+    assert cli(["plan", "--config-dir", str(ROOT / "conf"), "model=llama31_8b",
+                "model.scale=full", "+gpu=gb200", "parallel.dp_shard=8",
+                "--csv", str(tmp_path / "c.csv")]) == 0

@@ -6,7 +6,9 @@ def test_report_draws_a_plan_sweep(tmp_path, capsys):
     csv = tmp_path / "plan.csv"
     assert main(["plan", "model=llama31_405b", "model.scale=full", "+gpu=gb200",
                  "parallel.dp_shard=-1", "parallel.world_size=2560", "parallel.tp=1,8",
-                 "parallel.pp=4,8", "model.full.global_batch_size=1280", "--csv", str(csv)]) == 0
+                 "parallel.pp=4,8", "model.full.global_batch_size=1280",
+                 "model.full.eval_every_samples=17920",  # a multiple of the batch, as train.py asks
+                 "--csv", str(csv)]) == 0
     assert main(["report", "--plan", str(csv), "--x", "parallel.tp"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "plan.png").stat().st_size > 10_000
@@ -27,6 +29,7 @@ def test_plot_by_takes_a_comma_list_and_names_an_unknown_axis(tmp_path, capsys):
     args = ["plan", "model=llama31_405b", "model.scale=full", "+gpu=gb200",
             "parallel.dp_shard=-1", "parallel.world_size=2560", "parallel.tp=4,8",
             "parallel.pp=4,8", "parallel.cp=1,2", "model.full.global_batch_size=1280",
+            "model.full.eval_every_samples=17920",  # a multiple of the batch, as train.py asks
             "--csv", str(tmp_path / "plan.csv"), "--plot", "parallel.tp"]
     assert main([*args, "--by", "parallel.pp,parallel.cp"]) == 0
     capsys.readouterr()
