@@ -133,3 +133,23 @@ def test_the_config_folder_is_found_or_named(tmp_path, monkeypatch, capsys):
     assert cli(["plan", "--config-dir", str(ROOT / "conf"), "model=llama31_8b",
                 "model.scale=full", "+gpu=gb200", "parallel.dp_shard=8",
                 "--csv", str(tmp_path / "c.csv")]) == 0
+
+
+def test_an_out_of_tree_workload_is_planned_and_validated(tmp_path):
+    """tests/plugin_workload: its conf/ through hydra.searchpath, its module through
+    PINCHPOINT_WORKLOADS (a fresh process: workloads are discovered once per process)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    plugin = ROOT / "tests" / "plugin_workload"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pinchpoint.cli", "plan", "model=toy_classifier",
+         f"hydra.searchpath=[file://{plugin / 'conf'}]", "model.hidden=16,0",
+         "--csv", str(tmp_path / "t.csv")], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PINCHPOINT_WORKLOADS": "toy_classifier",
+             "PYTHONPATH": os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr
+    assert "model.hidden=0 is not allowed" in proc.stdout      # train.py's refusal, too
+    assert "2 points planned in" in proc.stdout and "1 invalid" in proc.stdout
