@@ -129,3 +129,14 @@ def test_plan_sweep_report_draws_and_finds_crossovers(tmp_path):
     path = table.write_csv(rows, tmp_path / "sweep.csv")
     again = main_from_csv(str(path), "parallel.tp")
     assert again.crossovers == report.crossovers
+
+
+def test_the_grid_is_spanned_as_hydras_basic_sweeper_spans_it():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = ["parallel.tp=1,2", "+gpu=h200,b200", "model.scale=full", "parallel.pp=range(1,3)",
+            "parallel.tp=4,8", "seed=7"]
+    points, _ = expand(args)
+    (want,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+    assert points == want

@@ -60,7 +60,7 @@ def plan_grid(overrides: Sequence[str], conf: Optional[str | Path] = None
     setup()   # resolvers and every schema, as train.py does before Hydra composes
     loader = ConfigLoaderImpl(create_config_search_path(str(config_dir(conf))))
     try:   # the sweep's own config, as Hydra's --multirun composes it (sweeps left out)
-        master = loader.load_configuration(CONFIG_NAME, ["plan_only=true", *overrides],
+        master = loader.load_configuration(CONFIG_NAME, [*overrides, "plan_only=true"],
                                            run_mode=RunMode.MULTIRUN)
     except HydraException as err:
         raise SweepError(f"the overrides do not compose: {hydra_error(err)}") from None
@@ -110,8 +110,8 @@ def plan_points(checker: PointChecker, arguments: Sequence[str]
 
 def expand(arguments: Sequence[str], loader: Any = None
            ) -> tuple[list[list[str]], list[dict[str, Any]]]:
-    """The grid as Hydra's basic sweeper spans it (the last override of a key wins, the first
-    key varies slowest): each point's overrides, and its values as Hydra's parser types them
+    """The grid as Hydra's basic sweeper spans it (split_arguments: the last override of a key
+    wins, the first key varies slowest): each point's overrides, and its values as Hydra's parser types them
     (``1e-3`` -> 0.001), by key as written (``+gpu``). ``loader``: Hydra's config loader, for
     ``glob(...)`` over a group's options."""
     try:
@@ -119,9 +119,8 @@ def expand(arguments: Sequence[str], loader: Any = None
     except HydraException as err:
         raise SweepError(f"the overrides do not parse: {err}") from None
     axes: dict[str, list[tuple[str, Any]]] = {}
-    for o in parsed:
+    for o in parsed:   # a key given again keeps its first place (Hydra's OrderedDict)
         key = o.get_key_element()
-        axes.pop(key, None)
         if not o.is_sweep_override():
             axes[key] = [(o.input_line, o.value())]   # as written ('~key' stays a delete)
         elif o.is_discrete_sweep():
