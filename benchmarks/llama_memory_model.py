@@ -4,9 +4,9 @@
 
 Each case runs in a fresh process: RSS growth from just before the model is built (after a
 warm-up of torch's thread pools and kernels) to the peak over three training steps, against
-plan.llama.memory_per_device at fp32. The model counts tensors (weights, gradients, AdamW state,
-saved activations, logits); what it leaves out (autograd's transient buffers in backward,
-allocator slack) shows as a negative error.
+the Llama planner's memory_per_device (workloads/llama31/plan.py) at fp32. The model counts
+tensors (weights, gradients, AdamW state, saved activations, logits); what it leaves out
+(autograd's transient buffers in backward, allocator slack) shows as a negative error.
 """
 from __future__ import annotations
 

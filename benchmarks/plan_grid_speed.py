@@ -56,7 +56,7 @@ def one_at_a_time(n: int = 20) -> float:
     """Compose each point with Hydra, validate it and plan it (train.py's plan_only path)."""
     from hydra import compose, initialize_config_dir
 
-    from pinchpoint.plan import plan_point
+    from pinchpoint.workloads import plan_point
     from pinchpoint.runner.validation import validate
     start = time.process_time()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

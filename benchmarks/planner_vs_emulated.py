@@ -203,7 +203,8 @@ def planned(cfg, system, spans: dict) -> dict[str, float]:
                            getattr(cfg.model, "num_dense_features", 13), wire_bytes=4)
         return dict(terms["communication_s"])
     if name.startswith("llama31"):
-        from pinchpoint.plan import llama, llm
+        from pinchpoint.plan import llm
+        from pinchpoint.workloads.llama31 import plan as llama
         lay = dataclasses.replace(llama.layout_from(cfg), stack="fsdp2", spans=spans)
         terms = llm.step_terms(getattr(cfg.model, cfg.model.scale), lay, system)
         return {k: v for k, v in terms["communication_s"].items() if v}

@@ -25,7 +25,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pinchpoint.plan import calibration, plan_point  # noqa: E402
+from pinchpoint.plan import calibration  # noqa: E402
+from pinchpoint.workloads import plan_point  # noqa: E402
 from pinchpoint.plan.config_access import namespace  # noqa: E402
 from pinchpoint.plan.hardware import PRESET_DIR  # noqa: E402
 

@@ -33,7 +33,7 @@ def _peak_body(overrides: list[str], output_root: str, steps: int) -> dict:
     from conftest import compose
     from pinchpoint.runner.validation import validate
     from pinchpoint.parallel.context import RankContext
-    from pinchpoint.plan import llama as plan
+    from pinchpoint.workloads.llama31 import plan
     cfg = compose(overrides, output_root)
     validate(cfg)
     torch.set_num_threads(max(1, os.cpu_count() or 1))

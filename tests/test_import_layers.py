@@ -40,18 +40,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),         # the ``pinchpoint`` command
 ]
 
-# Upward edges left in place on purpose, each with its reason. Work on plan/ was in progress
-# elsewhere when the layering was introduced, so its modules were not moved: the planner
-# registry (plan/__init__.py) looks up workloads. (The `pinchpoint plan` front end that composed
-# configs and drew from plan/ now lives where it belongs: sweepers/plan_grid.py and cli.py.)
-# An entry that no longer occurs fails the test too, so this list only shrinks.
-LEFT_FOR_PLAN_WORK: dict[tuple[str, str], str] = {
-    ("pinchpoint.plan", "pinchpoint.workloads"):
-        "planner(): a model without a registered planner uses its workload's plan",
-    ("pinchpoint.plan", "pinchpoint.workloads.dlrm_dcnv2.plan"):
-        "PLANNERS names DLRM's planner by string",
-}
-
 _DOTTED = re.compile(r"^pinchpoint(\.\w+)+(:\w+)?$")
 
 
@@ -202,13 +190,6 @@ def _cycle_edges(group: list[str], all_edges: list[Edge]) -> list[Edge]:
     return [e for e in all_edges if e.source in members and e.target in members]
 
 
-def _left(all_edges: list[Edge]) -> tuple[list[Edge], list[Edge]]:
-    """(upward edges not on the list, upward edges on it)."""
-    up = upward(all_edges)
-    return ([e for e in up if (e.source, e.target) not in LEFT_FOR_PLAN_WORK],
-            [e for e in up if (e.source, e.target) in LEFT_FOR_PLAN_WORK])
-
-
 # --- the tests -----------------------------------------------------------------------------------
 def test_every_folder_has_a_layer():
     for module in modules():
@@ -216,7 +197,7 @@ def test_every_folder_has_a_layer():
 
 
 def test_no_upward_imports():
-    bad, _ = _left(edges())
+    bad = upward(edges())
     assert not bad, "imports of a layer above (or beside) the importer's own:\n" + \
         "\n".join(map(str, bad))
 
@@ -226,13 +207,6 @@ def test_no_import_cycles():
     found = cycles(all_edges)
     assert not found, "import cycles:\n" + "\n\n".join(
         "\n".join(map(str, _cycle_edges(group, all_edges))) for group in found)
-
-
-def test_edges_left_for_plan_work_still_exist():
-    """Each entry of LEFT_FOR_PLAN_WORK names an edge that is still there (delete it when not)."""
-    _, kept = _left(edges())
-    gone = set(LEFT_FOR_PLAN_WORK) - {(e.source, e.target) for e in kept}
-    assert not gone, f"no longer upward, delete from LEFT_FOR_PLAN_WORK: {sorted(gone)}"
 
 
 def test_the_readme_lists_the_layers_in_this_order():
@@ -268,14 +242,11 @@ def main() -> int:
     print("layers, bottom to top:")
     for i, names in enumerate(LAYERS):
         print(f"  L{i:<2} {', '.join(names)}")
-    bad, kept = _left(all_edges)
+    bad = upward(all_edges)
     found = cycles(all_edges)
     print(f"\nupward edges ({len(bad)}):")
     for e in bad:
         print(f"  {e}")
-    print(f"\nupward edges left for the plan/ work ({len(kept)}, LEFT_FOR_PLAN_WORK):")
-    for e in kept:
-        print(f"  {e}   -- {LEFT_FOR_PLAN_WORK[(e.source, e.target)]}")
     print(f"\nimport cycles ({len(found)}):")
     for group in found:
         print("  " + " <-> ".join(_short(m) for m in group))

@@ -9,7 +9,7 @@ import torch
 import pytest
 from torch import nn
 
-from pinchpoint.plan.llama import parameter_counts
+from pinchpoint.workloads.llama31.plan import parameter_counts
 from pinchpoint.workloads.common.decoder import check_decoder_model
 from pinchpoint.workloads.common.rotary import Llama3Scaling, inverse_frequencies
 from pinchpoint.workloads.llama31.model import Llama, LlamaArgs

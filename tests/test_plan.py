@@ -8,7 +8,7 @@ import pytest
 
 from conftest import compose, train
 from pinchpoint.errors import ConfigError
-from pinchpoint.plan import llama as plan
+from pinchpoint.workloads.llama31 import plan
 from pinchpoint.runner.validation import validate
 
 REFERENCE_405B = ["model=llama31_405b", "model.scale=full", "parallel.tp=8", "parallel.pp=9",

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import compose
 from pinchpoint.cli import main as cli
-from pinchpoint.plan import run_plan_only, table
+from pinchpoint.plan import table
+from pinchpoint.runner.plan_only import run_plan_only
 from pinchpoint.sweepers.plan_grid import expand, plan_grid
 
 GRID_405B = ["model=llama31_405b", "model.scale=full", "+gpu=gb200,h100,b200,mi355x,gb300",

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import compose, train
 from pinchpoint.cli import main as cli
-from pinchpoint.plan import grid, plan_point
+from pinchpoint.plan import grid
+from pinchpoint.workloads import plan_point
 from pinchpoint.runner.validation import validate
 from pinchpoint.sweepers.plan_grid import plan_grid
 

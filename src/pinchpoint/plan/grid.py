@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pinchpoint.errors import ConfigError
-
 COLUMNS = ("world_size", "step_s", "time_to_train_min", "memory_gib", "fits", "dominant",
            "pinch")
 PLANNED = frozenset({"step_s", "terms_s", "time_to_train"})   # what a full plan gives
@@ -30,21 +28,6 @@ class Point:
         if not PLANNED <= set(self.plan):
             return NO_TIME
         return "fit" if self.plan["fits"] else "do not fit"
-
-
-def plan_into(point: Point, config) -> Point:
-    """Plan ``config()`` (the point's run config: typed, composed or a namespace) into ``point``: its plan, or the
-    error that names what is wrong; then its table row (sweepers/plan_grid.py plans each
-    point that passed validation with it)."""
-    from pinchpoint.plan import plan_point
-    try:
-        point.plan = plan_point(config())
-    except ConfigError as err:
-        point.error = str(err)
-    except (ZeroDivisionError, ValueError) as err:
-        point.error = f"{type(err).__name__}: {err}"
-    point.row = row_of(point)
-    return point
 
 
 def summary(points: list[Point], seconds: Optional[float] = None) -> str:

@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> float:
 
     validate(cfg)
     if cfg.plan_only:   # print the full-scale plan; a point that does not fit exits 2
-        from pinchpoint.plan import run_plan_only
+        from pinchpoint.runner.plan_only import run_plan_only
         return run_plan_only(cfg)
     job = from_hydra(f"{cfg.output_root}/runs/adhoc")
     return rank_source(cfg.parallel.world_size).run(cfg, job, run_rank)

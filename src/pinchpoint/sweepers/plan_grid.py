@@ -25,6 +25,7 @@ from pinchpoint.errors import ConfigError
 from pinchpoint.plan import grid
 from pinchpoint.sweepers.common import DEFAULT_VALIDATOR, PointChecker
 from pinchpoint.sweepers.space import SweepError
+from pinchpoint.workloads import plan_point
 
 CONFIG_NAME = "train"
 # train.py's config: conf/ beside it (the source tree an editable install points at).
@@ -103,9 +104,22 @@ def plan_points(checker: PointChecker, arguments: Sequence[str]
             point.error = f"does not compose: {hydra_error(cause)}" if cause else str(err)
             point.row = grid.row_of(point)
         else:
-            grid.plan_into(point, lambda: run)   # the typed run config, as validated
+            plan_into(point, run)   # the typed run config, as validated
         planned.append(point)
     return swept, planned
+
+
+def plan_into(point: grid.Point, run) -> grid.Point:
+    """Plan a validated run config into ``point``: its plan, or the error that names what is
+    wrong; then its table row."""
+    try:
+        point.plan = plan_point(run)
+    except ConfigError as err:
+        point.error = str(err)
+    except (ZeroDivisionError, ValueError) as err:
+        point.error = f"{type(err).__name__}: {err}"
+    point.row = grid.row_of(point)
+    return point
 
 
 def expand(arguments: Sequence[str], loader: Any = None

@@ -68,11 +68,6 @@ class Workload(ABC):
         workload cannot run. ``run`` is the typed run config: ``run.model`` is this workload's
         model dataclass, ``run.dataset``, ``run.parallel``, ``run.train`` ... likewise."""
 
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        """Pre-flight description (parameter count, bytes, ...) without allocating."""
-        return {}
-
     def describe(self) -> dict[str, Any]:
         """What a run name should show besides model, tier and layout, keyed by config path
         (e.g. {"dataset.batch_size": 4096}); a sweep's own axes are added to the name anyway."""

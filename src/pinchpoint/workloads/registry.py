@@ -1,9 +1,9 @@
 """The workload registry: ``model.name`` -> a WorkloadSpec that its own folder registers.
 
 Each ``pinchpoint/workloads/<name>/__init__.py`` calls ``register(WorkloadSpec(...))`` with its
-config dataclasses and the dotted path of its Workload class (imported only when a run needs
-it, so composing a config never imports torch). ``discover()`` imports every package under
-``pinchpoint.workloads`` plus the modules named in ``PINCHPOINT_WORKLOADS`` (comma-separated,
+config dataclasses and the dotted paths of its Workload class and its planner (imported only
+when needed, so composing a config never imports torch). ``discover()`` imports every package
+under ``pinchpoint.workloads`` plus the modules named in ``PINCHPOINT_WORKLOADS`` (comma-separated,
 for workloads that live outside this package, e.g. in a user's repository or in tests/), so a
 new workload is its folder and its conf/ files: nothing else changes.
 
@@ -40,6 +40,9 @@ class WorkloadSpec:
     # A 4-rank layout for 2 nodes x 2 ranks (overrides added to the smoke ones): what the
     # multi-node suite runs across nodes, chosen so that some collective crosses them.
     multi_node_layout: tuple[str, ...] = ("parallel=hsdp2x2",)
+    # "package.module:function" taking the run config and returning the full-scale plan
+    # (torch-free, imported on demand); empty: the workload plans nothing yet.
+    planner: str = ""
 
     @property
     def model_schema_name(self) -> str:
@@ -91,6 +94,16 @@ def spec(name: str) -> WorkloadSpec:
 def workload_class(name: str) -> Any:
     module, attr = spec(name).workload.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def plan_point(cfg) -> dict[str, Any]:
+    """The full-scale plan of a run config, by the planner its model's workload names ({} when
+    it names none: no time-to-train yet)."""
+    target = spec(cfg.model.name).planner
+    if not target:
+        return {}
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)(cfg)
 
 
 def register_schemas(store: Any) -> None:

@@ -9,6 +9,7 @@ SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_
 # The conformance suite checkpoints in the EP + FSDP2 layout and resumes in one process.
 register(WorkloadSpec(name="deepseek_v3_671b",
                       workload="pinchpoint.workloads.deepseek_v3_671b.workload:DeepSeekV3_671B",
+                      planner="pinchpoint.workloads.deepseek_v3_671b.plan:plan_run",
                       model_schema=DeepSeekModelConfig, smoke=SMOKE,
                       two_rank_layout="parallel=ep2fsdp2",
                       multi_node_layout=("parallel=ep2fsdp2", "parallel.pp=2")))

@@ -2,6 +2,9 @@
 counted by hand, so tests can hold it against the meta-device model."""
 from __future__ import annotations
 
+from typing import Any
+
+from pinchpoint.plan import moe as moe_plan
 from pinchpoint.plan.moe import MoEShape
 
 
@@ -44,3 +47,8 @@ def shape(s) -> MoEShape:
                     attention_grad_all_reduce_widths=s.q_lora_rank + s.kv_lora_rank
                     + s.qk_rope_head_dim,
                     sequence_balance=True)
+
+
+def plan_run(run) -> dict[str, Any]:
+    """The full-scale pre-flight of a run config."""
+    return moe_plan.describe(shape(getattr(run.model, run.model.scale)), run)

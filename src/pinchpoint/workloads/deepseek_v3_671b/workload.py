@@ -3,12 +3,10 @@ DeepSeek V3 model (MLA, group-limited sigmoid routing, shared expert, sequence-w
 loss, expert-bias updates); validation and the full-scale plan."""
 from __future__ import annotations
 
-from typing import Any
 
 from torch import nn
 
 from pinchpoint.errors import require
-from pinchpoint.plan import moe as moe_plan
 from pinchpoint.workloads.common.moe_llm import MoEDecoderWorkload
 from pinchpoint.workloads.common.moe_validation import validate_moe
 from pinchpoint.workloads.deepseek_v3_671b import plan
@@ -22,11 +20,6 @@ class DeepSeekV3_671B(MoEDecoderWorkload):
     @classmethod
     def validate(cls, run) -> None:
         validate_moe(run, _validate_architecture, plan.shape, _tp_splits)
-
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        a = getattr(run.model, run.model.scale)
-        return moe_plan.describe(plan.shape(a), run)
 
     def shape(self):
         return plan.shape(self.arch)

@@ -4,6 +4,7 @@ from pinchpoint.workloads.registry import WorkloadSpec, register
 
 register(WorkloadSpec(name="dlrm_dcnv2",
                       workload="pinchpoint.workloads.dlrm_dcnv2.workload:DLRMWorkload",
+                      planner="pinchpoint.workloads.dlrm_dcnv2.plan:plan_run",
                       model_schema=DLRMModelConfig, datasets={"criteo": CriteoDatasetConfig},
                       smoke=("model.scale=smoke", "dataset.num_days=3",
                              "dataset.samples_per_day=8192", "dataset.batch_size=512",

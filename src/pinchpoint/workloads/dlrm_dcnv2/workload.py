@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from pinchpoint.data import criteo
 from pinchpoint.data.loader import BatchStream
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
-from pinchpoint.workloads.dlrm_dcnv2 import plan as dlrm_plan
 from pinchpoint.workloads.dlrm_dcnv2 import synthetic, validation
 from pinchpoint.workloads.dlrm_dcnv2.checkpoint import canonical_parameters, checkpoint_state
 from pinchpoint.workloads.dlrm_dcnv2.model import DLRMDCNv2
@@ -36,10 +35,6 @@ class DLRMWorkload(Workload):
     @classmethod
     def validate(cls, run) -> None:
         validation.validate(run)
-
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        return dlrm_plan.plan_run(run)
 
     def describe(self) -> dict[str, Any]:
         return {"dataset.mmap": self.cfg_data.mmap, "dataset.batch_size": self.cfg_data.batch_size}

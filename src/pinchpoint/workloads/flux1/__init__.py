@@ -4,6 +4,7 @@ from pinchpoint.workloads.flux1.config import FluxDatasetConfig, FluxModelConfig
 from pinchpoint.workloads.registry import WorkloadSpec, register
 
 register(WorkloadSpec(name="flux1", workload="pinchpoint.workloads.flux1.workload:FluxWorkload",
+                      planner="pinchpoint.workloads.flux1.plan:plan_run",
                       model_schema=FluxModelConfig,
                       datasets={"flux": FluxDatasetConfig},
                       smoke=("model.scale=smoke",),

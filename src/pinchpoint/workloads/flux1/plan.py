@@ -8,6 +8,10 @@ image + caption bytes per sample.
 """
 from __future__ import annotations
 
+import os
+from typing import Any
+
+from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.plan import network
 
 NPY_HEADER = 128            # np.save header of a small-rank array (format 1.0, padded to 64)
@@ -155,4 +159,21 @@ def plan(scale, dp_replicate: int, dp_shard: int, raw_bytes_per_sample: float) -
     for pipeline in ("preprocessed", "raw"):
         mem = memory_per_device(scale, dp_replicate, dp_shard, pipeline)
         out[f"memory_per_device_gib_{pipeline}"] = mem["total_bytes"] / 2 ** 30
+    return out
+
+
+def plan_run(run) -> dict[str, Any]:
+    """Parameters, memory per device and bytes read per step for both pipelines."""
+    m, d = run.model, run.dataset
+    a = getattr(m, m.scale)
+    dims = ParallelDims.from_config(run.parallel)
+    raw_per_sample = CC12M_RAW_BYTES_PER_SAMPLE
+    source = "reference README (cc12m-wds ~1 TB / 10.9 M samples)"
+    if not d.synthetic and d.path and os.path.isdir(os.path.join(d.path, "raw", "train")):
+        from pinchpoint.workloads.flux1.data_raw import RawShards   # torch: only with real data
+        shards = RawShards(os.path.join(d.path, "raw", "train"))
+        raw_per_sample, source = shards.bytes_on_disk() / len(shards), "measured on dataset.path"
+    out = plan(a, dims.dp_replicate, dims.dp_shard, raw_per_sample)
+    out.update(workload="flux1", scale=m.scale, pipeline=d.pipeline, layout=dims.describe(),
+               world_size=dims.world_size, raw_bytes_per_sample_source=source)
     return out

@@ -1,13 +1,11 @@
-"""Pre-launch checks and the plan for FLUX.1 on the typed run config. Every error names the
+"""Pre-launch checks for FLUX.1 on the typed run config (the plan: plan.py). Every error names the
 field (or, for real data, the file) and what is allowed."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from pinchpoint.errors import ConfigError, one_of, positive_int, require
 from pinchpoint.parallel.dims import ParallelDims
-from pinchpoint.workloads.flux1 import plan as flux_plan
 from pinchpoint.workloads.flux1.splits import open_split
 
 VAE_FACTOR_NOTE = "2 ** (len(vae.block_out_channels) - 1)"
@@ -77,20 +75,3 @@ def _check_real_data(run, a) -> None:
         if not os.path.isdir(enc):
             raise ConfigError("dataset.encoders_path", enc, "a folder with t5/, clip/ and vae/ "
                               "(save_pretrained layout) for the raw pipeline's frozen encoders")
-
-
-def plan_run(run) -> dict[str, Any]:
-    """Parameters, memory per device and bytes read per step for both pipelines."""
-    m, d = run.model, run.dataset
-    a = getattr(m, m.scale)
-    dims = ParallelDims.from_config(run.parallel)
-    raw_per_sample = flux_plan.CC12M_RAW_BYTES_PER_SAMPLE
-    source = "reference README (cc12m-wds ~1 TB / 10.9 M samples)"
-    if not d.synthetic and d.path and os.path.isdir(os.path.join(d.path, "raw", "train")):
-        from pinchpoint.workloads.flux1.data_raw import RawShards
-        shards = RawShards(os.path.join(d.path, "raw", "train"))
-        raw_per_sample, source = shards.bytes_on_disk() / len(shards), "measured on dataset.path"
-    out = flux_plan.plan(a, dims.dp_replicate, dims.dp_shard, raw_per_sample)
-    out.update(workload="flux1", scale=m.scale, pipeline=d.pipeline, layout=dims.describe(),
-               world_size=dims.world_size, raw_bytes_per_sample_source=source)
-    return out

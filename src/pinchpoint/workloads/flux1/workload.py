@@ -61,10 +61,6 @@ class FluxWorkload(Workload):
     def validate(cls, run) -> None:
         validation.validate(run)
 
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        return validation.plan_run(run)
-
     # --- init ----------------------------------------------------------------------------------
     def prepare_data(self) -> list[str]:
         d = self.cfg_data

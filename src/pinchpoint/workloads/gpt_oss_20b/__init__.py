@@ -9,6 +9,7 @@ SMOKE = ("model.scale=smoke", "dataset.train_tokens=40000", "dataset.validation_
 # The conformance suite checkpoints in the EP + FSDP2 layout and resumes in one process.
 register(WorkloadSpec(name="gpt_oss_20b",
                       workload="pinchpoint.workloads.gpt_oss_20b.workload:GptOss20B",
+                      planner="pinchpoint.workloads.gpt_oss_20b.plan:plan_run",
                       model_schema=GptOssModelConfig, smoke=SMOKE,
                       two_rank_layout="parallel=ep2fsdp2",
                       multi_node_layout=("parallel=ep2fsdp2", "parallel.dp_shard=4")))

@@ -2,6 +2,9 @@
 hand, so tests can hold it against the meta-device model."""
 from __future__ import annotations
 
+from typing import Any
+
+from pinchpoint.plan import moe as moe_plan
 from pinchpoint.plan.moe import MoEShape
 
 
@@ -31,3 +34,18 @@ def shape(s, vocab_size: int | None = None) -> MoEShape:
                     # sequence shards), the two norms and wo's bias (row-parallel).
                     moe_block_per_layer=[router] * s.n_layers,
                     tp_replicated_per_layer=[3 * s.dim] * s.n_layers)
+
+
+def plan_run(run) -> dict[str, Any]:
+    """The full-scale pre-flight of a run config, with both the MLPerf vocabulary and the
+    published one."""
+    a = getattr(run.model, run.model.scale)
+    published = shape(a, run.model.published_vocab_size).counts()
+    extra = {"vocabulary": {
+        "used": a.vocab_size,
+        "used_is": "the MLPerf reference's Llama 3.1 tokenizer" if a.vocab_size == 128256
+        else "this scale's", "published": run.model.published_vocab_size,
+        "published_total_parameters": published["total"],
+        "published_active_parameters": published["active"],
+        "published_active_without_embedding": published["active_without_embedding"]}}
+    return moe_plan.describe(shape(a), run, extra)

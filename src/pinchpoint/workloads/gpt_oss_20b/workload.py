@@ -2,12 +2,10 @@
 model; validation and the full-scale plan (both the MLPerf and the published vocabulary)."""
 from __future__ import annotations
 
-from typing import Any
 
 from torch import nn
 
 from pinchpoint.errors import require
-from pinchpoint.plan import moe as moe_plan
 from pinchpoint.workloads.common.moe_llm import MoEDecoderWorkload
 from pinchpoint.workloads.common.moe_validation import validate_moe
 from pinchpoint.workloads.gpt_oss_20b import plan
@@ -21,19 +19,6 @@ class GptOss20B(MoEDecoderWorkload):
     @classmethod
     def validate(cls, run) -> None:
         validate_moe(run, _validate_attention, plan.shape, _tp_splits)
-
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        a = getattr(run.model, run.model.scale)
-        published = plan.shape(a, run.model.published_vocab_size).counts()
-        extra = {"vocabulary": {
-            "used": a.vocab_size,
-            "used_is": "the MLPerf reference's Llama 3.1 tokenizer" if a.vocab_size == 128256
-            else "this scale's", "published": run.model.published_vocab_size,
-            "published_total_parameters": published["total"],
-            "published_active_parameters": published["active"],
-            "published_active_without_embedding": published["active_without_embedding"]}}
-        return moe_plan.describe(plan.shape(a), run, extra)
 
     def shape(self):
         return plan.shape(self.arch)

@@ -7,6 +7,7 @@ from pinchpoint.workloads.registry import WorkloadSpec, register
 register(WorkloadSpec(
     name="llama2_70b_lora",
     workload="pinchpoint.workloads.llama2_70b_lora.workload:Llama2LoraWorkload",
+    planner="pinchpoint.workloads.llama2_70b_lora.plan:describe",
     model_schema=Llama2LoraModelConfig, datasets={"govreport": GovReportDatasetConfig},
     smoke=("model.scale=smoke", "dataset.train_sequences=64", "dataset.validation_sequences=8",
            "dataset.target_margin=3.0", "model.base_pretrain.sequences=64",

@@ -11,5 +11,6 @@ for _name, _cls, _layout in (
         ("llama31_8b", "Llama31_8B", ("parallel=hsdp2x2",)),
         ("llama31_405b", "Llama31_405B", ("parallel=tp2", "parallel.dp_shard=2"))):
     register(WorkloadSpec(name=_name, workload=f"pinchpoint.workloads.llama31.workload:{_cls}",
+                          planner="pinchpoint.workloads.llama31.plan:plan_run",
                           model_schema=LlamaModelConfig, schema_name="llama31",
                           smoke=SMOKE, multi_node_layout=_layout))

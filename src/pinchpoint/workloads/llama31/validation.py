@@ -27,7 +27,7 @@ def validate(run) -> None:
     require(dims.pp, "parallel.pp", lambda v: v <= a.n_layers,
             f"at most n_layers={a.n_layers} ({s}): every stage holds at least one layer")
     if not run.plan_only:  # plan_only prints the plan (with fits: false) instead of refusing
-        from pinchpoint.plan.llama import check_fits_gpu, check_fits_host
+        from pinchpoint.workloads.llama31.plan import check_fits_gpu, check_fits_host
         cfg = OmegaConf.structured(run)
         # A full-scale run targets GPUs (maybe from a CPU login node): check the GPU config;
         # a proxy runs here: check this host's free memory.

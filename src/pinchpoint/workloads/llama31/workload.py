@@ -2,7 +2,6 @@
 Llama model and its tensor-parallel plan."""
 from __future__ import annotations
 
-from typing import Any
 
 from torch import nn
 
@@ -22,11 +21,6 @@ class LlamaWorkload(DecoderLLMWorkload):
     @classmethod
     def validate(cls, run) -> None:
         validation.validate(run)
-
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        from pinchpoint.plan import llama as llama_plan
-        return llama_plan.describe(run)
 
     def build_model(self) -> nn.Module:
         return Llama(llama_args(self.arch))
