@@ -216,6 +216,28 @@ class TrainConfig:
     device: str = "auto"          # auto | cpu | cuda
     threads: int = 0              # torch intra-op threads (0 = torch's default)
     progress_every_s: float = 5.0
+    # torch.compile each transformer block (torchtitan's way) for the LLM and FLUX.1 workloads;
+    # collectives inside a compiled graph are attributed or the run says they were not.
+    compile: bool = False
+
+
+@dataclass
+class TelemetryConfig:
+    """What the run measures beside its phases (telemetry/)."""
+    # How device time is attributed to phases and collectives: events (CUDA events on the
+    # compute and communication streams, resolved after the step: no host sync in the loop),
+    # sync (a device synchronize at every boundary: exact per phase, but overlap is given up),
+    # off (host time only), auto (events on CUDA; on CPU the host clock is the device clock).
+    attribution: str = "auto"
+    # Steps [first, last] to run under torch.profiler (Kineto); its kernel, memcpy and CPU-op
+    # events are merged into the run's timeline on the same clock. Empty: no profiling.
+    profile_steps: list = field(default_factory=list)
+    # NCCL_DEBUG=INFO (INIT,COLL,NET) to a per-rank file, parsed onto the timeline and into
+    # MLflow params (rings, trees, channels, transports, IB devices).
+    nccl_debug: bool = False
+    # Per-GPU counters (NVML, or amdsmi on AMD) sampled with the system metrics; nothing is
+    # logged where no GPU is visible.
+    gpu_counters: bool = True
 
 
 @dataclass
@@ -246,6 +268,7 @@ class RunConfig:
     fabric: FabricConfig = field(default_factory=FabricConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     mlperf: MLPerfConfig = field(default_factory=MLPerfConfig)
     seed: int = 0

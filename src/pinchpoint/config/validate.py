@@ -92,10 +92,20 @@ def validate_common(run: Any) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("train.device", "cuda", "auto or cpu (no CUDA device is visible here)")
     non_negative(t.threads, "train.threads")
+    validate_telemetry(run.telemetry)
     require(run.checkpoint.interval, "checkpoint.interval", lambda v: isinstance(v, int) and v >= 0,
             "an integer >= 0 (steps between checkpoints; 0 = off)")
     positive_int(run.checkpoint.keep, "checkpoint.keep")
     writable_dir(run.output_root, "output_root")
+
+
+def validate_telemetry(tel: Any) -> None:
+    one_of(tel.attribution, "telemetry.attribution", ["auto", "events", "sync", "off"])
+    steps = list(tel.profile_steps)
+    if steps and not (len(steps) == 2 and all(isinstance(s, int) and s >= 0 for s in steps)
+                      and steps[0] <= steps[1]):
+        raise ConfigError("telemetry.profile_steps", steps,
+                          "[first, last]: two step numbers >= 0, first <= last (or [] for none)")
 
 
 def validate_mlperf(run: Any) -> None:
