@@ -1,5 +1,6 @@
 """The `pinchpoint` console script. `pinchpoint plan` plans one point or a grid at full scale;
-`pinchpoint report` right after a sweep reports that sweep."""
+`pinchpoint report` right after a sweep reports that sweep; `pinchpoint data fetch NAME` fetches a
+real dataset."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="pinchpoint", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_plan_parser(sub)
+    add_data_parser(sub)
     rep = sub.add_parser("report", help="table, CSV and plots of a sweep from MLflow",
                          description="Table (terminal + CSV) and plots (PNG + HTML) of a sweep, "
                                      "attached to its parent MLflow run. Default: the latest "
@@ -50,7 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                      help="draw a plan sweep (the CSV `pinchpoint plan` wrote) like a measured "
                           "one: time-to-train and the pinch per point vs --x")
     args = parser.parse_args(argv)
-    if args.command == "plan":
+    if args.command in ("plan", "data"):
         return args.func(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("mlflow", "alembic"):
@@ -79,6 +81,56 @@ def add_plan_parser(sub) -> None:
     p.add_argument("--config-dir", metavar="DIR", help="the folder with train.yaml (default: "
                    "the conf/ beside train.py in this package's source tree, else ./conf)")
     p.set_defaults(func=plan)
+
+
+def add_data_parser(sub) -> None:
+    d = sub.add_parser("data", help="fetch the real MLPerf datasets (MLCommons R2 bucket)",
+                       description="The datasets the references train on, fetched as the "
+                       "MLCommons R2 downloader does (pinchpoint/data/fetch.py).")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    f = dsub.add_parser("fetch", help="download a set, resuming, md5-verifying every file",
+                        description="Download a known set (or a workload's group of them; "
+                        "`pinchpoint data list`) into the storage tier's datasets folder: "
+                        "resumed .part files, every md5 verified before a file gets its name. "
+                        "Members-only sets read CF_ACCESS_TOKEN or CF_ACCESS_CLIENT_ID/SECRET.")
+    f.add_argument("name", help="a name from `pinchpoint data list` (with --metadata: any name, "
+                   "the folder's)")
+    f.add_argument("--to", metavar="DIR", help="the set's folder (a group: the folder above "
+                   "its sets; default: <datasets>/<the set's folder>, <datasets> = "
+                   "$PINCHPOINT_LOCAL_ROOT/datasets or outputs/storage/local/datasets)")
+    f.add_argument("--metadata", metavar="URL_OR_FILE", help="the set's <name>.uri (URL or "
+                   "local file, <name>.md5 beside it) instead of the known one")
+    f.add_argument("--jobs", type=int, help="parallel connections (default 4, at most one "
+                   "per file)")
+    f.set_defaults(func=data_fetch)
+    ls = dsub.add_parser("list", help="the known sets: metadata URL, folder, what to set next")
+    ls.set_defaults(func=data_list)
+
+
+def data_fetch(args) -> int:
+    from pinchpoint.data.fetch import fetch_known
+    from pinchpoint.errors import DataError
+
+    if args.jobs is not None and args.jobs < 1:
+        print("pinchpoint data fetch: --jobs must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        reports = fetch_known(args.name, args.to, args.metadata, args.jobs, progress=lambda r:
+                              print(f"  {r.status} {r.rel}" + (f" ({r.bytes:,} bytes)" if
+                                                               r.bytes else ""), file=sys.stderr))
+    except DataError as e:
+        print(f"pinchpoint data fetch: {e}", file=sys.stderr)
+        return 2
+    for r in reports:
+        print(r.text())
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def data_list(args) -> int:
+    from pinchpoint.data.fetch import list_text
+
+    print(list_text())
+    return 0
 
 
 def plan(args) -> int:
