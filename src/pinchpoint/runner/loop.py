@@ -44,6 +44,9 @@ class LoopHooks:
     on_eval: Callable[[LoopState, float, float], None]          # state, quality, train loss
     save_checkpoint: Optional[Callable[[LoopState], None]] = None
     on_step: Callable[[LoopState], None] = lambda state: None
+    # Before step n (numbered from 1, as the timeline's "step n") takes its batch: the
+    # profiler's window opens here (telemetry/profiler.py).
+    before_step: Callable[[int], None] = lambda step: None
     # Collectives inside evaluation are reported apart from the training step's.
     evaluating: Callable[[], Any] = contextlib.nullcontext
 
@@ -75,6 +78,7 @@ def train(workload: Workload, phases: PhaseTimer, mlperf: MLPerfLog, sizes: Size
         batches = iter(workload.batches(state.step % spe))
         stop_in_epoch = min(total, (epoch + 1) * spe)
         while state.step < stop_in_epoch:
+            hooks.before_step(state.step + 1)
             batch = next(batches)
             phases.mark("data_wait")
             loss = workload.forward_backward(batch)

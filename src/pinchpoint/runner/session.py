@@ -21,6 +21,7 @@ from pinchpoint.runner.summary import across_ranks, summarize
 from pinchpoint.storage import make_tier
 from pinchpoint.telemetry.mlperf_log import C, MLPerfLog, time_to_train_s
 from pinchpoint.telemetry.phases import PhaseTimer
+from pinchpoint.telemetry.profiler import StepProfiler
 from pinchpoint.telemetry.timeline import Timeline
 from pinchpoint.tracking import run_record
 
@@ -46,6 +47,10 @@ class Session:
         self.summary: Optional[dict] = None
         self.sampler = None
         self.fabric_report: Optional[dict] = None
+        # torch.profiler over telemetry.profile_steps, merged into the timeline (rank 0's).
+        self.profiler = StepProfiler.for_run(
+            self.timeline, cfg.telemetry.profile_steps, ctx.device.type == "cuda") \
+            if ctx.is_main else None
 
     def name(self) -> str:
         """What the run is and what varies, e.g. 'dlrm_dcnv2 nfs ep8 mmap=on bs=512'."""
@@ -109,8 +114,12 @@ class Session:
         # Collectives torch issues itself (FSDP2, TP, pipelining) are counted and carved into
         # the communication phase like the ones workloads issue through the profile.
         with self.collectives.trace_torch_collectives(synchronize=True):
-            state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
-                               self._hooks(sizes, quality))
+            try:
+                state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
+                                   self._hooks(sizes, quality))
+            finally:   # the profiled steps' events onto the timeline, outside the clock
+                if self.profiler is not None:
+                    self.profiler.close()
         m.end(C.RUN_STOP, metadata={"status": state.status})
         self.fabric_report = meter.stop(self.collectives) if meter else None
         summary = summarize(state, quality, self.phases, self.tier.io, self.collectives,
@@ -176,6 +185,8 @@ class Session:
         fault = Fault(self.cfg.get("fault"), self.ctx, self.job.output_dir)
 
         def on_step(state: loop.LoopState) -> None:
+            if self.profiler is not None:
+                self.profiler.after_step(state.step)
             progress(state)
             self.progress_marker.write(state.step)
             fault.check(state.step)
@@ -189,6 +200,8 @@ class Session:
                                          step=state.step)
 
         return loop.LoopHooks(on_eval=on_eval, on_step=on_step,
+                              before_step=self.profiler.before_step if self.profiler else
+                              (lambda step: None),
                               save_checkpoint=self._timed_save if self.saver else None,
                               evaluating=self.collectives.evaluating)
 

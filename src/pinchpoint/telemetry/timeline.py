@@ -47,6 +47,9 @@ class Timeline:
         self.dropped = 0
         self.tracks = dict(TRACKS)
         self.slurm: list[dict[str, Any]] = []   # the job-life process, redrawn on every write
+        # What the run says about its trace, kept in ``otherData`` (the profiler's clock
+        # alignment, collectives a compiled graph hides from the trace).
+        self.metadata: dict[str, Any] = {}
 
     # --- clocks ------------------------------------------------------------------------------
     def _us(self, t: float) -> float:
@@ -162,7 +165,7 @@ class Timeline:
         doc = {"traceEvents": earlier + self._own_events() + self.slurm,
                "displayTimeUnit": "ms",
                "otherData": {"dropped_events": self.dropped, "origin_unix_s": self.origin_unix,
-                             "attempt": self.attempt}}
+                             "attempt": self.attempt, **self.metadata}}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         write_text_atomic(path, json.dumps(doc))
         return path
