@@ -137,7 +137,9 @@ KNOWN: dict[str, KnownSet] = {s.name: s for s in [
              "the tokenized, packed SCROLLS GovReport (train/validation parquet)",
              "llama2_70b_lora/README.md", _LLAMA2_ACCESS),
     KnownSet("llama2_70b_lora_model", "llama2_70b_lora", None, "models/llama2_70b_fused_qkv", "",
-             True, "the Llama 2 70B base model (fused QKV)", "llama2_70b_lora/README.md",
+             True, "the Llama 2 70B base model (fused QKV); model.scale=full reads "
+             "model.base_checkpoint=PATH as Hugging Face safetensors: check the fetched format",
+             "llama2_70b_lora/README.md",
              _LLAMA2_ACCESS),
 ]}
 
