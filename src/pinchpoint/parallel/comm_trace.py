@@ -29,10 +29,19 @@ the device first and last, as every phase mark does: on CUDA the recorded second
 collective's device time, serialized (overlap with compute is given up for attribution); with
 ``synchronize=False`` they are host blocking time only, and NCCL work hides in later phases.
 
+With ``telemetry.attribution=events`` (the phase timer holds an ``EventAttribution``) nothing
+is synchronized: a synchronous collective is bracketed by CUDA events on the stream it is issued
+from; an asynchronous one (a work handle, a functional collective's output) by an event at its
+issue and events around the wait, whose span on the waiting stream is a stall of that stream
+(telemetry/phases.py states the rule; telemetry/attribution.py resolves it after the step).
+
 Not seen: collectives issued from C++ -- DDP's built-in all-reduce hook (register
-``collectives.ddp_comm_hook`` instead), NCCL coalesced groups' end-of-group wait -- and
-functional collectives inside a ``torch.compile`` graph. Collectives issued through the profile
-itself (``profile.all_reduce``...) are counted there once, not again here.
+``collectives.ddp_comm_hook`` instead, as parallel/ddp.py does), NCCL coalesced groups'
+end-of-group wait -- and functional collectives inside a ``torch.compile`` graph (compiled
+code calls the ops' overloads, ``.default``, directly). A run says so: ``unattributed()`` lists
+what this trace could not attribute (``compiled_graphs``: set by the runner when
+``train.compile`` is on). Collectives issued through the profile itself
+(``profile.all_reduce``...) are counted there once, not again here.
 """
 from __future__ import annotations
 
@@ -95,13 +104,15 @@ class _TimedWork(dist.Work):
     """A ProcessGroup's work handle whose ``wait`` is timed (a subclass, so torch's
     ``isinstance(work, dist.Work)`` checks still hold); everything else is the real handle's."""
 
-    def __init__(self, work: dist.Work, trace: "TorchCollectiveTrace", kind: str):
+    def __init__(self, work: dist.Work, trace: "TorchCollectiveTrace", kind: str,
+                 issued=None):
         super().__init__()
-        self._work, self._trace, self._kind = work, trace, kind
+        self._work, self._trace, self._kind, self._issued = work, trace, kind, issued
 
     def wait(self, timeout=None):
         args = () if timeout is None else (timeout,)
-        return self._trace.blocked(self._kind, 0, False, self._work.wait, args, {})
+        return self._trace.blocked(self._kind, 0, False, self._work.wait, args, {},
+                                   issued=self._issued)
 
     def get_future(self):
         return self._work.get_future()
@@ -156,8 +167,18 @@ class TorchCollectiveTrace:
         self.synchronize = synchronize
         self._restore: list[Callable[[], None]] = []
         # id of a functional collective's output -> its kind, until waited on
-        self._pending: dict[int, str] = {}
+        self._pending: dict[int, tuple] = {}   # (kind, its issue's event mark or None)
         self._last_functional_kind = "all_reduce"
+        self._issued = None   # attribution=events: the event mark of the latest issue
+        self.notes: dict[str, str] = {}   # what could not be attributed, and why
+
+    def unattributed(self) -> dict[str, str]:
+        """What this run's collectives trace could not attribute: {what: why}."""
+        return dict(self.notes)
+
+    def not_attributed(self, what: str, why: str) -> None:
+        """Record (for the run's summary and tags) collectives the trace cannot see."""
+        self.notes[what] = why
 
     # --- entering and leaving ---------------------------------------------------------------
     def __enter__(self) -> "TorchCollectiveTrace":
@@ -212,18 +233,22 @@ class TorchCollectiveTrace:
 
     # --- recording ----------------------------------------------------------------------------
     def blocked(self, kind: str, size: int, issue: bool, fn: Callable, args, kwargs,
-                where: Optional[dict] = None):
+                where: Optional[dict] = None, issued=None, asynchronous: bool = False):
         """Run ``fn`` and record the time this thread is blocked in it (and, for an issue, one
         call of ``size`` bytes; ``where``: its group, splits, peer or root, for the intra/inter-
         node split). Nested entries (a collective the profile is already timing) run untimed.
+        With event attribution: ``asynchronous`` (an issue whose wait comes later) leaves its
+        start event in ``self._issued``; a wait passes its issue's as ``issued``.
         No context managers here: this runs for every collective."""
         profile = self.profile
         if profile.busy():
             return fn(*args, **kwargs)
         phases = profile.counted_phases()
-        sync = self.synchronize and phases is not None
+        events = phases.events if phases is not None else None
+        sync = self.synchronize and phases is not None and events is None
         if sync:
             phases.synchronize()
+        first = events.record() if events is not None else None
         profile.hold(True)
         start = time.perf_counter()
         try:
@@ -238,6 +263,12 @@ class TorchCollectiveTrace:
                 label = None if phases.timeline is None else \
                     {"kind": kind, "bytes": size} if issue else {"kind": kind, "wait": True}
                 phases.add_carved("communication", start, end, label)
+                if events is not None:
+                    if asynchronous:
+                        self._issued = first
+                    else:   # a wait whose issue was not seen counts from the wait
+                        events.unpaired += not issue and issued is None
+                        phases.device_span(kind, first, events.record(), issued)
 
     def _process_group_method(self, method: Callable, kind: str, arg: Optional[int]):
         trace, name = self, method.__name__
@@ -252,8 +283,11 @@ class TorchCollectiveTrace:
                 # one timed span, instead of wrapping the handle (half the cost per call).
                 return trace.blocked(kind, size, True, _issue_and_wait, (method, group, args,
                                                                         kwargs), {}, where)
-            work = trace.blocked(kind, size, True, method, (group, *args), kwargs, where)
-            return _TimedWork(work, trace, kind) if isinstance(work, dist.Work) else work
+            trace._issued = None
+            work = trace.blocked(kind, size, True, method, (group, *args), kwargs, where,
+                                 asynchronous=True)
+            return _TimedWork(work, trace, kind, trace._issued) \
+                if isinstance(work, dist.Work) else work
 
         timed.__name__ = getattr(method, "__name__", kind)
         return timed
@@ -264,13 +298,14 @@ class TorchCollectiveTrace:
                 return op(*args, **kwargs)
             size = nbytes(args[arg]) if len(args) > arg else 0
             where = _functional_where(kind, args) if self.profile.traffic else None
-            out = self.blocked(kind, size, True, op, args, kwargs, where)
+            self._issued = None
+            out = self.blocked(kind, size, True, op, args, kwargs, where, asynchronous=True)
             if not self.profile.busy():
                 self._last_functional_kind = kind
                 if len(self._pending) > 4096:   # outputs freed without a wait: forget them
                     self._pending.clear()
                 for tensor in out if isinstance(out, (list, tuple)) else (out,):
-                    self._pending[id(tensor)] = kind
+                    self._pending[id(tensor)] = (kind, self._issued)
             return out
 
         return issue
@@ -280,8 +315,18 @@ class TorchCollectiveTrace:
             return op(*args, **kwargs)
         # The output itself, or (AsyncCollectiveTensor re-wraps views) a view of it: then the
         # kind is the latest functional collective's.
-        kind = self._pending.pop(id(args[0]), self._last_functional_kind)
-        return self.blocked(kind, 0, False, op, args, kwargs)
+        kind, issued = self._pending.pop(id(args[0]), (self._last_functional_kind, None))
+        return self.blocked(kind, 0, False, op, args, kwargs, issued=issued)
+
+
+def compiled_graphs_note(compile: bool, distributed: bool) -> Optional[str]:
+    """Why a run's collectives are partly unattributed when its blocks are compiled (None when
+    not): the functional collectives inside a compiled graph are called by their overloads,
+    which the trace does not patch; their time stays in the phase around them."""
+    if not (compile and distributed):
+        return None
+    return ("collectives inside torch.compile graphs are not traced: their time stays in "
+            "forward_backward")
 
 
 def _where(method: str, group, args, kwargs) -> dict:
