@@ -23,7 +23,8 @@ def build_inputs(cfg: DictConfig, ctx: RankContext, phases: PhaseTimer,
                      dims=ParallelDims.from_config(cfg.parallel, nodes=ctx.nodes),
                      seed=cfg.seed, ctx=ctx,
                      tier=tier or make_tier(cfg.storage), phases=phases,
-                     collectives=CollectiveProfile(phases, traffic=traffic(ctx)))
+                     collectives=CollectiveProfile(phases, traffic=traffic(ctx)),
+                     compile=bool(cfg.train.compile))
 
 
 def traffic(ctx: RankContext) -> Traffic | None:

@@ -18,6 +18,7 @@ from pinchpoint.cluster.fabric import validate_fabric
 from pinchpoint.cluster.request import validate_cluster
 from pinchpoint.config.validate import (check_known_keys, typed, validate_common,
                                         validate_mlperf, validate_tracking)
+from pinchpoint.errors import ConfigError
 from pinchpoint.parallel.validation import validate_parallel
 from pinchpoint.storage.validation import validate_storage
 from pinchpoint.workloads import workload_class
@@ -41,5 +42,28 @@ def validate_typed(run: Any) -> Any:
     validate_tracking(run.tracking)
     validate_cluster(run)
     validate_fabric(run)
-    workload_class(run.model.name).validate(run)
+    workload = workload_class(run.model.name)
+    workload.validate(run)
+    validate_compile(run, workload)
     return run
+
+
+COMPILED = "llama31_8b, llama2_70b_lora and flux1"
+
+
+def validate_compile(run: Any, workload: Any) -> None:
+    """train.compile=true where blocks are compiled (workloads/common/compile.py) and the
+    layout runs them."""
+    if not run.train.compile:
+        return
+    if not workload.compiles_blocks:
+        raise ConfigError("train.compile", True, f"false for {run.model.name} (train.compile="
+                          f"true compiles each transformer block of {COMPILED}; a MoE block's "
+                          "data-dependent routing and DLRM's lack of blocks are not compiled)")
+    if run.parallel.tp > 1:
+        # torch 2.13: the backward of a compiled block hands the eager redistribution before it
+        # a plain tensor where a DTensor is due ('Tensor' object has no attribute
+        # '_local_tensor'). Checked on CPU: FSDP2 and pipelining train as eager.
+        raise ConfigError("train.compile", True, f"false with parallel.tp={run.parallel.tp} "
+                          "(compiled blocks under tensor parallelism fail in backward on this "
+                          "torch; use parallel.tp=1)")

@@ -53,10 +53,13 @@ class RunInputs:
     phases: PhaseTimer
     collectives: Any = None  # parallel.collectives.CollectiveProfile: use it for every collective
     measurements: dict = field(default_factory=dict)  # workload-specific numbers for tracking
+    compile: bool = False    # train.compile: compile each block (workloads/common/compile.py)
 
 
 class Workload(ABC):
     mlperf_benchmark: str    # the name the MLPerf compliance checker knows
+    # train.compile=true compiles this workload's blocks; a workload without (DLRM) refuses it.
+    compiles_blocks: bool = False
 
     def __init__(self, inputs: RunInputs):
         self.inputs = inputs
