@@ -17,6 +17,7 @@ PHASES = ("data_wait", "forward_backward", "communication", "optimizer", "eval",
 GROUPED = ("checkpoint_", "data_", "storage_", "step_time_", "process_", "system_", "quality_",
            "fabric_")
 RANK_SPREAD = re.compile(r"^(\w+)_s_(min|mean|max)$")
+GPU = re.compile(r"^gpu_(\d+)_(\w+)$")   # gpu_0_power_watts_mean -> gpu/0/power_watts_mean
 COMM = re.compile(r"^comm_(\w+?)_(calls|bytes|seconds|intra_node_bytes|inter_node_bytes)"
                   r"_per_step$")
 
@@ -32,6 +33,9 @@ def metric_name(flat: str) -> str:
     comm = COMM.match(flat)
     if comm:
         return f"comm/{comm.group(1)}/{comm.group(2)}_per_step"
+    gpu = GPU.match(flat)
+    if gpu:
+        return f"gpu/{gpu.group(1)}/{gpu.group(2)}"
     spread = RANK_SPREAD.match(flat)
     if spread and spread.group(1) in PHASES:
         return f"ranks/{flat}"

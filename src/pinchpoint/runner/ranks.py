@@ -143,6 +143,7 @@ def _quiet_elastic():
 
 
 def _as_rank(cfg: DictConfig, job: JobInfo, body: Body, launcher: str) -> Any:
+    _nccl_debug(cfg, job)
     ctx = init_process_group(cfg.parallel.backend, cfg.train.device, cfg.train.threads, launcher)
     if ctx.rank != 0:  # one voice on the terminal: rank 0's
         logging.getLogger().setLevel(logging.WARNING)
@@ -159,6 +160,22 @@ def _as_rank(cfg: DictConfig, job: JobInfo, body: Body, launcher: str) -> Any:
         raise
     finally:
         shutdown()
+
+
+def _nccl_debug(cfg: DictConfig, job: JobInfo) -> None:
+    """telemetry.nccl_debug on an NCCL process group: NCCL's INFO log (INIT,COLL,NET) to a file
+    per rank under <output>/nccl/, set before the group forms (NCCL reads it at its first
+    communicator). A gloo group gets nothing (the session says so once)."""
+    if not cfg.telemetry.get("nccl_debug"):
+        return
+    device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
+    backend = cfg.parallel.backend if cfg.parallel.backend != "auto" else \
+        ("nccl" if device.type == "cuda" else "gloo")    # as init_process_group resolves it
+    if backend != "nccl":
+        return
+    from pinchpoint.telemetry.nccl_log import log_dir, nccl_env
+    os.makedirs(log_dir(job.output_dir), exist_ok=True)
+    os.environ.update(nccl_env(log_dir(job.output_dir), int(os.environ["RANK"])))
 
 
 def _spawned_rank(cfg: DictConfig, job: JobInfo, body: Body, level: int) -> Optional[Any]:

@@ -93,10 +93,16 @@ def _tree_rss(tree: list[psutil.Process]) -> float:
 
 
 class SystemSampler:
-    """``with SystemSampler(timeline): ...`` or ``start()``/``stop()``; rank 0 of a node."""
+    """``with SystemSampler(timeline): ...`` or ``start()``/``stop()``; rank 0 of a node.
 
-    def __init__(self, timeline=None, interval_s: float = RUN_INTERVAL_S):
+    ``gpu_counters``: each tick also reads every GPU the machine shows (telemetry/gpu_counters:
+    NVML or amdsmi) as ``gpu<i>/...`` tracks; on a machine without GPUs it adds nothing."""
+
+    def __init__(self, timeline=None, interval_s: float = RUN_INTERVAL_S,
+                 gpu_counters: bool = False):
         self.timeline, self.interval_s = timeline, float(interval_s)
+        self.want_gpus = gpu_counters
+        self.gpus = None
         self.process = psutil.Process()
         self._tree_members: Optional[list[psutil.Process]] = None
         self._tree_age = 0    # samples since the tree was found
@@ -110,6 +116,9 @@ class SystemSampler:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "SystemSampler":
+        if self.want_gpus:
+            from pinchpoint.telemetry.gpu_counters import open_gpu_counters
+            self.gpus = open_gpu_counters()
         self.first = self.last = _Totals(self._members())
         self._thread = threading.Thread(target=self._loop, name="system-sampler", daemon=True)
         self._thread.start()
@@ -121,7 +130,10 @@ class SystemSampler:
             self._thread.join(timeout=5)
             self._thread = None
             self.sample()          # the tail since the last tick
-        return self.summary()
+        out = self.summary()
+        if self.gpus is not None:
+            self.gpus.close()
+        return out
 
     def __enter__(self) -> "SystemSampler":
         return self.start()
@@ -157,6 +169,8 @@ class SystemSampler:
         self.cpu_sum += cpu
         self.rss_peak = max(self.rss_peak, rss)
         self.last = now
+        if self.gpus is not None:   # gpu<i>/... tracks (and the run's per-GPU means and peaks)
+            self.gpus.sample(self.timeline, now.t)
         if self.timeline is None:
             return
         tl, t = self.timeline, now.t
@@ -195,4 +209,6 @@ class SystemSampler:
         if a.net and b.net:
             out.update(system_net_received_bytes=float(b.net[0] - a.net[0]),
                        system_net_sent_bytes=float(b.net[1] - a.net[1]))
+        if self.gpus is not None:
+            out.update(self.gpus.summary())
         return out
