@@ -134,3 +134,19 @@ def test_plan_counts_match_the_built_model(smoke_run):
     assert counts["adapters"] == w.inputs.measurements["trainable_parameters"]
     assert counts["base"] == w.inputs.measurements["base_parameters"]
     json.dumps(counts)
+
+
+def test_decoder_workloads_adapt_the_shared_step_through_public_hooks_only():
+    """No registered decoder-LLM workload (LoRA included) overrides a private method of the
+    shared step: what differs goes through its documented hooks."""
+    from pinchpoint.workloads.common.llm import DecoderLLMWorkload
+    from pinchpoint.workloads.registry import workload_class, workload_names
+    private = {n for n, v in vars(DecoderLLMWorkload).items()
+               if n.startswith("_") and not n.startswith("__") and callable(v)}
+    decoders = [c for c in map(workload_class, workload_names())
+                if issubclass(c, DecoderLLMWorkload)]
+    assert any(c.__name__ == "Llama2LoraWorkload" for c in decoders)
+    for cls in decoders:
+        overridden = {n for k in cls.__mro__[:cls.__mro__.index(DecoderLLMWorkload)]
+                      for n in vars(k)} & private
+        assert not overridden, (cls.__name__, overridden)

@@ -9,11 +9,11 @@ A subclass provides the model and how tensor parallelism applies to it:
         def build_model(self): return Llama(llama_args(self.arch))
         def apply_tensor_parallel(self, stage, tp_mesh): apply_tp(stage, tp_mesh)
 
-Models follow one convention so pipelining and FSDP need nothing model-specific:
-``model.layers`` (an nn.ModuleDict of blocks named "0".."N-1"), ``model.tok_embeddings``,
-``model.norm`` and ``model.output`` (None on the stages that do not hold them), ``model.recompute``.
-Hooks for MoE (auxiliary losses, router statistics) and LoRA (trainable subset, other data):
-``loss``, ``trainable_parameters``, ``extra_hyperparameters``, ``after_step``.
+The model is a ``DecoderModel`` (common/decoder.py), checked when it is built, so pipelining and
+FSDP need nothing model-specific. Public hooks adapt the step to MoE (auxiliary losses, experts
+kept out of FSDP, router statistics) and LoRA (a frozen base, its own FSDP units, the reference's
+eval loss): ``loss``, ``trainable_parameters``, ``before_sharding``, ``fsdp_units``,
+``clip_gradients``, ``after_step``, ``eval_batches``, ``eval_loss``, ``extra_hyperparameters``.
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ from pinchpoint.parallel.clip import clip_grad_norm
 from pinchpoint.parallel.dims import local_rank
 from pinchpoint.parallel.fsdp import shard_model
 from pinchpoint.parallel.pipeline import build_schedule, split_layers
-from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
 from pinchpoint.storage.checkpoint import load_training_state, training_state
+from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
+from pinchpoint.workloads.common.decoder import check_decoder_model
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,8 @@ class DecoderLLMWorkload(Workload):
 
     # --- what a model provides -----------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        """The full model, on the CPU, from the run's seed (every rank builds the same one)."""
+        """The full model (a ``DecoderModel``), on the CPU, from the run's seed (every rank
+        builds the same one)."""
         raise NotImplementedError
 
     def apply_tensor_parallel(self, stage: nn.Module, tp_mesh) -> None:
@@ -140,6 +142,11 @@ class DecoderLLMWorkload(Workload):
         """Called on this rank's stage after TP, before FSDP2: parameters FSDP must leave alone
         (e.g. experts already split over the expert-parallel group)."""
         return set()
+
+    def fsdp_units(self, stage: nn.Module) -> list[nn.Module]:
+        """The modules of this rank's stage that FSDP2 shards as units of their own, in order,
+        before the stage's root takes the rest: one per block."""
+        return list(stage.layers.values())
 
     def clip_gradients(self, max_norm: float) -> float:
         """The global gradient norm over every rank's parameters, clipped in place."""
@@ -175,6 +182,7 @@ class DecoderLLMWorkload(Workload):
     def build(self) -> None:
         torch.manual_seed(self.inputs.seed)
         model = self.build_model()
+        check_decoder_model(model)
         self.inputs.measurements["model_parameters"] = sum(p.numel() for p in model.parameters())
         self.layout = self._parallelize(model)
         self.model = self.layout.model
@@ -205,8 +213,9 @@ class DecoderLLMWorkload(Workload):
             self.apply_tensor_parallel(part, mesh["tp"])
         # Pipelining runs several micro-batches through a stage before backward: keep the
         # gathered parameters instead of re-gathering them for every micro-batch.
-        shard_model(part, part.layers.values(), mesh, dims, reshard_after_forward=dims.pp == 1,
-                    ignored=self.before_sharding(part))
+        ignored = self.before_sharding(part)
+        shard_model(part, self.fsdp_units(part), mesh, dims, reshard_after_forward=dims.pp == 1,
+                    ignored=ignored)
         out.model = part
         if dims.pp > 1:
             out.pp_group = mesh["pp"].get_group()
@@ -335,31 +344,48 @@ class DecoderLLMWorkload(Workload):
 
     @torch.no_grad()
     def _evaluate(self) -> float:
-        """Mean next-token loss over the first eval_samples validation sequences (unshuffled);
-        each data-parallel replica takes an equal share."""
+        """Summed loss over summed weight of every rank's ``eval_loss``, counted once per
+        data-parallel replica."""
+        sums = torch.zeros(2, dtype=torch.float64)
+        self.model.eval()
+        with self._autocast():
+            for inputs, labels in self.eval_batches():
+                sums += self.eval_loss(inputs, labels)
+        self.model.train()
+        if self.ctx.distributed:
+            if not self.layout.reports_loss:
+                sums.zero_()
+            self.inputs.collectives.all_reduce(sums)
+        return float(sums[0] / sums[1].clamp(min=1))
+
+    def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's validation (inputs, labels) on its device: its data-parallel replica's
+        equal share of the first eval_samples sequences (unshuffled), a micro-batch at a time
+        (a step's micro-batches at a time under pipelining)."""
         lay, a = self.layout, self.arch
         share = a.eval_samples // self.dims.dp
         lo = lay.dp_rank * share
         chunk = a.micro_batch_size * (self.grad_accumulation if lay.schedule is not None else 1)
-        total = torch.zeros((), dtype=torch.float64)
-        self.model.eval()
-        with self._autocast():
-            for start in range(lo, lo + share, chunk):
-                tokens = self.validation_batch(start, chunk).to(self.ctx.device)
-                inputs, labels = tokens[:, :-1], tokens[:, 1:]
-                if lay.schedule is not None:
-                    losses: list = []
-                    lay.schedule.eval(*([inputs] if lay.first_stage else []),
-                                      target=labels if lay.last_stage else None, losses=losses)
-                    if losses:
-                        total += torch.stack(losses).double().sum().cpu() * (chunk // len(losses))
-                else:
-                    total += cross_entropy(self.model(inputs), labels).double().cpu() * chunk
-        self.model.train()
-        if self.ctx.distributed:
-            total = total if lay.reports_loss else torch.zeros((), dtype=torch.float64)
-            self.inputs.collectives.all_reduce(total)
-        return float(total) / (share * self.dims.dp)
+        for start in range(lo, lo + share, chunk):
+            tokens = self.validation_batch(start, chunk).to(self.ctx.device)
+            yield tokens[:, :-1], tokens[:, 1:]
+
+    def eval_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(summed loss, weight) of one validation batch as float64 on the CPU; the evaluation
+        is their ratio over all batches. Here: the mean next-token loss weighted by the batch's
+        sequences (nothing on pipeline stages that hold no loss)."""
+        lay, n = self.layout, len(inputs)
+        if lay.schedule is None:
+            return torch.tensor([float(cross_entropy(self.model(inputs), labels)) * n, n],
+                                dtype=torch.float64)
+        losses: list = []
+        lay.schedule.eval(*([inputs] if lay.first_stage else []),
+                          target=labels if lay.last_stage else None, losses=losses)
+        if not losses:
+            return torch.zeros(2, dtype=torch.float64)
+        micro = n // len(losses)     # each loss is one micro-batch's mean
+        return torch.tensor([float(torch.stack(losses).double().sum()) * micro, n],
+                            dtype=torch.float64)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

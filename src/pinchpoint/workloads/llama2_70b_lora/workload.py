@@ -16,10 +16,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from pinchpoint.data.loader import BatchStream
-from pinchpoint.parallel.fsdp import shard_model
 from pinchpoint.storage.checkpoint import load_training_state, training_state
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes
-from pinchpoint.workloads.common.llm import DecoderLLMWorkload, Layout
+from pinchpoint.workloads.common.llm import DecoderLLMWorkload
 from pinchpoint.workloads.llama2_70b_lora import base, data, hf_checkpoint, synthetic, validation
 from pinchpoint.workloads.llama2_70b_lora.lora import apply_lora, parameter_counts
 from pinchpoint.workloads.llama2_70b_lora.model import (Llama2ForCausalLM, causal_lm_loss,
@@ -139,7 +138,7 @@ class Llama2LoraWorkload(DecoderLLMWorkload):
         lora = m.lora
         torch.manual_seed(self.inputs.seed)  # adapters alike whether the base was made now or not
         apply_lora(model, lora.rank, lora.alpha, lora.dropout, list(lora.target_modules))
-        if self.arch.precision == "bf16" and self.ctx.device.type == "cuda":
+        if self._bf16_base:
             for name, p in model.named_parameters():
                 if not p.requires_grad:  # the frozen base is stored in bf16 (as the reference)
                     p.data = p.data.to(torch.bfloat16)
@@ -148,23 +147,19 @@ class Llama2LoraWorkload(DecoderLLMWorkload):
                                          "base_parameters": float(counts["base"])})
         return model
 
-    def _parallelize(self, model: nn.Module) -> Layout:
-        """FSDP2 (ZeRO-3, as the reference) over the data-parallel ranks: one unit per decoder
-        layer, the root for the rest. Under bf16 the adapters get their own units first: their
-        fp32 weights cannot share an all-gather with the bf16 frozen base (FSDP2 gathers one
-        dtype per unit)."""
-        dims = self.dims
-        model.recompute = self.arch.recompute
-        model = model.to(self.ctx.device)
-        if not dims.distributed:
-            return Layout(model)
-        mesh = dims.build_mesh(self.ctx.device.type)
-        units = list(model.layers.values())
-        if self.arch.precision == "bf16" and self.ctx.device.type == "cuda":
-            units = [m for n, m in model.named_modules() if n.endswith(("lora_A", "lora_B"))] \
+    def fsdp_units(self, stage: nn.Module) -> list[nn.Module]:
+        """FSDP2 (ZeRO-3, as the reference): one unit per decoder layer, the root for the rest.
+        Under bf16 the adapters get their own units first: their fp32 weights cannot share an
+        all-gather with the bf16 frozen base (FSDP2 gathers one dtype per unit)."""
+        units = super().fsdp_units(stage)
+        if self._bf16_base:
+            units = [m for n, m in stage.named_modules() if n.endswith(("lora_A", "lora_B"))] \
                 + units
-        shard_model(model, units, mesh, dims)
-        return Layout(model, mesh, dp_rank=dims.dp_rank(mesh))
+        return units
+
+    @property
+    def _bf16_base(self) -> bool:
+        return self.arch.precision == "bf16" and self.ctx.device.type == "cuda"
 
     def build(self) -> None:
         super().build()
@@ -197,33 +192,31 @@ class Llama2LoraWorkload(DecoderLLMWorkload):
                 loss += micro.detach() / self.grad_accumulation
         return self._global_mean(loss)
 
-    @torch.no_grad()
-    def _evaluate(self) -> float:
-        """The reference's eval loss: per validation sequence the mean loss over its scored
-        (summary) tokens, averaged over the first eval_samples sequences. Rank r of dp takes
-        sequences r, r + dp, ...; every rank runs the same number of forwards (FSDP gathers
-        collectively), a rank past the end repeats a sequence it does not count."""
-        a, dp = self.arch, self.dims.dp
+    def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Rank r of dp takes validation sequences r, r + dp, ...; every rank runs the same
+        number of forwards (FSDP gathers collectively): a rank past the end repeats sequence 0
+        with every label masked, which counts for nothing."""
+        a, dp, mbs = self.arch, self.dims.dp, self.arch.micro_batch_size
         mine = list(range(self.layout.dp_rank, a.eval_samples, dp))
         passes = math.ceil(a.eval_samples / dp)
         rows = np.array(mine + [0] * (passes - len(mine)))
-        counted = np.arange(passes) < len(mine)
+        for lo in range(0, passes, mbs):
+            labels = torch.from_numpy(self.val.labels[rows[lo:lo + mbs]])
+            labels[max(0, len(mine) - lo):] = -100
+            yield (torch.from_numpy(self.val.input_ids[rows[lo:lo + mbs]]).to(self.ctx.device),
+                   labels.to(self.ctx.device))
+
+    def eval_loss(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The reference's eval loss: per validation sequence the mean loss over its scored
+        (summary) tokens, averaged over sequences; a sequence with no scored token has no loss
+        to average."""
+        logits = self.model(ids)
         sums = torch.zeros(2, dtype=torch.float64)  # sum of per-sequence losses, sequences
-        self.model.eval()
-        with self._autocast():
-            for lo in range(0, passes, a.micro_batch_size):
-                pick = rows[lo:lo + a.micro_batch_size]
-                ids = torch.from_numpy(self.val.input_ids[pick]).to(self.ctx.device)
-                labels = torch.from_numpy(self.val.labels[pick]).to(self.ctx.device)
-                logits = self.model(ids)
-                for i in np.flatnonzero(counted[lo:lo + a.micro_batch_size]):
-                    total, count = causal_lm_loss(logits[i:i + 1], labels[i:i + 1])
-                    if count > 0:  # a row with no summary token has no loss to average
-                        sums += torch.tensor([float(total / count), 1.0], dtype=torch.float64)
-        self.model.train()
-        if self.ctx.distributed:
-            self.inputs.collectives.all_reduce(sums)
-        return float(sums[0] / sums[1].clamp(min=1))
+        for i in range(len(ids)):
+            total, count = causal_lm_loss(logits[i:i + 1], labels[i:i + 1])
+            if count > 0:
+                sums += torch.tensor([float(total / count), 1.0], dtype=torch.float64)
+        return sums
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
