@@ -23,7 +23,8 @@ from pinchpoint.workloads.llama2_70b_lora.model import (Llama2Args, Llama2ForCau
                                                         causal_lm_loss)
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+# 2: pretrained from the shared decoder stack's init (truncated normal) and torch's RMSNorm.
+FORMAT_VERSION = 2
 
 
 def _mean_loss(model, rows: torch.Tensor, batch: int) -> float:
