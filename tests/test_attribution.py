@@ -271,6 +271,7 @@ def test_trace_records_device_spans_and_waits(world_of_one):
 
 def test_compiled_graphs_note():
     from pinchpoint.parallel.comm_trace import compiled_graphs_note
-    assert compiled_graphs_note(False, True) is None
-    assert compiled_graphs_note(True, False) is None
-    assert "torch.compile" in compiled_graphs_note(True, True)
+    assert compiled_graphs_note(False, 2, 1) is None
+    assert compiled_graphs_note(True, 1, 1) is None       # FSDP2/DDP: outside the graphs
+    assert "torch.compile" in compiled_graphs_note(True, 2, 1)
+    assert "torch.compile" in compiled_graphs_note(True, 1, 4)

@@ -18,8 +18,8 @@ GROUPED = ("checkpoint_", "data_", "storage_", "step_time_", "process_", "system
            "fabric_")
 RANK_SPREAD = re.compile(r"^(\w+)_s_(min|mean|max)$")
 GPU = re.compile(r"^gpu_(\d+)_(\w+)$")   # gpu_0_power_watts_mean -> gpu/0/power_watts_mean
-COMM = re.compile(r"^comm_(\w+?)_(calls|bytes|seconds|intra_node_bytes|inter_node_bytes)"
-                  r"_per_step$")
+COMM = re.compile(r"^comm_(\w+?)_(calls|bytes|device_seconds|exposed_seconds|seconds"
+                  r"|intra_node_bytes|inter_node_bytes)_per_step$")
 
 
 def metric_name(flat: str) -> str:

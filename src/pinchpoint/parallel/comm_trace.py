@@ -319,14 +319,17 @@ class TorchCollectiveTrace:
         return self.blocked(kind, 0, False, op, args, kwargs, issued=issued)
 
 
-def compiled_graphs_note(compile: bool, distributed: bool) -> Optional[str]:
+def compiled_graphs_note(compile: bool, tp: int, ep: int) -> Optional[str]:
     """Why a run's collectives are partly unattributed when its blocks are compiled (None when
-    not): the functional collectives inside a compiled graph are called by their overloads,
-    which the trace does not patch; their time stays in the phase around them."""
-    if not (compile and distributed):
+    none are): the functional collectives inside a compiled graph are called by their overloads,
+    which the trace does not patch; their time stays in the phase around them. Blocks are
+    compiled before FSDP2 wraps them, so its all-gathers and reduce-scatters run outside the
+    graphs (the trace counts the same calls and bytes compiled or not: tests/test_compile.py);
+    only collectives a block issues itself (TP's, the experts' all-to-all) would be inside."""
+    if not compile or (tp <= 1 and ep <= 1):
         return None
-    return ("collectives inside torch.compile graphs are not traced: their time stays in "
-            "forward_backward")
+    return ("collectives inside torch.compile graphs (tensor or expert parallelism) are not "
+            "traced: their time stays in forward_backward")
 
 
 def _where(method: str, group, args, kwargs) -> dict:

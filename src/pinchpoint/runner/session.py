@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from pinchpoint.parallel.comm_trace import compiled_graphs_note
 from pinchpoint.parallel.context import RankContext
 from pinchpoint.runner import loop
 from pinchpoint.runner.checkpointing import ProgressMarker, Resume, Saver, find_resume, restore
@@ -19,6 +20,7 @@ from pinchpoint.runner.inputs import build_inputs, build_workload
 from pinchpoint.runner.run_key import flatten, resolved_dict, run_key
 from pinchpoint.runner.summary import across_ranks, summarize
 from pinchpoint.storage import make_tier
+from pinchpoint.telemetry import attribution
 from pinchpoint.telemetry.mlperf_log import C, MLPerfLog, time_to_train_s
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.telemetry.profiler import StepProfiler
@@ -34,7 +36,10 @@ class Session:
         self.tier = make_tier(cfg.storage)
         self.key = run_key(cfg)
         self.timeline = Timeline(ctx.rank)
-        self.phases = PhaseTimer(self.timeline, ctx.synchronize)
+        # telemetry.attribution: events (CUDA), sync (today's, and auto on CPU) or off
+        self.attribution, sync, events = attribution.for_run(cfg.telemetry.attribution,
+                                                            ctx.device, ctx.synchronize)
+        self.phases = PhaseTimer(self.timeline, sync, events)
         self.inputs = build_inputs(cfg, ctx, self.phases, self.tier)
         self.collectives = self.inputs.collectives
         self.workload = build_workload(cfg, self.inputs)
@@ -69,9 +74,13 @@ class Session:
         self.attempt = resume.meta["attempt"] + 1 if resume else 0
         self.timeline.attempt = max(self.attempt,
                                     int(os.environ.get("SLURM_RESTART_COUNT") or 0))
-        if self.ctx.is_main:  # CPU, memory, disk and network as counter tracks on the timeline
+        if self.ctx.is_main:  # CPU, memory, disk, network (and GPUs) as timeline counter tracks
             from pinchpoint.telemetry.system_sampler import SystemSampler
-            self.sampler = SystemSampler(self.timeline).start()
+            self.sampler = SystemSampler(
+                self.timeline, gpu_counters=self.cfg.telemetry.gpu_counters).start()
+            if self.cfg.telemetry.nccl_debug and self.ctx.backend != "nccl":
+                log.info("telemetry.nccl_debug: this run uses no NCCL communicator (backend %s):"
+                         " there is no NCCL log to parse", self.ctx.backend)
         # Data files are found and their headers checked before any MLflow run is opened, so
         # a bad file is refused like a bad config value (no run left behind).
         self.files = self.workload.prepare_data()
@@ -113,13 +122,19 @@ class Session:
         meter = self._fabric_meter()
         # Collectives torch issues itself (FSDP2, TP, pipelining) are counted and carved into
         # the communication phase like the ones workloads issue through the profile.
-        with self.collectives.trace_torch_collectives(synchronize=True):
+        with self.collectives.trace_torch_collectives(
+                synchronize=self.attribution == "sync") as trace:
+            note = compiled_graphs_note(self.cfg.train.compile, self.inputs.dims.tp,
+                                        self.inputs.dims.ep)
+            if note:
+                trace.not_attributed("compiled_graphs", note)
             try:
                 state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
                                    self._hooks(sizes, quality))
             finally:   # the profiled steps' events onto the timeline, outside the clock
                 if self.profiler is not None:
                     self.profiler.close()
+            self.phases.flush()   # attribution=events: the steps not resolved yet
         m.end(C.RUN_STOP, metadata={"status": state.status})
         self.fabric_report = meter.stop(self.collectives) if meter else None
         summary = summarize(state, quality, self.phases, self.tier.io, self.collectives,
@@ -127,10 +142,25 @@ class Session:
                             time.perf_counter() - started, self.attempt, steps_redone, resume,
                             self.ctx.world_size)
         summary.update(across_ranks(self.ctx, self.phases.totals))
+        summary.update(self._attribution_figures(summary["steps"], trace))
         if self.fabric_report is not None:
             from pinchpoint.cluster.fabric_meter import summary_metrics
             summary.update(summary_metrics(self.fabric_report, summary["steps"]))
         return summary
+
+    def _attribution_figures(self, steps: int, trace) -> dict[str, Any]:
+        """compute_s / communication_s / exposed_communication_s per step, per kind
+        (telemetry/attribution.py), and what the trace could not attribute."""
+        from pinchpoint.parallel.collectives import KINDS
+        seconds = {k: s.seconds for (section, k), s in self.collectives.stats.items()
+                   if section == "train"}
+        out = attribution.run_figures(self.attribution, self.phases.events, self.phases.totals,
+                                      seconds, steps, KINDS)
+        if trace.unattributed():
+            out["collectives_unattributed"] = "; ".join(
+                f"{what}: {why}" for what, why in trace.unattributed().items())
+            self.timeline.metadata["collectives_unattributed"] = trace.unattributed()
+        return out
 
     def _fabric_meter(self):
         """A run across nodes reads its node links' counters over the loop (every rank: the
@@ -295,6 +325,7 @@ class Session:
         if self.fabric_report is not None:   # every node link's counters, on the same clock
             from pinchpoint.cluster.fabric_meter import draw
             draw(self.fabric_report, self.timeline)
+        nccl_params, nccl_file = self._nccl_log()
         artifacts = [self.timeline.write(os.path.join(out, "timeline.json")), self.mlperf_path,
                      _write_yaml(os.path.join(out, "config_resolved.yaml"), resolved_dict(self.cfg))]
         if summary is not None:
@@ -305,9 +336,13 @@ class Session:
             summary.update(system)
             artifacts.append(_write_json(os.path.join(out, "phase_summary.json"), summary))
             self.summary = summary
+        if nccl_file:
+            artifacts.append(nccl_file)
         if self.tracker is not None:
             if self.fabric_report is not None:
                 run_record.log_fabric_series(self.tracker, self.fabric_report)
+            if nccl_params:
+                self.tracker.log_params(nccl_params)
             plots = []
             if summary is not None:   # the loop's phases as one stacked bar, beside the run
                 from pinchpoint.analysis.plots import phase_chart
@@ -315,6 +350,23 @@ class Session:
             run_record.close_run(self.tracker, status, summary, self.name(), artifacts, plots)
         if self.checkpoints is not None and status in ("success", "aborted"):
             self.checkpoints.clear()  # the point is complete: a rerun of it starts afresh
+
+    def _nccl_log(self) -> tuple[dict[str, str], Optional[str]]:
+        """telemetry.nccl_debug: rank 0's NCCL log (every communicator it created, by the run's
+        end) as ``nccl.*`` params and on the timeline at the process group's start (the world
+        communicator's init ran inside it; NCCL's lines carry no time). Every rank's file stays
+        in <output>/nccl/ (runner/ranks.py set NCCL_DEBUG_FILE before the group formed)."""
+        if not self.cfg.telemetry.nccl_debug or self.ctx.backend != "nccl":
+            return {}, None
+        from pinchpoint.telemetry import nccl_log
+        path = nccl_log.rank_log(nccl_log.log_dir(self.job.output_dir), self.ctx.rank)
+        if path is None:
+            log.warning("telemetry.nccl_debug: NCCL wrote no log for rank %d under %s",
+                        self.ctx.rank, nccl_log.log_dir(self.job.output_dir))
+            return {}, None
+        parsed = nccl_log.parse_file(path)
+        parsed.draw(self.timeline, self.timeline.origin)
+        return parsed.params(), path
 
 
 def _write_json(path: str, data: dict) -> str:

@@ -39,6 +39,7 @@ from pinchpoint.parallel.fsdp import shard_model
 from pinchpoint.parallel.pipeline import build_schedule, split_layers
 from pinchpoint.storage.checkpoint import load_training_state, training_state
 from pinchpoint.workloads.base import Quality, RunInputs, Sizes, Workload
+from pinchpoint.workloads.common.compile import compile_blocks
 from pinchpoint.workloads.common.decoder import check_decoder_model
 
 
@@ -103,6 +104,7 @@ class Layout:
 
 class DecoderLLMWorkload(Workload):
     mlperf_benchmark = ""
+    compiles_blocks = True
 
     def __init__(self, inputs: RunInputs):
         super().__init__(inputs)
@@ -202,7 +204,10 @@ class DecoderLLMWorkload(Workload):
         dims, device = self.dims, self.ctx.device
         model.recompute = self.arch.recompute
         if not dims.distributed:
-            return Layout(model.to(device))
+            model = model.to(device)
+            if self.inputs.compile:
+                compile_blocks(model.layers)
+            return Layout(model)
         mesh = dims.build_mesh(device.type)
         out = Layout(model, mesh, dp_rank=dims.dp_rank(mesh), tp_rank=local_rank(mesh, "tp"),
                      pp_rank=local_rank(mesh, "pp"), pp=dims.pp)
@@ -211,6 +216,8 @@ class DecoderLLMWorkload(Workload):
         part.recompute = self.arch.recompute
         if dims.tp > 1:
             self.apply_tensor_parallel(part, mesh["tp"])
+        if self.inputs.compile:   # each block, after TP and before FSDP2 (torchtitan's order)
+            compile_blocks(part.layers)
         # Pipelining runs several micro-batches through a stage before backward: keep the
         # gathered parameters instead of re-gathering them for every micro-batch.
         ignored = self.before_sharding(part)

@@ -42,11 +42,6 @@ class Llama2LoraWorkload(DecoderLLMWorkload):
     def validate(cls, run) -> None:
         validation.validate(run)
 
-    @classmethod
-    def plan(cls, run) -> dict[str, Any]:
-        from pinchpoint.workloads.llama2_70b_lora import plan
-        return plan.describe(run)
-
     def describe(self) -> dict[str, Any]:
         lora = self.cfg_model.lora
         return {"model.lora.rank": lora.rank, "model.recompute": self.cfg_model.recompute}
