@@ -157,12 +157,29 @@ def wire_bytes(lay: Layout) -> int:
 
 
 # --- per layer, per micro-batch, per GPU -------------------------------------------------------
+def layer_flops(s: DecoderShape, lay: Layout) -> dict[str, float]:
+    """Training FLOPs (forward + backward) of one transformer layer for one micro-batch on one
+    GPU: "gemm", 6 x linear parameters x tokens, and "attention", the causal half of QK^T and
+    PV (6 x seq_len x tokens x heads x head_dim), each split tp ways. A non-causal kernel's
+    count (torch's FlopCounterMode on scaled_dot_product_attention) is twice "attention"."""
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    linear = parameter_counts(s)["per_layer"] - 2 * s.dim
+    return {"gemm": 6 * linear * tokens / lay.tp,
+            "attention": 6 * lay.seq_len * tokens * s.n_heads * s.head_dim / lay.tp}
+
+
+def layer_seconds(a, lay: Layout, system: System) -> dict[str, float]:
+    """One layer's terms for one micro-batch on one GPU, before overlap: "compute" (matmuls
+    and attention at the achieved fraction of the peak, recompute included), "attention" (its
+    share), "memory" (memory-bound kernels), "tp" and "cp" (their collectives)."""
+    return _layer_work(a if isinstance(a, DecoderShape) else DecoderShape.of(a), lay, system)
+
+
 def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float]:
     tokens = lay.micro_batch * lay.seq_len / lay.cp
     hd = s.head_dim
-    linear = parameter_counts(s)["per_layer"] - 2 * s.dim
-    gemm = 6 * linear * tokens / lay.tp
-    attention = 6 * lay.seq_len * tokens * s.n_heads * hd / lay.tp
+    flops = layer_flops(s, lay)
+    gemm, attention = flops["gemm"], flops["attention"]
     elements = 10 * s.dim + 2 * (s.n_heads + s.n_kv_heads) * hd + 3 * s.ffn_dim
     mem_bytes = 3 * ACT * elements * tokens / lay.tp + cast_bytes_per_token(s, lay) * tokens
     redo = 1 / 3 if lay.recompute else 0.0
