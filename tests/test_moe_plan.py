@@ -44,9 +44,69 @@ def test_plan_reports_fit_and_step_terms(shape):
     p = plan(shape, MoELayout(dp_shard=8, ep=8, micro_batch=2, global_batch=16,
                               seq_len=8192, recompute=True), GPU)
     assert p["fits"] and p["memory_needed_gib"] < p["memory_usable_gib"]
-    t = p["step_time"]
-    assert t["compute_seconds"] > 0 and t["all_to_all_seconds"] > 0
-    assert t["step_seconds_no_overlap"] >= t["step_seconds_full_overlap"]
+    t = p["terms_s"]
+    assert t["compute"] > 0 and t["all_to_all"] > 0
+    assert p["step_s"] == pytest.approx(sum(t.values()))
+    assert p["dominant"] in t and p["world_size"] == 8
+
+
+def test_plan_gives_time_to_train_with_the_rcp(shape):
+    """A full plan (plan/grid.py PLANNED): step time, terms and time-to-train from the RCPs."""
+    from pinchpoint.plan.grid import PLANNED
+    lay = MoELayout(dp_shard=8, ep=1, micro_batch=3, global_batch=24, seq_len=8192)
+    p = plan(shape, lay, "b300", "gpt_oss_20b", "6.0.0", 12288, 1024)
+    assert PLANNED <= set(p) and p["fits"]
+    ttt = p["time_to_train"]
+    assert ttt["rcp"] == "RCP interpolation 16..64"
+    assert ttt["train_s"] == pytest.approx(ttt["steps"] * p["step_s"])
+
+
+def test_layer_split_is_the_runtimes():
+    """DeepSeek's 61 layers at pp=16 split as parallel/pipeline.py split_layers splits them
+    (the first 61 % 16 stages take one more), not by ceiling division."""
+    pytest.importorskip("torch")
+    from pinchpoint.parallel.pipeline import split_layers
+    from pinchpoint.plan.moe import stage_layers
+    ds = ds_plan.shape(scale("deepseek_v3_671b", DeepSeekScaleConfig, "full"))
+    for pp in (1, 2, 4, 8, 16):
+        lay = MoELayout(pp=pp, ep=1, seq_len=4096)
+        assert [stage_layers(ds, lay, r) for r in range(pp)] == \
+            [split_layers(61, pp, r) for r in range(pp)]
+    assert [len(split_layers(61, 16, r)) for r in range(16)] == [4] * 13 + [3] * 3
+
+
+def test_all_to_all_grows_when_ep_leaves_the_nvlink_domain(shape):
+    """ep = 8 inside an 8-GPU NVLink domain vs ep = 8 spread one per domain (tp = 8 puts the
+    ep ranks 8 apart): the same bytes, the NIC instead of NVLink."""
+    from pinchpoint.plan.moe import step_terms
+    inside = MoELayout(dp_shard=8, ep=8, micro_batch=2, global_batch=16, seq_len=8192)
+    across = MoELayout(dp_shard=8, ep=8, micro_batch=2, global_batch=16, seq_len=8192,
+                       spans={"ep": __import__("pinchpoint.plan.network", fromlist=["Span"])
+                              .Span(8, 1, 8)})
+    a, b = step_terms(shape, inside, "h100"), step_terms(shape, across, "h100")
+    assert b["all_to_all_s"] > 3 * a["all_to_all_s"] > 0
+    assert b["terms_s"]["all_to_all"] > a["terms_s"]["all_to_all"]
+    assert b["terms_s"]["compute"] == pytest.approx(a["terms_s"]["compute"])
+
+
+def test_moe_compute_counts_top_k_experts_not_all(shape):
+    """Routed experts cost top_k / num_experts of their parameters per token: the step's
+    FLOPs follow active, not total, parameters."""
+    from pinchpoint.plan.moe import layer_flops, model_flops_per_step
+    lay = MoELayout(micro_batch=1, global_batch=1, seq_len=8192)
+    gemm = sum(layer_flops(shape, lay, i)["gemm"] for i in range(shape.n_layers))
+    c = shape.counts()
+    layers_active = c["active_without_embedding"] - c["output"] - c["final_norm"]
+    assert gemm == pytest.approx(6 * layers_active * 8192)
+    assert model_flops_per_step(shape, lay) < 6 * c["total"] * 8192
+
+
+def test_plan_settings_precision_speeds_compute(shape):
+    from pinchpoint.plan.moe import step_terms
+    bf16 = MoELayout(dp_shard=8, ep=8, micro_batch=2, global_batch=16, seq_len=8192)
+    fp8 = MoELayout(**{**bf16.__dict__, "precision": "fp8"})
+    assert step_terms(shape, fp8, "h100")["terms_s"]["compute"] < \
+        step_terms(shape, bf16, "h100")["terms_s"]["compute"]
 
 
 # --- tensor parallelism as the runner lays it out (workloads/common/moe_tp.py) ------------------
@@ -96,9 +156,10 @@ def test_deepseek_tp_keeps_mla_down_projections_and_moe_block_whole(ds):
     moe_block = ds.dim * ds.num_experts + 3 * ds.dim * ds.shared_experts * ds.expert_dim
     experts = ds.num_experts * 3 * ds.dim * ds.expert_dim
     lay = MoELayout(dp_shard=32, ep=32, tp=2, pp=4, seq_len=4096, global_batch=15360)
-    stage = memory_per_device(shape, lay)["stages"][1]     # layers 16..31: all MoE
+    stage = memory_per_device(shape, lay)["stages"][1]     # the runtime's split: 16..30, MoE
     per_layer = (split / 2 + whole + moe_block) / 32 + experts / 32
-    assert stage["parameters_per_device"] == pytest.approx(16 * per_layer)
+    assert stage["layers"] == 15
+    assert stage["parameters_per_device"] == pytest.approx(15 * per_layer)
 
 
 def test_tp_sums_moe_gradients_once_a_step(oss, shape):
@@ -162,7 +223,7 @@ def test_tp1_layout_has_no_tp_terms(shape):
     assert p["gpu"] == "H200"
     assert p["memory_per_device"]["worst_stage"]["parameters_per_device"] == \
         pytest.approx(c["total"] / 8)
-    assert p["step_time"]["tp_redundant_flops_per_step"] == 0
+    assert p["terms_s"]["tp"] == 0
 
 
 # What each model's parallelize.py leaves whole on every TP rank outside the MoE block.

@@ -12,8 +12,12 @@ Layout model (the runner's plan: workloads/common/moe_tp.py and each model's par
 - non-expert weights are sharded by FSDP over dp_shard;
 - routed-expert weights are split by ep, and further sharded over the dp_shard ranks that hold
   the same experts (dp_shard / ep, when dp_shard > ep);
-- bytes per parameter as for Llama: fp32 4 + 4 + 8; bf16 mixed 2 bf16 weights + 4 fp32 grads +
-  12 fp32 master/m/v.
+- bytes per parameter: plan/memory.py's (the dense planner's): fp32 4 + 4 + 8; bf16 mixed 2
+  bf16 weights + 4 fp32 grads + 12 fp32 master/m/v;
+- pipeline stages: the runtime's balanced split (parallel/pipeline.py split_layers, which
+  plan/pipeline.py layers_per_chunk reproduces: the first n_layers % pp stages take one more;
+  DeepSeek's 61 layers at pp=16 are 13 x 4 then 3 x 3), honouring plan.virtual_stages,
+  embedding_as_layer, loss_as_layer and layers_per_chunk.
 Activations saved per layer and micro-batch (first order): the block input and norm outputs,
 q/k/v and attention output at their real widths, and for a MoE layer the router logits (fp32),
 for each of a token's k routed copies the received row, the experts' gate/up output, its
@@ -25,19 +29,36 @@ step the MoE parameters' gradients (local tokens' share) are all-reduced over tp
 All-to-all: every MoE layer sends each routed (token, choice) row whose expert lives on another
 rank, (ep - 1) / ep of them under uniform routing, once to dispatch and once to combine, and
 backward mirrors both; ``bytes`` here is what leaves the device (the figure the links carry).
-Seconds: bytes over the link of the span's level; where the System says how bytes reach the
-wire (``gpus_per_nic``, ``collectives``) or the layout places groups (``Layout.spans``: 'ep',
-'dp_shard', 'dp_replicate', 'expert_replicate', 'tp'), each collective is timed by
-plan/network.py on its group instead.
+Seconds: every collective is timed by plan/network.py on its group of the two-level network
+(hierarchical algorithms, the communicator's plan.nccl_max_ctas cap, ``gpus_per_nic``, gloo);
+``Layout.spans`` ('ep', 'dp_shard', 'dp_replicate', 'expert_replicate', 'tp') places groups
+other than the mesh order does.
+
+Step time (``step_terms``), per micro-batch and rank, for each layer on the rank, as plan/llm.py
+does for a dense decoder: the matmuls (6 x parameters x tokens: attention split over tp on the
+whole sequence, what TP leaves whole on the whole sequence, the MoE block's router and shared
+experts on the rank's seq_len / tp tokens, the routed experts at top_k rows per token, the same
+on every EP rank under uniform routing) at the precision's calibrated achieved rate; causal
+attention (sliding-window layers: window keys per query); memory-bound kernels; the
+all-to-all (4 per MoE layer: dispatch and combine forward and backward) over the ep group,
+inside the NVLink domain or across it (exposed but for ``Layout.overlap['expert_parallel']``,
+default 0: no calibrated overlap); TP collectives (hidden as the dense planner's). Per step:
+micro-batches x the slowest stage's micro-batch, the pipeline bubble ((pp - 1) / vp of it), the
+data-parallel traffic (FSDP gathers and reduce-scatters of the non-expert parameters over
+dp_shard, of the expert parameters over the ranks holding the same experts, HSDP all-reduces)
+less what compute hides (calibrated data_parallel overlap), and the optimizer update.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from pinchpoint.plan import network
-from pinchpoint.plan.hardware import system_from
-from pinchpoint.plan.llm import Layout
+from pinchpoint.plan import network, pipeline
+from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
+from pinchpoint.plan.hardware import System, system_from
+from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, Layout,
+                                 _exposed, wire_bytes)
+from pinchpoint.plan.memory import _in_flight, bytes_per_param
 
 GIB = 2 ** 30
 
@@ -67,6 +88,8 @@ class MoEShape:
     attention_replicated_widths: int = 0
     attention_grad_all_reduce_widths: int = 0
     sequence_balance: bool = False       # balancing loss per sequence (router sums per sequence)
+    # keys a query sees on each layer: 0 = causal over the whole sequence, w = sliding window w
+    window_per_layer: list[int] = field(default_factory=list)
 
     @property
     def n_layers(self) -> int:
@@ -108,15 +131,20 @@ class MoELayout(Layout):
         return max(self.ep, self.dp_shard)
 
 
-def bytes_per_param(precision: str) -> dict[str, int]:
-    if precision == "fp32":
-        return {"weights": 4, "gradients": 4, "optimizer": 8, "activation": 4}
-    return {"weights": 2, "gradients": 4, "optimizer": 12, "activation": 2}
+def stage_layers(shape: MoEShape, lay: MoELayout, stage: int) -> list[int]:
+    """Layers on pipeline rank ``stage``: the chunks of plan/pipeline.py (the runtime's
+    balanced split; chunk c on rank c % pp), in schedule order."""
+    chunks = lay.chunks(shape.n_layers)
+    out, start = [], 0
+    for c, n in enumerate(chunks):
+        if c % lay.pp == stage:
+            out.extend(range(start, start + n))
+        start += n
+    return out
 
 
-def stage_layers(shape: MoEShape, lay: MoELayout, stage: int) -> range:
-    per = -(-shape.n_layers // lay.pp)
-    return range(stage * per, min(shape.n_layers, (stage + 1) * per))
+def last_stage(shape: MoEShape, lay: MoELayout) -> int:
+    return (len(lay.chunks(shape.n_layers)) - 1) % lay.pp
 
 
 def activation_bytes(shape: MoEShape, lay: MoELayout, layer: int) -> float:
@@ -150,7 +178,7 @@ def memory_per_device(shape: MoEShape, lay: MoELayout) -> dict[str, Any]:
     stages = []
     for stage in range(lay.pp):
         layers = stage_layers(shape, lay, stage)
-        first, last = stage == 0, stage == lay.pp - 1
+        first, last = stage == 0, stage == last_stage(shape, lay)
         replicated = sum(shape.tp_local(i, lay.tp) for i in layers) + \
             (first * c["embedding"] + last * c["output"]) / lay.tp + last * c["final_norm"]
         experts = sum(shape.experts_per_layer[i] for i in layers)
@@ -159,8 +187,7 @@ def memory_per_device(shape: MoEShape, lay: MoELayout) -> dict[str, Any]:
         biggest = max((shape.tp_local(i, lay.tp) +
                        shape.experts_per_layer[i] / lay.ep for i in layers), default=0)
         gather = 2 * biggest * b["weights"] if lay.dp_shard > 1 else 0.0
-        in_flight = 1 if lay.pp == 1 else (lay.accumulation if lay.schedule == "gpipe"
-                                            else min(lay.accumulation, lay.pp - stage))
+        in_flight = _in_flight(lay, stage, lay.virtual_stages)
         acts = sum(activation_bytes(shape, lay, i) for i in layers) * in_flight
         if lay.recompute and len(layers):
             full = MoELayout(**{**lay.__dict__, "recompute": False})
@@ -180,46 +207,32 @@ def memory_per_device(shape: MoEShape, lay: MoELayout) -> dict[str, Any]:
     return {"worst_stage": worst, "stages": stages if lay.pp <= 16 else None}
 
 
-def _link(span: int, gpu) -> float:
-    """Bytes/s per device for a group of ``span`` consecutive ranks: NVLink inside the NVLink
-    domain (8 on HGX, 72 on NVL72), the NIC beyond it."""
-    per_node = _get(gpu, "nvlink_domain") or _get(gpu, "gpus_per_node")
-    gbs = _get(gpu, "intra_node_gb_per_s") if span <= per_node else _get(gpu, "inter_node_gb_per_s")
-    return gbs * 1e9
+# Which plan.nccl_max_ctas communicator caps each group (ep has no NeMo communicator cap).
+_CAPPED_BY = {"dp_shard": "dp", "expert_shard": "dp", "dp_replicate": "dp",
+              "expert_replicate": "dp", "tp": "tp", "ep": None}
 
 
-def _get(obj, key, default=None):
-    return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
-
-
-def achieved_fraction(gpu, precision: str) -> float:
-    """``gpu.mfu`` if set, else the calibrated fraction of peak for the architecture
-    (pinchpoint.plan.calibration), as the dense planners use."""
-    from pinchpoint.plan.calibration import ACHIEVED_FRACTION
-    if _get(gpu, "mfu"):
-        return float(_get(gpu, "mfu"))
-    kind = "bf16" if precision in ("bf16", "fp32") else precision
-    arch = _get(gpu, "architecture", "hopper")
-    return ACHIEVED_FRACTION.get((arch, kind), ACHIEVED_FRACTION[("hopper", "bf16")])
-
-
-def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, dict[str, float]]:
-    """Bytes leaving each device per optimizer step, per collective, and seconds on its link
-    (mesh order pp, dp_replicate, dp_shard, cp, tp: tp innermost; ep borrows dp_shard ranks)."""
+def communication_per_step(shape: MoEShape, lay: MoELayout, gpu,
+                           stage: int = 0) -> dict[str, dict[str, float]]:
+    """Bytes leaving each device per optimizer step, per collective, and seconds on its group
+    of the two-level network (plan/network.py; mesh order pp, dp_replicate, dp_shard, cp, tp:
+    tp innermost; ep borrows dp_shard ranks), for pipeline rank ``stage``."""
+    system = system_from(gpu)
     b = bytes_per_param(lay.precision)
-    e = b["activation"]
+    e = wire_bytes(lay)
     m = lay.accumulation
-    layers = stage_layers(shape, lay, 0)
+    layers = stage_layers(shape, lay, stage)
+    last = stage == last_stage(shape, lay)
     out: dict[str, dict[str, float]] = {}
-    groups = _groups(lay, gpu)
-    wire = system_from(gpu) if network.states_wire(gpu) or lay.spans else None
+    groups = _groups(lay, system)
 
-    def add(name: str, nbytes: float, span: int, *parts) -> None:
+    def add(name: str, nbytes: float, *parts) -> None:
         """``parts``: (kind, buffer per rank, group) of the collectives that move ``nbytes``."""
-        seconds = nbytes / _link(span, gpu) if nbytes else 0.0
-        if wire is not None and parts:
-            seconds = sum(network.collective_s(kind, buffer, groups[group], wire)
-                          for kind, buffer, group in parts)
+        seconds = sum(network.collective_s(kind, buffer, groups[group],
+                                           network.capped(system, lay.nccl_max_ctas,
+                                                          _CAPPED_BY[group])
+                                           if _CAPPED_BY[group] else system)
+                      for kind, buffer, group in parts)
         out[name] = {"bytes": nbytes, "seconds": seconds}
 
     moe_layers = sum(1 for i in layers if shape.experts_per_layer[i])
@@ -227,15 +240,19 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
         tokens = lay.micro_batch * lay.seq_len / lay.cp / lay.tp
         rows_off = tokens * shape.top_k * (lay.ep - 1) / lay.ep
         one_way = rows_off * shape.dim * e * moe_layers * m
-        handed = 2 * tokens * shape.top_k * shape.dim * e * moe_layers * m   # kept rows too
+        handed = tokens * shape.top_k * shape.dim * e        # one all-to-all's buffer per rank
         # forward dispatch + backward of combine go one way, combine + backward of dispatch back
+        one = network.all_to_all_s(handed, groups["ep"], system)
         for name in ("all_to_all_dispatch", "all_to_all_combine"):
-            add(name, 2 * one_way, lay.ep * lay.cp * lay.tp, ("all_to_all", handed, "ep"))
+            out[name] = {"bytes": 2 * one_way, "seconds": 2 * moe_layers * m * one}
     c = shape.counts()
     blocks = sum(shape.tp_local(i, lay.tp) for i in layers)
     # the root FSDP unit (parallel/fsdp.py): the embedding, and without PP the head and norm
-    root = (c["embedding"] + (c["output"] if lay.pp == 1 else 0)) / lay.tp + \
+    first = stage == 0
+    root = (first * c["embedding"] + (c["output"] if lay.pp == 1 else 0)) / lay.tp + \
         (c["final_norm"] if lay.pp == 1 else 0)
+    if lay.pp > 1 and last:
+        blocks += c["output"] / lay.tp + c["final_norm"]
     replicated = blocks + root
     experts = sum(shape.experts_per_layer[i] for i in layers) / lay.ep
     # FSDP2 as the runner applies it: without PP every micro-batch re-gathers each block for
@@ -245,22 +262,18 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
     gathers, scatters = (2 * m, m) if lay.pp == 1 else (1, 1)
     if lay.dp_shard > 1:
         ring = (lay.dp_shard - 1) / lay.dp_shard
-        span = lay.tp * lay.cp * lay.dp_shard
         gathered = (gathers * blocks + scatters * root) * b["weights"] if lay.pp == 1 else \
             replicated * b["weights"]
         scattered = scatters * replicated * b["gradients"]
-        add("fsdp_all_gather", gathered * ring, span, ("all_gather", gathered, "dp_shard"))
-        add("fsdp_reduce_scatter", scattered * ring, span,
-            ("reduce_scatter", scattered, "dp_shard"))
+        add("fsdp_all_gather", gathered * ring, ("all_gather", gathered, "dp_shard"))
+        add("fsdp_reduce_scatter", scattered * ring, ("reduce_scatter", scattered, "dp_shard"))
     replicas = lay.dp_shard // lay.ep if lay.dp_shard > lay.ep else 1
     if replicas > 1:
         ring = (replicas - 1) / replicas
-        span = lay.tp * lay.cp * lay.dp_shard
         gathered, scattered = gathers * experts * b["weights"], scatters * experts * \
             b["gradients"]
-        add("expert_fsdp_all_gather", gathered * ring, span,
-            ("all_gather", gathered, "expert_shard"))
-        add("expert_fsdp_reduce_scatter", scattered * ring, span,
+        add("expert_fsdp_all_gather", gathered * ring, ("all_gather", gathered, "expert_shard"))
+        add("expert_fsdp_reduce_scatter", scattered * ring,
             ("reduce_scatter", scattered, "expert_shard"))
     if lay.dp_replicate > 1:
         dense, routed = replicated / lay.dp_shard, experts / max(1, replicas)
@@ -268,29 +281,33 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, di
         # the experts' replicas are the ranks holding the same experts: the replicate group
         # unless EP is placed across it (then they may share a node)
         add("ddp_all_reduce", 2 * shard * b["gradients"] * (lay.dp_replicate - 1) /
-            lay.dp_replicate, lay.world, ("all_reduce", dense * b["gradients"], "dp_replicate"),
+            lay.dp_replicate, ("all_reduce", dense * b["gradients"], "dp_replicate"),
             ("all_reduce", routed * b["gradients"], "expert_replicate"))
     if lay.tp > 1:
         ring = (lay.tp - 1) / lay.tp
-        for name, nbytes in tp_activation_bytes(shape, lay, layers, head=lay.pp == 1).items():
+        for name, nbytes in tp_activation_bytes(shape, lay, layers, head=last,
+                                                embedding=first).items():
             kind = name.removeprefix("tp_").removeprefix("router_stats_")
             handed = m * nbytes / (2 * ring if kind == "all_reduce" else ring)
-            add(name, m * nbytes, lay.tp, (kind, handed, "tp"))
+            add(name, m * nbytes, (kind, handed, "tp"))
         # Once a step (moe_llm.clip_gradients): the MoE blocks ran on sequence shards, so
         # their gradients (FSDP or EP shards) hold one shard's share: summed in one all-reduce.
         ring = 2 * (lay.tp - 1) / lay.tp
         grads = moe_parameters_per_device(shape, lay, layers) * b["gradients"]
-        add("tp_moe_gradient_all_reduce", grads * ring, lay.tp, ("all_reduce", grads, "tp"))
+        add("tp_moe_gradient_all_reduce", grads * ring, ("all_reduce", grads, "tp"))
     if lay.pp > 1:
         act = lay.micro_batch * lay.seq_len / lay.cp * shape.dim * e / lay.tp
-        add("pp_send_recv", 2 * m * act, lay.world)
+        crosses = network.span(lay.pp, lay.world // lay.pp, system.nvlink_domain).outside > 1
+        one = network.send_recv_s(act, crosses, network.capped(system, lay.nccl_max_ctas, "pp"))
+        hops = 2 * lay.virtual_stages * m      # activations forward, their gradients back
+        out["pp_send_recv"] = {"bytes": 2 * m * act, "seconds": hops * one}
     return out
 
 
-def _groups(lay: MoELayout, gpu) -> dict[str, "network.Span"]:
+def _groups(lay: MoELayout, system: System) -> dict[str, "network.Span"]:
     """Each communicator's group on the NVLink domains, in mesh order (tp innermost, ep
     borrowing consecutive dp_shard ranks) unless ``lay.spans`` places it."""
-    domain = _get(gpu, "nvlink_domain") or _get(gpu, "gpus_per_node")
+    domain = system.nvlink_domain
     inner = lay.tp * lay.cp
     replicas = lay.dp_shard // lay.ep if lay.dp_shard > lay.ep else 1
     sizes = {"tp": (lay.tp, 1), "ep": (lay.ep, inner), "dp_shard": (lay.dp_shard, inner),
@@ -308,12 +325,13 @@ def moe_parameters_per_device(shape: MoEShape, lay: MoELayout, layers) -> float:
                lay.expert_shards for i in layers)
 
 
-def tp_activation_bytes(shape: MoEShape, lay: MoELayout, layers, head: bool) -> dict[str, float]:
+def tp_activation_bytes(shape: MoEShape, lay: MoELayout, layers, head: bool,
+                        embedding: bool = True) -> dict[str, float]:
     """Bytes one rank sends per micro-batch in the TP group's activation collectives for
     ``layers`` (+ the embedding, + the output head if ``head``): forward, backward, and the
     forward again under full recompute. A gather or reduce-scatter of a whole-sequence buffer
     sends (tp - 1) / tp of it, an all-reduce twice that (ring)."""
-    e = bytes_per_param(lay.precision)["activation"]
+    e = wire_bytes(lay)
     tokens = lay.micro_batch * lay.seq_len / lay.cp
     ring = (lay.tp - 1) / lay.tp
     row = tokens * shape.dim * e * ring          # one gather or scatter of the residual stream
@@ -332,7 +350,8 @@ def tp_activation_bytes(shape: MoEShape, lay: MoELayout, layers, head: bool) -> 
             gather += (fwd + 1) * row
             scatter += (fwd + 1) * row
     # embedding: row-parallel into shards (reduce-scatter), its gradient gathered back
-    gather, scatter = gather + row, scatter + row
+    if embedding:
+        gather, scatter = gather + row, scatter + row
     if head:   # gathers its input and its logits (whole on every rank); input grad scattered
         gather += row + tokens * shape.vocab_size * e * ring
         scatter += row
@@ -345,68 +364,195 @@ def tp_activation_bytes(shape: MoEShape, lay: MoELayout, layers, head: bool) -> 
             "tp_router_stats_all_reduce": stats}
 
 
-def step_time(shape: MoEShape, lay: MoELayout, gpu, comm: dict) -> dict[str, float]:
+def layer_flops(shape: MoEShape, lay: MoELayout, layer: int) -> dict[str, float]:
+    """Training FLOPs (forward + backward, no recompute) of one layer for one micro-batch on
+    one rank: "gemm" (attention's projections split over tp on the whole sequence, what TP
+    leaves whole on the whole sequence, the router and shared experts on seq_len / tp tokens,
+    the routed experts at top_k rows per token: the same on every EP rank under uniform
+    routing) and "attention" (causal, or the sliding window's keys)."""
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    t = lay.tp
+    block = shape.moe_block(layer)
+    whole = shape.tp_replicated_per_layer[layer] if shape.tp_replicated_per_layer else 0
+    split = shape.replicated_per_layer[layer] - block - whole
+    routed = shape.experts_per_layer[layer] / shape.num_experts * shape.top_k
+    gemm = 6 * tokens * (split / t + whole + (block + routed) / t)
+    window = shape.window_per_layer[layer] if shape.window_per_layer else 0
+    keys = min(window, lay.seq_len / 2) if window else lay.seq_len / 2
+    # causal half of QK^T and PV forward + backward: 12 x keys x (qk + v widths) / 2 per token
+    attention = 6 * keys * tokens * shape.attention_flops_dim / t
+    return {"gemm": gemm, "attention": attention}
+
+
+def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
+                   layer: int) -> dict[str, float]:
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    f = layer_flops(shape, lay, layer)
+    redo = 1 / 3 if lay.recompute else 0.0
+    att_prec = attention_precision(system, lay.precision)
+    ffn = shape.dense_ffn_dims[layer] if shape.dense_ffn_dims else 0
+    routed = shape.top_k * (2 * shape.dim + 3 * shape.expert_dim) if shape.is_moe(layer) else 0
+    # read and written BF16 forward, twice that backward: norms, residuals, activations,
+    # the routed rows' permute/unpermute and SwiGLU
+    elements = 10 * shape.dim + shape.attention_widths + 3 * ffn + routed
+    mem = 3 * ACT * elements * tokens / lay.tp
+    q = LOW_PRECISION_BYTES.get(lay.precision)
+    if q is not None:   # casts of every GEMM input (Transformer Engine's cast + transpose)
+        inputs = 4 * shape.dim + (shape.attention_widths + 3 * ffn + routed) / lay.tp
+        mem += inputs * (ACT + 2 * q) * tokens
+    return {"compute": (matmul_s(f["gemm"], system, lay.precision)
+                        + matmul_s(f["attention"], system, att_prec)) * (1 + redo),
+            "memory": memory_s(mem, system) * (1 + redo),
+            "flops": (f["gemm"] + f["attention"]) * (1 + redo)}
+
+
+def step_terms(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
+    """Seconds per optimizer step by term on the slowest pipeline rank (see the module
+    docstring): compute, memory, all_to_all, tp, pp, bubble, data_parallel."""
+    system = system_from(gpu)
+    pipeline.check_interleaving(lay.accumulation, lay.pp, lay.virtual_stages)
+    m = lay.accumulation
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    c = shape.counts()
+    ep_overlap = float(lay.overlap.get("expert_parallel") or 0.0)
+    per_layer = [_layer_seconds(shape, lay, system, i) for i in range(shape.n_layers)]
+    ranks = []
+    for r in range(lay.pp):
+        layers = stage_layers(shape, lay, r)
+        last = r == last_stage(shape, lay)
+        comm = communication_per_step(shape, lay, system, r)
+        compute = sum(per_layer[i]["compute"] for i in layers)
+        memory = sum(per_layer[i]["memory"] for i in layers)
+        if last:   # output layer + loss
+            compute += matmul_s(6 * c["output"] * tokens / lay.tp, system, lay.precision)
+            memory += memory_s(4 * 4 * shape.vocab_size * tokens / lay.tp, system)
+        a2a = sum(v["seconds"] for k, v in comm.items() if k.startswith("all_to_all"))
+        tp = sum(v["seconds"] for k, v in comm.items()
+                 if k.startswith("tp_") and k != "tp_moe_gradient_all_reduce")
+        pp = comm.get("pp_send_recv", {}).get("seconds", 0.0)
+        terms = {"compute": m * compute, "memory": m * memory,
+                 "all_to_all": _exposed(a2a, ep_overlap, m * compute),
+                 "tp": _exposed(tp, lay.overlap_of("tensor_parallel"), m * compute),
+                 "pp": _exposed(pp, lay.overlap_of("pipeline"), m * compute)}
+        per_mb = sum(terms.values()) / m
+        terms["bubble"] = pipeline.bubble_time(per_mb, lay.pp, lay.virtual_stages)
+        dp = sum(v["seconds"] for k, v in comm.items() if k.startswith(("fsdp", "expert_fsdp",
+                                                                         "ddp", "tp_moe")))
+        # without PP FSDP2 re-gathers under every micro-batch; with PP once a step, under the
+        # first micro-batch's forward and the last one's backward
+        hideable = m * compute if lay.pp == 1 else compute
+        terms["data_parallel"] = _exposed(dp, lay.overlap_of("data_parallel"), hideable)
+        ranks.append((terms, comm, per_mb))
+    slowest = max(range(lay.pp), key=lambda r: sum(ranks[r][0].values()))
+    terms, comm, per_mb = ranks[slowest]
+    mem = memory_per_device(shape, lay)
+    stages = mem["stages"] or [mem["worst_stage"]]
+    params = max(st["parameters_per_device"] for st in stages)
+    terms["memory"] += memory_s(params * OPTIMIZER_BYTES_PER_PARAM, system)
+    step = sum(terms.values())
+    flops = model_flops_per_step(shape, lay)
+    return {"step_s": step, "terms_s": terms, "per_micro_batch_s": per_mb,
+            "micro_batches": m, "slowest_rank": slowest,
+            "layers_per_chunk": lay.chunks(shape.n_layers),
+            "layers_per_rank": [len(stage_layers(shape, lay, r)) for r in range(lay.pp)],
+            "communication_per_step": comm,
+            "all_to_all_s": sum(v["seconds"] for k, v in comm.items()
+                                if k.startswith("all_to_all")),
+            "model_flops_per_step": flops,
+            "model_tflops_per_gpu": flops / step / lay.world / 1e12}
+
+
+def model_flops_per_step(shape: MoEShape, lay: MoELayout) -> float:
+    """6 x active non-embedding parameters x tokens + causal attention (windows honoured), no
+    recompute, as MLPerf counts model FLOPs."""
     c = shape.counts()
     tokens = lay.global_batch * lay.seq_len
-    dense = 6 * c["active_without_embedding"] * tokens
-    attention = 6 * shape.n_layers * lay.global_batch * lay.seq_len ** 2 * \
-        shape.attention_flops_dim / 2            # causal: half the score matrix
-    flops = (dense + attention) * (4 / 3 if lay.recompute else 1)
-    # What TP leaves whole outside the MoE block (MLA down projections, norms) every TP rank
-    # computes on the whole sequence: tp - 1 redundant copies of its share.
-    whole = sum(shape.tp_replicated_per_layer) if shape.tp_replicated_per_layer else 0
-    redundant = 6 * whole * tokens * (lay.tp - 1) * (4 / 3 if lay.recompute else 1)
-    mfu = achieved_fraction(gpu, lay.precision)
-    compute = (flops + redundant) / lay.world / (_get(gpu, "peak_tflops") * 1e12 * mfu)
-    bubble = (lay.pp - 1) / lay.accumulation if lay.pp > 1 else 0.0
-    comm_s = sum(v["seconds"] for v in comm.values())
-    a2a = sum(v["seconds"] for k, v in comm.items() if k.startswith("all_to_all"))
-    exposed = compute * (1 + bubble) + comm_s
-    return {"model_flops_per_step": flops, "tp_redundant_flops_per_step": redundant,
-            "compute_seconds": compute,
-            "pipeline_bubble_fraction": bubble, "communication_seconds": comm_s,
-            "all_to_all_seconds": a2a, "step_seconds_no_overlap": exposed,
-            "step_seconds_full_overlap": max(compute * (1 + bubble), comm_s),
-            "tokens_per_second_no_overlap": tokens / exposed, "mfu_assumed": mfu}
+    attention = 0.0
+    for i in range(shape.n_layers):
+        window = shape.window_per_layer[i] if shape.window_per_layer else 0
+        keys = min(window, lay.seq_len / 2) if window else lay.seq_len / 2
+        attention += 6 * keys * tokens * shape.attention_flops_dim
+    return 6 * c["active_without_embedding"] * tokens + attention
 
 
-def plan(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
+def eval_seconds(step: dict, lay: MoELayout, eval_samples: int) -> float:
+    """One evaluation: a forward pass (a third of forward + backward) over eval_samples spread
+    like a training batch, plus one pipeline fill (as plan/llm.py's planners)."""
+    t = step["terms_s"]
+    forward = sum(t[k] for k in ("compute", "memory", "tp", "pp", "all_to_all")) / 3
+    return eval_samples / lay.global_batch * forward + t["bubble"] / 3
+
+
+def plan(shape: MoEShape, lay: MoELayout, gpu, benchmark: str | None = None,
+         ruleset: str = "6.0.0", eval_every: float | None = None, eval_samples: int = 0,
+         init_s: float = 0.0) -> dict[str, Any]:
+    """Parameters, memory per device, communication and step time by term; with
+    ``benchmark`` (its RCP file's name) also time-to-train."""
+    from pinchpoint.plan.time_to_train import assemble, dominant, pinch
+    system = system_from(gpu)
     mem = memory_per_device(shape, lay)
-    comm = communication_per_step(shape, lay, gpu)
+    step = step_terms(shape, lay, system)
     need = mem["worst_stage"]["total_bytes"]
-    have = (_get(gpu, "memory_gib") - _get(gpu, "reserved_gib")) * GIB
-    return {"gpu": _get(gpu, "name"), "parameters": shape.counts(),
-            "layout": dict(lay.__dict__, world=lay.world, accumulation=lay.accumulation),
-            "memory_per_device": mem, "memory_needed_gib": need / GIB,
-            "memory_usable_gib": have / GIB, "fits": need <= have,
-            "communication_per_step": comm, "step_time": step_time(shape, lay, gpu, comm)}
+    out = {"gpu": system.name, "world_size": lay.world, "parameters": shape.counts(),
+           "layout": dict(lay.__dict__, world=lay.world, accumulation=lay.accumulation),
+           "memory_per_device": mem, "memory_needed_gib": need / GIB,
+           "memory_usable_gib": system.usable_bytes / GIB, "fits": need <= system.usable_bytes,
+           "communication_per_step": step["communication_per_step"],
+           "step_s": step["step_s"], "terms_s": step["terms_s"],
+           "dominant": dominant(step["terms_s"]), "pinch": pinch(step["terms_s"]),
+           "step": step, "layers_per_chunk": step["layers_per_chunk"],
+           "model_tflops_per_gpu": step["model_tflops_per_gpu"]}
+    if benchmark:
+        out["time_to_train"] = assemble(benchmark, lay.global_batch, ruleset, step["step_s"],
+                                        eval_seconds(step, lay, eval_samples),
+                                        eval_every or lay.global_batch, init_s,
+                                        "model.full.global_batch_size")
+    return out
 
 
 def not_fitting_message(p: dict, gpu) -> str:
+    reserved = system_from(gpu).reserved_gib
     w = p["memory_per_device"]["worst_stage"]
     parts = ", ".join(f"{k.removesuffix('_bytes')} {w[k] / GIB:.1f}" for k in
                       ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                        "fsdp_gather_bytes", "activation_bytes", "logits_bytes"))
-    return (f"at least {p['memory_needed_gib'] + _get(gpu, 'reserved_gib'):.1f} GiB per device "
-            f"(GiB: {parts}; +{_get(gpu, 'reserved_gib')} reserved): raise parallel.ep/pp/"
+    return (f"at least {p['memory_needed_gib'] + reserved:.1f} GiB per device "
+            f"(GiB: {parts}; +{reserved} reserved): raise parallel.ep/pp/"
             "dp_shard, set recompute=true or lower micro_batch_size")
 
 
 # --- from a run config ---------------------------------------------------------------------------
 def layout_from(run) -> MoELayout:
-    from pinchpoint.parallel.dims import ParallelDims
-    a = getattr(run.model, run.model.scale)
-    d = ParallelDims.from_config(run.parallel)
+    """The layout of a run config, honouring the ``plan`` settings (precision, virtual stages,
+    layer split, overlaps, NCCL CTA caps) as the dense planner does."""
+    from pinchpoint.plan import config_access as access
+    a = access.scale(run)
+    d = access.degrees(run.parallel)
+    p = access.plan_settings(run)
     return MoELayout(dp_replicate=d.dp_replicate, dp_shard=d.dp_shard, tp=d.tp, pp=d.pp,
                      cp=d.cp, ep=d.ep, micro_batch=a.micro_batch_size,
                      global_batch=a.global_batch_size, seq_len=a.seq_len,
-                     recompute=a.recompute, precision=a.precision,
-                     schedule=run.model.pipeline_schedule)
+                     recompute=getattr(a, "recompute", False),
+                     precision=p.precision or getattr(a, "precision", "bf16"),
+                     schedule=getattr(run.model, "pipeline_schedule", "1f1b"),
+                     virtual_stages=p.virtual_stages, embedding_as_layer=p.embedding_as_layer,
+                     loss_as_layer=p.loss_as_layer,
+                     layers_per_chunk=list(p.layers_per_chunk) if p.layers_per_chunk else None,
+                     overlap={"data_parallel": p.overlap_data_parallel,
+                              "tensor_parallel": p.overlap_tensor_parallel,
+                              "context_parallel": p.overlap_context_parallel,
+                              "pipeline": p.overlap_pipeline},
+                     nccl_max_ctas=access.mapping(p.nccl_max_ctas))
 
 
-def describe(shape: MoEShape, run, extra: dict | None = None) -> dict[str, Any]:
+def describe(shape: MoEShape, run, benchmark: str, extra: dict | None = None) -> dict[str, Any]:
+    """The full-scale plan of a run config; ``benchmark``: its RCP file's name."""
+    from pinchpoint.plan import config_access as access
+    a = access.scale(run)
     return {"model": run.model.name, "scale": run.model.scale, **(extra or {}),
-            **plan(shape, layout_from(run), run.gpu)}
+            **plan(shape, layout_from(run), run.gpu, benchmark, access.ruleset(run),
+                   a.eval_every_samples, a.eval_samples,
+                   access.plan_settings(run).init_in_clock_s)}
 
 
 def check_fits(shape: MoEShape, run) -> None:

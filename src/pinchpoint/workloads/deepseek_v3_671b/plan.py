@@ -50,5 +50,6 @@ def shape(s) -> MoEShape:
 
 
 def plan_run(run) -> dict[str, Any]:
-    """The full-scale pre-flight of a run config."""
-    return moe_plan.describe(shape(getattr(run.model, run.model.scale)), run)
+    """The full-scale pre-flight of a run config; time-to-train from the RCPs of
+    mlperf-logging's ``deepseekv3_671b``."""
+    return moe_plan.describe(shape(getattr(run.model, run.model.scale)), run, "deepseekv3_671b")

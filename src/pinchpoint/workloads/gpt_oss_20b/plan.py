@@ -33,7 +33,10 @@ def shape(s, vocab_size: int | None = None) -> MoEShape:
                     # TP (parallelize.py) leaves whole: the router (the MoE block runs on
                     # sequence shards), the two norms and wo's bias (row-parallel).
                     moe_block_per_layer=[router] * s.n_layers,
-                    tp_replicated_per_layer=[3 * s.dim] * s.n_layers)
+                    tp_replicated_per_layer=[3 * s.dim] * s.n_layers,
+                    # model.py: even layers attend over a sliding window, odd ones causally
+                    window_per_layer=[s.sliding_window if i % 2 == 0 else 0
+                                      for i in range(s.n_layers)])
 
 
 def plan_run(run) -> dict[str, Any]:
@@ -48,4 +51,4 @@ def plan_run(run) -> dict[str, Any]:
         "published_total_parameters": published["total"],
         "published_active_parameters": published["active"],
         "published_active_without_embedding": published["active_without_embedding"]}}
-    return moe_plan.describe(shape(a), run, extra)
+    return moe_plan.describe(shape(a), run, "gpt_oss_20b", extra)
