@@ -1,5 +1,6 @@
 """The llama2_70b_lora planner: exact parameter counts at full scale, the activation count
 against the tensors autograd really saves, and what fits on 8 GPUs with and without recompute."""
+import pytest
 import torch
 from conftest import compose
 
@@ -21,6 +22,47 @@ def test_full_scale_parameters_and_memory_on_8_gpus(tmp_path):
     assert with_rc["frozen_weights_bytes"] == 68_976_648_192 * 2 / 8   # bf16, sharded 8 ways
     assert with_rc["total_bytes"] < 74.5 * GIB < without["total_bytes"]
     assert p["fits"]
+
+
+def test_full_scale_plan_has_step_time_and_time_to_train(tmp_path):
+    """A full plan (plan/grid.py PLANNED) on 8 GPUs at 8k sequences, from the LoRA RCPs."""
+    from omegaconf import OmegaConf
+
+    from pinchpoint.plan.grid import PLANNED
+    cfg = compose(["model=llama2_70b_lora", "model.scale=full", "plan_only=true",
+                   "parallel.dp_shard=8", "+gpu=gb300"], tmp_path)
+    p = plan.describe(OmegaConf.to_object(cfg))
+    assert PLANNED <= set(p) and p["world_size"] == 8 and p["layout"]["seq_len"] == 8192
+    assert p["step_s"] == pytest.approx(sum(p["terms_s"].values()))
+    ttt = p["time_to_train"]
+    assert ttt["rcp"] == "RCP found" and ttt["steps"] == pytest.approx(ttt["samples_to_converge"]
+                                                                       / 8)
+    assert p["dominant"] == "compute"
+
+
+def test_frozen_backward_is_cheaper_than_a_full_fine_tune():
+    """No weight gradients for the frozen base: its backward is about the forward's FLOPs,
+    against twice that in a full fine-tune; the adapters' own backward stays 2x forward."""
+    a = Llama2Args(n_layers=80, dim=8192, n_heads=64, n_kv_heads=8, ffn_dim=28672,
+                   vocab_size=32000, max_seq_len=8192)
+    counts = plan.parameter_counts(a, 16, ["qkv_proj", "o_proj"])
+    lora = plan.training_flops(a, counts, 8192, 8192, recompute=False)
+    full = plan.training_flops(a, counts, 8192, 8192, recompute=False, frozen=False)
+    assert lora["forward"] == full["forward"]
+    assert lora["backward"] < 0.6 * full["backward"]
+    assert lora["backward"] < 1.2 * lora["forward"]
+
+
+def test_frozen_base_reduces_no_gradients():
+    """FSDP reduce-scatters only the adapters' gradients: the gathers of the frozen base
+    dominate the data-parallel traffic."""
+    from pinchpoint.plan.hardware import preset
+    a = Llama2Args(n_layers=80, dim=8192, n_heads=64, n_kv_heads=8, ffn_dim=28672,
+                   vocab_size=32000, max_seq_len=8192)
+    counts = plan.parameter_counts(a, 16, ["qkv_proj", "o_proj"])
+    s = plan.step_terms(a, counts, preset("h100"), 8, 1, 1, 8, 8192, True, "bf16")
+    comm = s["communication_s"]
+    assert comm["adapter_reduce_scatter"] < comm["fsdp_all_gather"] / 100
 
 
 def test_activation_count_matches_what_autograd_saves():

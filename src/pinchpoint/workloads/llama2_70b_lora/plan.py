@@ -15,12 +15,32 @@ Memory per device (dp ranks shard everything, as ZeRO-3):
 - logits of the micro-batch (activation dtype), their fp32 upcast in the loss and its gradient.
 Not counted: the runtime (CUDA context, NCCL buffers, allocator slack: ``gpu.reserved_gib``).
 tests/test_lora_plan.py checks the activation count against the tensors autograd really saves.
+
+Step time (``step_terms``), per micro-batch and GPU at the full scale's sequence length (8k),
+on the shared planner parts (plan/compute.py at the calibrated achieved rates, plan/network.py):
+- the frozen base: forward 2 x linear parameters x tokens, backward input gradients only (2 x,
+  not the 4 x of a full fine-tune: no weight gradients), recompute one more forward; causal
+  attention forward and its whole backward (no weights: as in pretraining); the frozen head's
+  forward and input gradient;
+- the adapters: 6 x their parameters x tokens (their weight gradients are computed);
+- memory-bound kernels (norms, residuals, RoPE, SwiGLU, the adapters' dropout) as plan/llm.py;
+- FSDP2 as the runner applies it (one unit per decoder layer, the adapters their own units):
+  every micro-batch gathers each frozen layer forward and again backward, in its dtype; only
+  the adapters' gradients are reduce-scattered (fp32) and, under HSDP, all-reduced over the
+  replicas; frozen weights have no gradients to reduce. Exposed as the dense planner does
+  (calibrated data-parallel overlap, at most what compute covers);
+- the optimizer: AdamW over the adapters' shard only.
+``tp``, ``pp`` and ``cp`` are not planned here (the runner shards LoRA over dp only).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from pinchpoint.errors import ConfigError
+from pinchpoint.plan import network
+from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
+from pinchpoint.plan.hardware import system_from
+from pinchpoint.plan.llm import ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed
 
 GIB = 2 ** 30
 ADAPTER_BYTES = 16  # fp32 weight + gradient + AdamW exp_avg + exp_avg_sq
@@ -87,6 +107,70 @@ def flops_per_step(a, counts: dict, global_batch: int, seq_len: int, recompute: 
     return forward * (2 + (1 if recompute else 0))
 
 
+def training_flops(a, counts: dict, tokens: float, seq_len: int, recompute: bool,
+                   frozen: bool = True) -> dict[str, float]:
+    """FLOPs of ``tokens`` tokens (sequences of ``seq_len``) by pass: "forward" (base linears,
+    head, causal attention, adapters), "backward" (frozen: input gradients of the base and
+    head, 2 x their parameters, + attention's backward + the adapters' 4 x; ``frozen=False``:
+    a full fine-tune's 4 x everything), "recompute" (one more forward when ``recompute``)."""
+    head = a.vocab_size * a.dim
+    linear = a.n_layers * (counts["per_layer"] - 2 * a.dim)
+    attention = 2 * a.n_layers * seq_len * tokens * a.dim      # causal half of QK^T and PV
+    adapters = counts["adapters"]
+    forward = 2 * (linear + head + adapters) * tokens + attention
+    gemms = 1 if frozen else 2          # input gradients; + weight gradients when trained
+    backward = 2 * gemms * (linear + head) * tokens + 4 * adapters * tokens + 2 * attention
+    return {"forward": forward, "backward": backward,
+            "recompute": (forward - 2 * head * tokens) if recompute else 0.0}
+
+
+def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_batch: int,
+               global_batch: int, seq_len: int, recompute: bool, precision: str,
+               overlap: float | None = None, max_ctas: dict | None = None) -> dict[str, Any]:
+    """Seconds per optimizer step by term (see the module docstring)."""
+    from pinchpoint.plan import calibration
+    dp = dp_shard * dp_replicate
+    if global_batch % (micro_batch * dp):
+        raise ConfigError("model.full.global_batch_size", global_batch,
+                          f"a multiple of micro_batch_size x dp = {micro_batch} x {dp}")
+    m = global_batch // (micro_batch * dp)
+    tokens = micro_batch * seq_len
+    f = training_flops(a, counts, tokens, seq_len, recompute)
+    attention = 2 * a.n_layers * seq_len * tokens * a.dim
+    att = attention_precision(system, precision)
+    # attention (forward, backward, recomputed forward) at the attention precision
+    att_s = matmul_s(attention * (3 + (1 if recompute else 0)), system, att)
+    gemm = sum(f.values()) - attention * (3 + (1 if recompute else 0))
+    compute = matmul_s(gemm, system, precision) + att_s
+    hd = a.dim // a.n_heads
+    elements = 10 * a.dim + 2 * (a.n_heads + a.n_kv_heads) * hd + 3 * a.ffn_dim
+    mem = memory_s(3 * ACT * elements * tokens * a.n_layers * (1 + (1 / 3 if recompute else 0))
+                   + 4 * 4 * a.vocab_size * tokens, system)
+    w = 2 if precision != "fp32" else 4
+    capped = network.capped(system, max_ctas or {}, "dp")
+    shard = network.span(dp_shard, 1, system.nvlink_domain)
+    replicas = network.span(dp_replicate, dp_shard, system.nvlink_domain)
+    layer = counts["per_layer"] * w
+    root = (counts["base"] - a.n_layers * counts["per_layer"]) * w
+    gathers = 2 * a.n_layers * network.all_gather_s(layer, shard, capped) + \
+        network.all_gather_s(root, shard, capped)
+    adapters = counts["adapters"] * 4                     # fp32 gradients, reduced once each
+    scatter = network.reduce_scatter_s(adapters, shard, capped) + \
+        network.all_reduce_s(adapters / shard.size, replicas, capped)
+    comm = m * (gathers + scatter)
+    overlap = calibration.OVERLAP["data_parallel"] if overlap is None else float(overlap)
+    terms = {"compute": m * compute, "memory": m * mem,
+             "data_parallel": _exposed(comm, overlap, m * compute),
+             "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system)}
+    forward = f["forward"] / micro_batch                  # per sequence, for the evaluation
+    return {"step_s": sum(terms.values()), "terms_s": terms, "micro_batches": m,
+            "flops_per_micro_batch": f,
+            "communication_s": {"fsdp_all_gather": m * gathers,
+                                "adapter_reduce_scatter": m * scatter},
+            "forward_s_per_sequence": matmul_s(forward, system, precision)
+            + mem / 3 / micro_batch}
+
+
 def describe(run) -> dict[str, Any]:
     m, dims = run.model, _dims(run)
     a = getattr(m, m.scale)
@@ -112,7 +196,29 @@ def describe(run) -> dict[str, Any]:
             # adapters: fp32 weights + AdamW's two moments; full adds the base in its dtype
             "adapter_checkpoint_bytes": counts["adapters"] * (4 + 8),
             "full_checkpoint_bytes": counts["adapters"] * (4 + 8) +
-            counts["base"] * (2 if a.precision == "bf16" else 4)}
+            counts["base"] * (2 if a.precision == "bf16" else 4),
+            **_time_to_train(run, a, counts, dims)}
+
+
+def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
+    """Step time by term and time-to-train from the llama2_70b_lora RCPs (plan/rcp.py)."""
+    from pinchpoint.plan import config_access as access
+    from pinchpoint.plan.time_to_train import assemble, dominant, pinch
+    p = access.plan_settings(run)
+    system = system_from(run.gpu)
+    precision = p.precision or a.precision
+    step = step_terms(a, counts, system, dims.dp_shard, dims.dp_replicate, a.micro_batch_size,
+                      a.global_batch_size, a.seq_len, run.model.recompute, precision,
+                      p.overlap_data_parallel, access.mapping(p.nccl_max_ctas))
+    # evaluation: a forward pass over the validation set, spread over the dp ranks
+    eval_each = a.eval_samples / dims.dp * step["forward_s_per_sequence"]
+    ttt = assemble("llama2_70b_lora", a.global_batch_size, access.ruleset(run), step["step_s"],
+                   eval_each, a.eval_every_samples, p.init_in_clock_s,
+                   "model.full.global_batch_size")
+    return {"world_size": dims.world_size, "precision": precision,
+            "global_batch": a.global_batch_size, "step_s": step["step_s"],
+            "terms_s": step["terms_s"], "dominant": dominant(step["terms_s"]),
+            "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt}
 
 
 def _dims(run):
