@@ -60,11 +60,11 @@ def test_step_terms_by_hand():
 
 
 def test_plan_only_prints_without_allocating(tmp_path):
-    proc = train(["model.scale=full", "plan_only=true", "dataset.batch_size=55296",
+    proc = train(["model.scale=full", "plan_only=true", "model.full.global_batch_size=55296",
                   "parallel.dp_replicate=8", "parallel.ep=8", "+gpu=b200"], tmp_path / "out")
     plan = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert plan["scales"]["full"]["parameters"]["total"] > 26e9
-    assert plan["gpu"] == "B200" and plan["fits"]
+    assert plan["gpu"] == "B200" and plan["fits"] and plan["global_batch"] == 55296
     t = plan["time_to_train"]
     assert t["evaluations"] >= 1 and t["time_to_train_s"] > t["train_s"] > 0
     assert not (tmp_path / "out" / "storage").exists()

@@ -88,7 +88,7 @@ def test_a_single_point_that_does_not_fit_exits_non_zero(tmp_path, capsys):
     assert cli(["plan", "model=llama31_405b", "model.scale=full", "+gpu=gb200",
                 "parallel.tp=4", "parallel.pp=8", "parallel.cp=2", "parallel.dp_shard=8",
                 "plan.virtual_stages=8", "plan.precision=fp8", "model.full.recompute=false",
-                "model.full.global_batch_size=896",
+                "model.full.global_batch_size=896", "plan.below_smallest_rcp=true",
                 "model.full.eval_every_samples=17920", "--csv", str(tmp_path / "ok.csv")]) == 0
     # an invalid single point (interleaving needs micro-batches % pp == 0) exits 2 too
     assert cli(["plan", "model=llama31_405b", "model.scale=full", "parallel.tp=8",

@@ -47,8 +47,21 @@ class PlanConfig:
     # conf/nccl/custom_communicator_cta.yaml sets max_ctas: a capped communicator drives only
     # part of NVLink (plan/network.py capped). Default: the MLPerf NeMo recipes' dp and pp caps,
     # with which plan/calibration.py was fitted; null = NCCL's own choice (enough to saturate).
+    # "all": a cap on every communicator, as the NCCL_MAX_CTAS environment variable sets one
+    # (the smaller of it and a communicator's own applies).
     nccl_max_ctas: Dict[str, Optional[int]] = field(
-        default_factory=lambda: {"dp": 8, "tp": None, "cp": None, "pp": 2})
+        default_factory=lambda: {"dp": 8, "tp": None, "cp": None, "pp": 2, "all": None})
+    # Attention (fused DPA) in FP8: true | false; null = FP8 when the matmuls run in FP8 or 4-bit
+    # (Transformer Engine's FP8_DPA; a submission's config_*.sh says which it runs).
+    fp8_attention: Optional[bool] = None
+    # Gather parameters for the data-parallel all-gather in FP8 (Megatron's --fp8-param-gather,
+    # FP8_PARAM_GATHER in NeMo's configs): 1 byte per parameter on the wire instead of 2; needs
+    # precision fp8 and the megatron stack.
+    fp8_param_gather: bool = False
+    # A global batch below every RCP of the benchmark: refused (false), or planned at the
+    # smallest reference's samples as MLPerf's RCP checker scores it (true; published
+    # submissions below the smallest RCP exist, e.g. Llama 3.1 405B v5.0 at 448 < 1008).
+    below_smallest_rcp: bool = False
     # Seconds between run_start and the first step that the clock counts (MLPerf starts the
     # clock after init_stop: model build and checkpoint load are outside it).
     init_in_clock_s: float = 0.0

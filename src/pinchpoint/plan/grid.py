@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-COLUMNS = ("world_size", "step_s", "time_to_train_min", "memory_gib", "fits", "dominant",
+COLUMNS = ("world_size", "global_batch", "precision", "step_s", "time_to_train_min", "memory_gib", "fits", "dominant",
            "pinch")
 PLANNED = frozenset({"step_s", "terms_s", "time_to_train"})   # what a full plan gives
 NO_TIME = "no time-to-train yet"
@@ -52,7 +52,8 @@ def row_of(point: Point) -> dict:
     if p is None:
         row.update({c: None for c in COLUMNS}, error=point.error)
         return row
-    row.update(world_size=p.get("world_size"), step_s=p["step_s"],
+    row.update(world_size=p.get("world_size"), global_batch=p.get("global_batch"),
+               precision=p.get("precision"), step_s=p["step_s"],
                time_to_train_min=p["time_to_train"]["time_to_train_min"],
                memory_gib=p["memory_needed_gib"], fits=p["fits"], dominant=p["dominant"],
                pinch=p.get("pinch", "none"),

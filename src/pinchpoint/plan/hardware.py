@@ -101,6 +101,12 @@ def system_from(gpu: Any) -> System:
     values.setdefault("intra_node_gb_per_s", 450.0)
     values.setdefault("nvlink_domain", values.get("gpus_per_node", 8))
     values.setdefault("inter_node_gb_per_s", 50.0)
+    domain, per_node = int(values["nvlink_domain"]), int(values.get("gpus_per_node", 8))
+    if domain < 1 or (domain % per_node and per_node % domain):
+        raise ConfigError("gpu.nvlink_domain", values["nvlink_domain"],
+                          f"GPUs per NVLink domain, a multiple or divisor of gpus_per_node="
+                          f"{per_node} (HGX 8, NVL72 72; an NVL72 rack used as 64-GPU "
+                          "segments: 64)")
     return System(**{k: v for k, v in values.items() if k in _FIELDS})
 
 

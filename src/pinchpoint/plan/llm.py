@@ -79,6 +79,10 @@ class Layout:
     layers_per_chunk: Optional[list] = None
     overlap: dict = field(default_factory=dict)   # {'data_parallel': 0.9}; missing = calibrated
     nccl_max_ctas: dict = field(default_factory=dict)   # {'dp': 8, 'tp': 8}; missing = uncapped
+    # Attention in FP8 (True), BF16 (False), or None: FP8 when the matmuls run in FP8 / 4-bit.
+    fp8_attention: Optional[bool] = None
+    # The data-parallel parameter all-gather moves FP8 weights (1 byte, not 2): precision fp8.
+    fp8_param_gather: bool = False
     stack: str = "megatron"                        # whose collectives: megatron | fsdp2
     # network.Span per group placed against the mesh order ('tp', 'dp' = dp x cp, 'dp_shard',
     # 'dp_replicate'); missing = where the mesh order puts it (network.span)
@@ -146,8 +150,23 @@ def validate_layout(s: DecoderShape, lay: Layout) -> None:
         raise ConfigError("global_batch_size", lay.global_batch,
                           f"a multiple of micro_batch_size x dp = {lay.micro_batch} x {lay.dp}")
     pipeline.check_interleaving(lay.micro_batches, lay.pp, lay.virtual_stages)
+    if lay.fp8_param_gather and (lay.precision != "fp8" or lay.stack != "megatron"):
+        raise ConfigError("plan.fp8_param_gather", True,
+                          f"false with precision={lay.precision} and stack={lay.stack} (FP8 "
+                          "parameters to gather need precision fp8 and the megatron stack)")
     if lay.stack not in STACKS:
         raise ConfigError("plan.stack", lay.stack, " or ".join(STACKS))
+
+
+def attention_precision_of(lay: Layout, system: System) -> str:
+    """The attention kernels' precision: ``Layout.fp8_attention`` when given (refused on a GPU
+    without FP8 tensor cores), else FP8 with FP8 / 4-bit matmuls (compute.attention_precision)."""
+    if lay.fp8_attention is None:
+        return attention_precision(system, lay.precision)
+    if lay.fp8_attention and not system.peak_tflops_fp8:
+        raise ConfigError("plan.fp8_attention", True, f"false on {system.name} (no FP8 tensor "
+                          "cores)")
+    return "fp8" if lay.fp8_attention else "bf16"
 
 
 def wire_bytes(lay: Layout) -> int:
@@ -183,10 +202,10 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
     elements = 10 * s.dim + 2 * (s.n_heads + s.n_kv_heads) * hd + 3 * s.ffn_dim
     mem_bytes = 3 * ACT * elements * tokens / lay.tp + cast_bytes_per_token(s, lay) * tokens
     redo = 1 / 3 if lay.recompute else 0.0
-    t = {"compute": (matmul_s(gemm, system, lay.precision)
-                     + matmul_s(attention, system, attention_precision(system, lay.precision)))
+    attn = attention_precision_of(lay, system)
+    t = {"compute": (matmul_s(gemm, system, lay.precision) + matmul_s(attention, system, attn))
          * (1 + redo),
-         "attention": matmul_s(attention, system, attention_precision(system, lay.precision)),
+         "attention": matmul_s(attention, system, attn),
          "memory": memory_s(mem_bytes, system) * (1 + redo)}
     t["tp"], t["cp"] = 0.0, 0.0
     if lay.tp > 1:
@@ -322,8 +341,10 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
         dp_group = lay.group("dp", lay.dp * lay.cp, lay.tp, system.nvlink_domain)
         capped = network.capped(system, lay.nccl_max_ctas, "dp")
         dp_bytes = rank_params * wire_bytes(lay)
+        gather_bytes = rank_params * (LOW_PRECISION_BYTES["fp8"] if lay.fp8_param_gather
+                                      else wire_bytes(lay))
         dp_comm = network.reduce_scatter_s(dp_bytes, dp_group, capped) + \
-            network.all_gather_s(dp_bytes, dp_group, capped)
+            network.all_gather_s(gather_bytes, dp_group, capped)
     # The reduce-scatter runs under the last micro-batch's backward and the all-gather under
     # the first one's forward (bucketed by layer): one micro-batch of compute can hide them.
     out["data_parallel"] = _exposed(dp_comm, lay.overlap_of("data_parallel"), mb["compute"])

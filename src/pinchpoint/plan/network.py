@@ -35,6 +35,7 @@ from pinchpoint.plan.hardware import System
 # NVIDIA/nccl#1703), so each CTA moves about half a link's bandwidth.
 CTAS_PER_LINK = 2
 COMMUNICATORS = ("dp", "tp", "cp", "pp")
+GLOBAL = "all"   # plan.nccl_max_ctas key of a cap on every communicator (NCCL_MAX_CTAS)
 ALGORITHMS = ("nccl", "gloo")
 
 # Per-step software latency of one collective hop (NCCL launch + synchronisation), a typical
@@ -180,11 +181,13 @@ def capped(system: System, max_ctas: Optional[dict], communicator: str) -> Syste
     MLPerf recipes cap dp and tp at 8 CTAs, cp at 1: on an 18-link H100 that is 100 and 12.5 of
     450 GB/s). The NIC side is not capped: a CTA per NIC drives it."""
     max_ctas = max_ctas or {}
-    if set(max_ctas) - set(COMMUNICATORS) or \
+    if set(max_ctas) - set(COMMUNICATORS) - {GLOBAL} or \
             any(v is not None and (not isinstance(v, int) or v < 1) for v in max_ctas.values()):
         raise ConfigError("plan.nccl_max_ctas", dict(max_ctas), "CTAs >= 1 (or null: "
-                          f"uncapped) per communicator, keys among {', '.join(COMMUNICATORS)}")
-    ctas = max_ctas.get(communicator)
+                          f"uncapped) per communicator, keys among {', '.join(COMMUNICATORS)} "
+                          f"and '{GLOBAL}' (NCCL_MAX_CTAS: every communicator)")
+    caps = [c for c in (max_ctas.get(communicator), max_ctas.get(GLOBAL)) if c is not None]
+    ctas = min(caps) if caps else None
     if ctas is None or _flat(system):   # CTAs are NCCL's; gloo's collectives have none
         return system
     if not system.nvlink_links:

@@ -2,7 +2,10 @@
 (``mlperf_logging/rcp_checker/training_<ruleset>/rcps_<benchmark>.json``), found the way its
 RCP checker finds them: olympic mean of each reference's runs, the pruned set of references,
 an exact batch-size match, else linear interpolation between the neighbouring batch sizes,
-else (below the smallest) the smallest reference. The checker module itself imports pandas and
+else (below the smallest) the smallest reference. That last rule is the checker's, but a batch
+below every reference is refused here unless asked for (``below_smallest=True``,
+``plan.below_smallest_rcp=true``): planned silently it charges a proxy's batch the smallest
+reference's samples (DLRM at 2,048: 1.45 M steps), a plan nobody meant to make. The checker module itself imports pandas and
 scipy (~2.5 s); this reads the same files with the same rules in milliseconds, and
 tests/test_plan_rcp.py checks it against ``RCP_Checker`` on every shipped file.
 
@@ -84,8 +87,15 @@ def _prune(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return kept
 
 
+def batch_sizes(benchmark: str, ruleset: str) -> list[int]:
+    """Every reference batch size of a benchmark's RCP file (before the checker's pruning)."""
+    references(benchmark, ruleset)          # refuses a missing file
+    raw = json.loads((rcp_dir(ruleset) / f"rcps_{benchmark}.json").read_text())
+    return sorted({int(r["BS"]) for r in raw.values()})
+
+
 def convergence(benchmark: str, global_batch: int, ruleset: str = "6.0.0",
-                field: str = "global_batch_size") -> Convergence:
+                field: str = "global_batch_size", below_smallest: bool = False) -> Convergence:
     refs = references(benchmark, ruleset)
     scale = EPOCH_SAMPLES.get(benchmark, 1)
     exact = [m for b, m in refs if b == global_batch]
@@ -97,6 +107,13 @@ def convergence(benchmark: str, global_batch: int, ruleset: str = "6.0.0",
         low, high = below[-1], above[0]
         return Convergence(benchmark, ruleset, global_batch, _interp(global_batch, low, high)
                            * scale, f"RCP interpolation {low[0]}..{high[0]}")
+    if above and not below_smallest:
+        raise ConfigError(field, global_batch,
+                          f"a global batch of at least the smallest reference convergence point "
+                          f"for {benchmark} under ruleset {ruleset}; its RCP batch sizes: "
+                          f"{', '.join(str(b) for b in batch_sizes(benchmark, ruleset))} (below "
+                          "them MLPerf scores a run at the smallest one's samples: "
+                          "plan.below_smallest_rcp=true plans that)")
     if above:
         # The checker accepts a smaller batch than any reference if it converges no faster than
         # the smallest one: the score is normalised to at least that reference's mean.

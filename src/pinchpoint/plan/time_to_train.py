@@ -24,8 +24,11 @@ def evaluations(benchmark: str, samples: float, every: float, global_batch: int)
 
 def assemble(benchmark: str, global_batch: int, ruleset: str, step_s: float,
              eval_each_s: float, eval_every_samples: float, init_s: float,
-             batch_field: str = "global_batch_size") -> dict[str, Any]:
-    conv = convergence(benchmark, global_batch, ruleset, batch_field)
+             batch_field: str = "global_batch_size",
+             below_smallest_rcp: bool = False) -> dict[str, Any]:
+    """``below_smallest_rcp``: plan a batch below every RCP at the smallest reference's samples
+    (MLPerf's rule) instead of refusing it (plan/rcp.py)."""
+    conv = convergence(benchmark, global_batch, ruleset, batch_field, below_smallest_rcp)
     n_evals = evaluations(benchmark, conv.samples, eval_every_samples, global_batch)
     train = conv.steps * step_s
     evals = n_evals * eval_each_s

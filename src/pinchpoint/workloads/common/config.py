@@ -24,6 +24,10 @@ class DecoderScaleConfig:
     target_log_perplexity: float = MISSING  # real-data target (synthetic: entropy + margin)
     recompute: bool = False            # activation checkpointing per block
     precision: str = "fp32"            # fp32 | bf16 (autocast; GPU)
+    # The GEMM precision the planner plans this scale at (bf16 | fp8 | nvfp4 | mxfp4), where the
+    # submissions run one the runner does not (the full scales: FP8); null = precision.
+    # plan.precision overrides both.
+    plan_precision: Optional[str] = None
 
 
 @dataclass

@@ -19,6 +19,9 @@ class DLRMScaleConfig:
     dcn_low_rank_dim: int = MISSING
     top_mlp: List[int] = MISSING
     learning_rate: float = MISSING
+    # The global batch the planner plans this scale at; null = dataset.batch_size (the proxy and
+    # smoke runs'). The full scale sets the reference's (conf/model/dlrm_dcnv2.yaml).
+    global_batch_size: Optional[int] = None
 
 
 @dataclass

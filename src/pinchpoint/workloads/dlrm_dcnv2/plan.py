@@ -30,6 +30,9 @@ from pinchpoint.plan.time_to_train import assemble, dominant, pinch
 GIB = 2 ** 30
 VALIDATION_SAMPLES = 89_137_319   # first half of Criteo day 23 (the reference's validation set)
 FP16 = 2
+# The dense part's matmul precision: mixed FP16 as the HugeCTR submissions run it (AMP; every
+# DLRM-DCNv2 row of benchmarks/data/published_results.md), at the BF16 = FP16 dense peak.
+PRECISION = "fp16"
 
 
 def mlp_params(in_dim: int, widths: Sequence[int]) -> int:
@@ -85,11 +88,13 @@ def activation_elements(arch, num_dense: int = 13) -> int:
 
 def step_terms(arch, global_batch: int, gpus: int, ep: int, system,
                num_dense: int = 13, overlap_dp: float | None = None,
-               wire_bytes: int = FP16) -> dict[str, Any]:
+               wire_bytes: int = FP16, precision: str = PRECISION,
+               max_ctas: dict | None = None,
+               batch_field: str = "dataset.batch_size") -> dict[str, Any]:
     """``wire_bytes``: bytes per pooled embedding, its gradient and each dense gradient in the
     collectives (HugeCTR's fp16; this repository's runner moves fp32)."""
     if global_batch % gpus:
-        raise ConfigError("dataset.batch_size", global_batch,
+        raise ConfigError(batch_field, global_batch,
                           f"a multiple of the {gpus} GPUs (per-rank batch x ranks)")
     counts = parameter_counts(arch, num_dense)
     local = global_batch / gpus
@@ -97,17 +102,18 @@ def step_terms(arch, global_batch: int, gpus: int, ep: int, system,
     lookups = global_batch * sum(arch.multi_hot_sizes) / ep      # rows this GPU serves
     embedding_fwd = memory_s(lookups * d * 4, system)
     embedding = embedding_fwd * 5
+    # A global NCCL CTA cap (plan.nccl_max_ctas.all, NCCL_MAX_CTAS) slows both collectives.
+    net = network.capped(system, {"all": (max_ctas or {}).get("all")}, "ep")
     group = network.span(ep, 1, system.nvlink_domain)
     ids = local * sum(arch.multi_hot_sizes) * 4
     pooled = local * tables * d * wire_bytes
-    a2a_fwd = network.all_to_all_s(ids, group, system) + network.all_to_all_s(pooled, group,
-                                                                               system)
-    a2a = a2a_fwd + network.all_to_all_s(pooled, group, system)
+    a2a_fwd = network.all_to_all_s(ids, group, net) + network.all_to_all_s(pooled, group, net)
+    a2a = a2a_fwd + network.all_to_all_s(pooled, group, net)
     dense_flops = 6 * counts["dense"] * local
-    dense = matmul_s(dense_flops, system, "bf16")
+    dense = matmul_s(dense_flops, system, precision)
     activations = memory_s(local * activation_elements(arch, num_dense) * FP16 * 6, system)
     dp_group = network.span(gpus, 1, system.nvlink_domain)
-    dp_comm = network.all_reduce_s(counts["dense"] * wire_bytes, dp_group, system)
+    dp_comm = network.all_reduce_s(counts["dense"] * wire_bytes, dp_group, net)
     overlap = calibration.OVERLAP["data_parallel"] if overlap_dp is None else overlap_dp
     dp = max(dp_comm * (1 - overlap), dp_comm - dense)
     terms = {"compute": dense, "memory": embedding + activations, "ep": a2a,
@@ -131,17 +137,28 @@ def plan_run(cfg) -> dict[str, Any]:
     arch = access.scale(cfg)
     dims = access.degrees(cfg.parallel)
     system = system_from(cfg.gpu)
-    gbs, n, ep = cfg.dataset.batch_size, dims.world_size, dims.ep
+    settings = access.plan_settings(cfg)
+    # The scale's own global batch (the full scale's is the reference's), else the runner's.
+    scale_gbs = getattr(arch, "global_batch_size", None)
+    gbs = scale_gbs or cfg.dataset.batch_size
+    field = f"model.{cfg.model.scale}.global_batch_size" if scale_gbs else "dataset.batch_size"
+    n, ep = dims.world_size, dims.ep
+    precision = getattr(settings, "precision", None) or PRECISION
     num_dense = getattr(cfg.model, "num_dense_features", 13)
-    step = step_terms(arch, gbs, n, ep, system, num_dense,
-                      access.plan_settings(cfg).overlap_data_parallel)
+    step = step_terms(arch, gbs, n, ep, system, num_dense, settings.overlap_data_parallel,
+                      precision=precision,
+                      max_ctas=access.mapping(getattr(settings, "nccl_max_ctas", None)),
+                      batch_field=field)
     mem = memory_bytes(arch, gbs, n, ep, num_dense)
     evals_per_epoch = getattr(getattr(cfg, "train", None), "evals_per_epoch", 20)
     eval_each = VALIDATION_SAMPLES / gbs * step["forward_s"]
     ttt = assemble("dlrm_dcnv2", gbs, access.ruleset(cfg), step["step_s"], eval_each,
                    EPOCH_SAMPLES["dlrm_dcnv2"] / evals_per_epoch,
-                   access.plan_settings(cfg).init_in_clock_s, "dataset.batch_size")
+                   settings.init_in_clock_s, field,
+                   bool(getattr(settings, "below_smallest_rcp", False))
+                   or cfg.model.scale != "full")
     return {"model": "dlrm_dcnv2", "scale": cfg.model.scale, "gpu": system.name, "world_size": n,
+            "global_batch": gbs, "precision": precision,
             "layout": {"gpus": n, "ep": ep, "global_batch": gbs, "local_batch": gbs / n},
             "parameters": parameter_counts(arch, num_dense),
             "memory_per_device": mem, "memory_needed_gib": mem["total_bytes"] / GIB,

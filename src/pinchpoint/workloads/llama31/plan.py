@@ -19,7 +19,7 @@ def layout_from(cfg) -> Layout:
     a = access.scale(cfg)
     dims = access.degrees(cfg.parallel)
     p = access.plan_settings(cfg)
-    precision = p.precision or a.precision
+    precision = p.precision or getattr(a, "plan_precision", None) or a.precision
     return Layout(dp_replicate=dims.dp_replicate, dp_shard=dims.dp_shard, tp=dims.tp,
                   pp=dims.pp, cp=dims.cp, micro_batch=a.micro_batch_size,
                   global_batch=a.global_batch_size, seq_len=a.seq_len, recompute=a.recompute,
@@ -32,7 +32,9 @@ def layout_from(cfg) -> Layout:
                            "tensor_parallel": p.overlap_tensor_parallel,
                            "context_parallel": p.overlap_context_parallel,
                            "pipeline": p.overlap_pipeline},
-                  nccl_max_ctas=access.mapping(p.nccl_max_ctas))
+                  nccl_max_ctas=access.mapping(p.nccl_max_ctas),
+                  fp8_attention=getattr(p, "fp8_attention", None),
+                  fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)))
 
 
 def eval_seconds(step: dict, lay: Layout, eval_samples: int) -> float:
@@ -44,7 +46,8 @@ def eval_seconds(step: dict, lay: Layout, eval_samples: int) -> float:
 
 
 def plan(a, lay: Layout, gpu, benchmark: str = "llama31_8b", ruleset: str = "6.0.0",
-         eval_every: int = 12288, eval_samples: int = 1024, init_s: float = 0.0) -> dict:
+         eval_every: int = 12288, eval_samples: int = 1024, init_s: float = 0.0,
+         below_smallest_rcp: bool = False) -> dict:
     system = gpu if isinstance(gpu, System) else system_from(gpu)
     shape = a if isinstance(a, DecoderShape) else DecoderShape.of(a)
     step = llm.step_terms(shape, lay, system)
@@ -52,9 +55,11 @@ def plan(a, lay: Layout, gpu, benchmark: str = "llama31_8b", ruleset: str = "6.0
     need = mem["worst_stage"]["total_bytes"]
     ttt = assemble(benchmark, lay.global_batch, ruleset, step["step_s"],
                    eval_seconds(step, lay, eval_samples), eval_every, init_s,
-                   "model.full.global_batch_size")
+                   "model.full.global_batch_size", below_smallest_rcp)
     achieved = step["model_flops_per_step"] / step["step_s"] / lay.world
     return {"model": benchmark, "gpu": system.name, "world_size": lay.world,
+            "global_batch": lay.global_batch, "precision": lay.precision,
+            "attention_precision": llm.attention_precision_of(lay, system),
             "layout": {**{k: v for k, v in lay.__dict__.items() if k != "overlap"},
                        "dp": lay.dp, "micro_batches": lay.micro_batches},
             "parameters": parameter_counts(shape),
@@ -70,8 +75,18 @@ def plan(a, lay: Layout, gpu, benchmark: str = "llama31_8b", ruleset: str = "6.0
 
 def plan_run(cfg) -> dict[str, Any]:
     a = access.scale(cfg)
+    p = access.plan_settings(cfg)
     return plan(a, layout_from(cfg), system_from(cfg.gpu), cfg.model.name, access.ruleset(cfg),
-                a.eval_every_samples, a.eval_samples, access.plan_settings(cfg).init_in_clock_s)
+                a.eval_every_samples, a.eval_samples, p.init_in_clock_s,
+                below_smallest_rcp(cfg))
+
+
+def below_smallest_rcp(cfg) -> bool:
+    """Plan a batch below every RCP at the smallest one's samples: asked for
+    (plan.below_smallest_rcp), or a proxy / smoke scale (their batches are nobody's
+    submission); a full-scale plan below them is refused (plan/rcp.py)."""
+    return bool(getattr(access.plan_settings(cfg), "below_smallest_rcp", False)) or \
+        cfg.model.scale != "full"
 
 
 def describe(cfg) -> dict[str, Any]:
