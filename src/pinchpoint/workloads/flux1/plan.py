@@ -5,6 +5,17 @@ tests), memory per device for DDP / FSDP2 / HSDP, the data-parallel collectives'
 step on a two-level network (plan/network.py), and the bytes each pipeline reads from storage
 per step: the preprocessed columns' exact row size (np.save headers included) against the raw
 image + caption bytes per sample.
+
+Step time (``step_terms``) per GPU, on the shared planner parts (plan/compute.py at the
+calibrated achieved rates, plan/network.py): the MMDiT's training FLOPs from its shape (each
+double block's image and text sides on their own tokens, single blocks on both, joint
+non-causal attention; 3x forward, 4x with the reference's full recompute); on the raw pipeline
+the frozen encoders' forward in the loop (T5-XXL on 256 tokens, CLIP-L on 77, the VAE encoder's
+convolutions at each resolution); memory-bound kernels; the data-parallel collectives above,
+exposed as the dense planner's (calibrated overlap, at most what compute covers); the AdamW
+update; and the storage read per step where a read bandwidth is known (the run's
+``storage.emulation.read_mb_per_s`` when emulation is on: per rank, prefetched, so only what
+compute does not cover), otherwise no read term.
 """
 from __future__ import annotations
 
@@ -13,6 +24,8 @@ from typing import Any
 
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.plan import network
+from pinchpoint.plan.compute import matmul_s, memory_s
+from pinchpoint.plan.llm import ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed
 
 NPY_HEADER = 128            # np.save header of a small-rank array (format 1.0, padded to 64)
 BF16 = 2
@@ -142,6 +155,97 @@ def _shape(scale):
         vec_in_dim=scale.clip.hidden_size, context_in_dim=scale.t5.d_model)
 
 
+def mmdit_forward_flops_per_sample(scale) -> float:
+    """Forward FLOPs of the MMDiT on one sample: 2 x the parameters each token passes through
+    (a double block's image side on the image tokens, its text side on the text tokens, a
+    single block on both; the embedders and the final layer on their tokens; adaLN modulation
+    once per sample), plus joint attention over all tokens (QK^T and PV: 4 x S^2 x hidden)."""
+    h = scale.hidden_size
+    m = int(h * scale.mlp_ratio)
+    txt, img = sequence_lengths(scale)
+    tokens = txt + img
+    shape = _shape(scale)
+    side = 3 * h * h + h * h + 2 * h * m                 # qkv, proj, mlp (per token)
+    single = h * (3 * h + m) + (h + m) * h               # linear1, linear2
+    modulation = scale.depth * 2 * 6 * h * h + scale.depth_single_blocks * 3 * h * h + 2 * h * h
+    per_token = scale.depth * side + scale.depth_single_blocks * single
+    embed = img * (shape.in_channels * h + h * shape.in_channels) + \
+        txt * scale.t5.d_model * h
+    blocks = scale.depth + scale.depth_single_blocks
+    return 2 * (tokens * per_token + embed + modulation) + blocks * 4 * tokens ** 2 * h
+
+
+def encoder_forward_flops_per_sample(scale) -> dict[str, float]:
+    """Forward FLOPs of the frozen encoders on one sample (raw pipeline): T5 and CLIP blocks
+    (2 x parameters per token + attention), the VAE encoder's 3x3 convolutions at each level's
+    resolution (2 x 9 x c_in x c_out per output pixel)."""
+    t5 = scale.t5
+    inner = t5.num_heads * t5.d_kv
+    t5_block = 4 * t5.d_model * inner + 3 * t5.d_model * t5.d_ff
+    n = t5.max_tokens
+    t5_flops = t5.num_layers * (2 * t5_block * n + 4 * n * n * inner)
+    c = scale.clip
+    clip_block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
+    k = c.max_tokens
+    clip_flops = c.num_layers * (2 * clip_block * k + 4 * k * k * c.hidden_size)
+    ch = list(scale.vae.block_out_channels)
+    side = scale.image_size
+    macs = 9 * 3 * ch[0] * side * side                              # conv_in
+    prev = ch[0]
+    for level, width in enumerate(ch):
+        pixels = side * side
+        for r in range(scale.vae.layers_per_block):
+            macs += 9 * (prev * width + width * width) * pixels     # a resnet's two convs
+            prev = width
+        if level < len(ch) - 1:                                     # strided downsampling
+            side //= 2
+            macs += 9 * width * width * side * side
+    pixels = side * side
+    macs += 2 * 2 * 9 * prev * prev * pixels + 4 * prev * prev * pixels + 2 * pixels ** 2 * prev
+    macs += 9 * prev * 2 * scale.vae.latent_channels * pixels      # conv_out (mean, logvar)
+    return {"t5": t5_flops, "clip": clip_flops, "vae": 2 * macs}
+
+
+def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
+               precision: str = "bf16", read_bytes_per_s: float | None = None,
+               raw_bytes_per_sample: float = CC12M_RAW_BYTES_PER_SAMPLE,
+               overlap: float | None = None, max_ctas: dict | None = None) -> dict:
+    """Seconds per step by term on one GPU (see the module docstring)."""
+    from pinchpoint.plan import calibration
+    b = scale.batch_size
+    forward = mmdit_forward_flops_per_sample(scale)
+    train = forward * (4 if scale.recompute else 3)
+    compute = matmul_s(b * train, system, precision)
+    terms = {"compute": compute}
+    encoders = encoder_forward_flops_per_sample(scale)
+    if pipeline == "raw":
+        terms["encoders"] = matmul_s(b * sum(encoders.values()), system, "bf16")
+    h = scale.hidden_size
+    m = int(h * scale.mlp_ratio)
+    txt, img = sequence_lengths(scale)
+    blocks = scale.depth + scale.depth_single_blocks
+    elements = 10 * h + 3 * h + 2 * m
+    terms["memory"] = memory_s(3 * ACT * elements * b * (txt + img) * blocks
+                               * (4 / 3 if scale.recompute else 1), system)
+    capped = network.capped(system, max_ctas or {}, "dp")
+    comm = communication_per_step(scale, dp_replicate, dp_shard, capped)
+    dp_s = sum(comm.values())
+    overlap = calibration.OVERLAP["data_parallel"] if overlap is None else float(overlap)
+    terms["data_parallel"] = _exposed(dp_s, overlap, compute)
+    params = mmdit_parameters(_shape(scale))
+    terms["optimizer"] = memory_s(params / dp_shard * OPTIMIZER_BYTES_PER_PARAM, system)
+    per_sample = preprocessed_bytes_per_sample(scale) if pipeline != "raw" \
+        else raw_bytes_per_sample
+    read = b * per_sample / read_bytes_per_s if read_bytes_per_s else None
+    if read is not None:
+        terms["data_read"] = max(0.0, read - sum(terms.values()))
+    return {"step_s": sum(terms.values()), "terms_s": terms,
+            "mmdit_forward_flops_per_sample": forward,
+            "encoder_forward_flops_per_sample": encoders,
+            "communication_s": comm, "read_s": read,
+            "forward_s_per_sample": matmul_s(forward, system, precision)}
+
+
 def plan(scale, dp_replicate: int, dp_shard: int, raw_bytes_per_sample: float) -> dict:
     dp = dp_replicate * dp_shard
     gbs = scale.batch_size * dp
@@ -176,4 +280,36 @@ def plan_run(run) -> dict[str, Any]:
     out = plan(a, dims.dp_replicate, dims.dp_shard, raw_per_sample)
     out.update(workload="flux1", scale=m.scale, pipeline=d.pipeline, layout=dims.describe(),
                world_size=dims.world_size, raw_bytes_per_sample_source=source)
+    out.update(_time_to_train(run, a, dims, raw_per_sample))
     return out
+
+
+def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
+    """Step time by term and time-to-train from the flux1 RCPs (plan/rcp.py)."""
+    from pinchpoint.plan import config_access as access
+    from pinchpoint.plan.hardware import system_from
+    from pinchpoint.plan.time_to_train import assemble, dominant, pinch
+    p = access.plan_settings(run)
+    system = system_from(run.gpu)
+    precision = p.precision or getattr(a, "precision", "bf16")
+    emulation = getattr(getattr(run, "storage", None), "emulation", None)
+    read_bw = emulation.read_mb_per_s * 1e6 if emulation is not None and \
+        getattr(emulation, "enabled", False) else None
+    pipeline = run.dataset.pipeline
+    step = step_terms(a, dims.dp_replicate, dims.dp_shard, system, pipeline, precision, read_bw,
+                      raw_per_sample, p.overlap_data_parallel, access.mapping(p.nccl_max_ctas))
+    gbs = a.batch_size * dims.dp_replicate * dims.dp_shard
+    # evaluation: the MMDiT's forward over the validation samples, spread over the ranks
+    eval_each = a.eval_samples / (dims.dp_replicate * dims.dp_shard) * \
+        step["forward_s_per_sample"]
+    ttt = assemble("flux1", gbs, access.ruleset(run), step["step_s"], eval_each,
+                   a.eval_every_samples, p.init_in_clock_s, "model.full.batch_size")
+    mem = memory_per_device(a, dims.dp_replicate, dims.dp_shard, pipeline)
+    usable = system.usable_bytes
+    return {"precision": precision, "global_batch": gbs, "step_s": step["step_s"],
+            "terms_s": step["terms_s"], "dominant": dominant(step["terms_s"]),
+            "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt,
+            "read_term": "storage.emulation.read_mb_per_s" if read_bw else
+            "none: no storage read bandwidth known (storage.emulation off)",
+            "memory_needed_gib": mem["total_bytes"] / 2 ** 30,
+            "memory_usable_gib": usable / 2 ** 30, "fits": mem["total_bytes"] <= usable}

@@ -35,7 +35,7 @@ def shape(s, vocab_size: int | None = None) -> MoEShape:
                     moe_block_per_layer=[router] * s.n_layers,
                     tp_replicated_per_layer=[3 * s.dim] * s.n_layers,
                     # model.py: even layers attend over a sliding window, odd ones causally
-                    window_per_layer=[s.sliding_window if i % 2 == 0 else 0
+                    window_per_layer=[getattr(s, "sliding_window", 0) if i % 2 == 0 else 0
                                       for i in range(s.n_layers)])
 
 
