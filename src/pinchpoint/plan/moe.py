@@ -493,7 +493,8 @@ def plan(shape: MoEShape, lay: MoELayout, gpu, benchmark: str | None = None,
     mem = memory_per_device(shape, lay)
     step = step_terms(shape, lay, system)
     need = mem["worst_stage"]["total_bytes"]
-    out = {"gpu": system.name, "world_size": lay.world, "parameters": shape.counts(),
+    out = {"gpu": system.name, "world_size": lay.world, "global_batch": lay.global_batch,
+           "precision": lay.precision, "parameters": shape.counts(),
            "layout": dict(lay.__dict__, world=lay.world, accumulation=lay.accumulation),
            "memory_per_device": mem, "memory_needed_gib": need / GIB,
            "memory_usable_gib": system.usable_bytes / GIB, "fits": need <= system.usable_bytes,
