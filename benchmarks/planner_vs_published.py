@@ -158,9 +158,9 @@ def predict(rows: list[dict], configs: list | None = None) -> list[dict]:
     configs = configs or [row_config(row) for row in rows]
     for row, cfg in zip(rows, configs):
         p = plan_point(cfg)
-        minutes = p["time_to_train"]["time_to_train_min"]
+        minutes = p.time_to_train.minutes
         out.append({**row, "predicted_min": minutes, "ratio": minutes / row["published_min"],
-                    "dominant": p["dominant"], "fits": p["fits"], "plan": p})
+                    "dominant": p.dominant, "fits": p.fits, "plan": p})
     return out
 
 

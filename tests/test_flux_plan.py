@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import compose
 
-from pinchpoint.plan.grid import PLANNED
+from pinchpoint.plan.result import PlanResult
 from pinchpoint.plan.hardware import preset
 from pinchpoint.workloads.flux1 import plan as P
 
@@ -20,12 +20,11 @@ def full(tmp_path_factory):
 
 def test_plan_has_step_time_and_time_to_train(full):
     p = P.plan_run(full)
-    assert PLANNED <= set(p) and p["world_size"] == 32 and p["global_batch"] == 512
-    assert p["step_s"] == pytest.approx(sum(p["terms_s"].values()))
-    assert p["time_to_train"]["rcp"] == "RCP found"
-    assert p["time_to_train"]["steps"] == pytest.approx(
-        p["time_to_train"]["samples_to_converge"] / 512)
-    assert "data_read" not in p["terms_s"] and p["read_term"].startswith("none")
+    assert isinstance(p, PlanResult) and p.world_size == 32 and p.global_batch == 512
+    assert p.step_s == pytest.approx(sum(p.terms_s.values()))
+    assert p.time_to_train.rcp == "RCP found"
+    assert p.time_to_train.steps == pytest.approx(p.time_to_train.samples_to_converge / 512)
+    assert "data_read" not in p.terms_s and p.details["read_term"].startswith("none")
 
 
 def test_mmdit_flops_count_each_token_through_its_own_side(full):

@@ -51,14 +51,14 @@ def test_plan_reports_fit_and_step_terms(shape):
 
 
 def test_plan_gives_time_to_train_with_the_rcp(shape):
-    """A full plan (plan/grid.py PLANNED): step time, terms and time-to-train from the RCPs."""
-    from pinchpoint.plan.grid import PLANNED
+    """A full plan: step time, terms and time-to-train from the RCPs its rules name."""
+    from pinchpoint.workloads import spec
     lay = MoELayout(dp_shard=8, ep=1, micro_batch=3, global_batch=24, seq_len=8192)
-    p = plan(shape, lay, "b300", "gpt_oss_20b", "6.0.0", 12288, 1024)
-    assert PLANNED <= set(p) and p["fits"]
+    p = plan(shape, lay, "b300", spec("gpt_oss_20b").rules, "6.0.0", 12288, 1024)
+    assert p["fits"]
     ttt = p["time_to_train"]
-    assert ttt["rcp"] == "RCP interpolation 16..64"
-    assert ttt["train_s"] == pytest.approx(ttt["steps"] * p["step_s"])
+    assert ttt.rcp == "RCP interpolation 16..64"
+    assert ttt.train_s == pytest.approx(ttt.steps * p["step_s"])
 
 
 def test_layer_split_is_the_runtimes():

@@ -75,17 +75,17 @@ def test_full_scale_reference_layouts_plan_and_fit(out):
     cfg = validate(compose(GPT + ["model.scale=full", "plan_only=true", "parallel.dp_shard=8",
                                   "parallel.ep=8"], out))
     p = plan_point(cfg)
-    assert p["vocabulary"]["used"] == 128256 and p["memory_needed_gib"] > 0
-    assert p["vocabulary"]["published"] == 201088
-    assert p["communication_per_step"]["all_to_all_dispatch"]["bytes"] > 0
+    assert p.details["vocabulary"]["used"] == 128256 and p.memory_needed_gib > 0
+    assert p.details["vocabulary"]["published"] == 201088
+    assert p.details["communication_per_step"]["all_to_all_dispatch"]["bytes"] > 0
     # eval_samples: the shared rule wants whole pipeline eval batches (dp x micro x
     # accumulation = 15360 here); the reference's 1024 does not change the plan.
     cfg = validate(compose(DS + ["model.scale=full", "plan_only=true", "parallel.pp=4",
                                  "parallel.dp_shard=64", "parallel.ep=64",
                                  "model.full.eval_samples=15360"], out))
     p = plan_point(cfg)
-    assert 670e9 < p["parameters"]["total"] < 672e9
-    assert p["memory_per_device"]["worst_stage"]["expert_parameters_per_device"] > 0
+    assert 670e9 < p.parameters["total"] < 672e9
+    assert p.details["memory_per_device"]["worst_stage"]["expert_parameters_per_device"] > 0
 
 
 def test_full_scale_that_does_not_fit_is_refused_with_the_memory_it_needs(out):

@@ -30,10 +30,10 @@ def test_plan_only_prints_the_plan(out):
     p = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert p["gpu"] == "H100" and p["world_size"] == 144
     # 1F1B: the first of 9 stages holds 9 micro-batches (576 per step) in flight
-    assert p["memory_per_device"]["worst_stage"]["micro_batches_in_flight"] == 9
-    assert p["layers_per_chunk"] == [14] * 9
+    assert p["details"]["memory_per_device"]["worst_stage"]["micro_batches_in_flight"] == 9
+    assert p["details"]["layers_per_chunk"] == [14] * 9
     assert p["fits"] and p["terms_s"]["compute"] > 0 and p["terms_s"]["bubble"] > 0
-    assert p["time_to_train"]["time_to_train_s"] > p["time_to_train"]["train_s"] > 0
+    assert p["time_to_train"]["total_s"] > p["time_to_train"]["train_s"] > 0
 
 
 def test_a_layout_that_does_not_fit_is_refused_with_the_memory_it_needs(out):
@@ -41,7 +41,7 @@ def test_a_layout_that_does_not_fit_is_refused_with_the_memory_it_needs(out):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert err.value.field == "gpu.memory_gib"
-    need = plan.describe(cfg)["memory_needed_gib"]
+    need = plan.plan_run(cfg).memory_needed_gib
     assert f"at least {need + cfg.gpu.reserved_gib:.1f} GiB" in str(err.value)
     assert need > 5 * cfg.gpu.memory_gib   # 405 B parameters over 8 devices
     validate(compose(REFERENCE_405B, out))   # the reference layout passes (H200 default)

@@ -31,22 +31,21 @@ def test_a_thousand_point_grid_in_one_process(tmp_path):
     points = [pt for pt in points if not pt.error]
     for pt in points:
         s = pt.settings
-        assert pt.plan["world_size"] == s["parallel.dp_shard"] * s["parallel.tp"] * \
+        assert pt.plan.world_size == s["parallel.dp_shard"] * s["parallel.tp"] * \
             s["parallel.pp"] * s["parallel.cp"]                       # derived, never typed
-        assert pt.plan["fits"] == (pt.plan["memory_needed_gib"] <= pt.plan["memory_usable_gib"])
-        t = pt.plan["time_to_train"]
-        assert t["time_to_train_s"] == pytest.approx(t["steps"] * pt.plan["step_s"] +
-                                                     t["eval_s"] + t["init_s"])
-        assert pt.plan["dominant"] == max(pt.plan["terms_s"], key=pt.plan["terms_s"].get)
-    by_gpu = {pt.settings["gpu"]: pt.plan["gpu"] for pt in points}
+        assert pt.plan.fits == (pt.plan.memory_needed_gib <= pt.plan.memory_usable_gib)
+        t = pt.plan.time_to_train
+        assert t.total_s == pytest.approx(t.steps * pt.plan.step_s + t.evals_s + t.init_s)
+        assert pt.plan.dominant == max(pt.plan.terms_s, key=pt.plan.terms_s.get)
+    by_gpu = {pt.settings["gpu"]: pt.plan.gpu for pt in points}
     assert by_gpu == {"gb200": "GB200", "h100": "H100", "b200": "B200", "mi355x": "MI355X",
                       "gb300": "GB300"}
     # same layout: more FP8 FLOP/s is faster (H100 < B200 < GB200 = GB300 in FP8)
-    same = {pt.settings["gpu"]: pt.plan["step_s"] for pt in points if
+    same = {pt.settings["gpu"]: pt.plan.step_s for pt in points if
             (pt.settings["parallel.dp_shard"], pt.settings["parallel.tp"],
              pt.settings["parallel.pp"], pt.settings["parallel.cp"]) == (16, 8, 8, 2)}
     assert same["h100"] > same["b200"] > same["gb200"]
-    assert not all(pt.plan["fits"] for pt in points) and any(pt.plan["fits"] for pt in points)
+    assert not all(pt.plan.fits for pt in points) and any(pt.plan.fits for pt in points)
     rows = table.sort_rows([pt.row for pt in points], "time_to_train_min")
     assert [r["time_to_train_min"] for r in rows] == sorted(r["time_to_train_min"] for r in rows)
     path = table.write_csv(rows, tmp_path / "plan.csv")
@@ -109,7 +108,7 @@ def test_run_plan_only_prints_json_and_refuses_what_does_not_fit(out, capsys):
                   "model.full.micro_batch_size=1", "plan_only=true"], out)
     ttt = run_plan_only(ok)
     assert ttt == pytest.approx(json.loads(capsys.readouterr().out)["time_to_train"]
-                                ["time_to_train_s"])
+                                ["total_s"])
 
 
 def test_plan_sweep_report_draws_and_finds_crossovers(tmp_path):

@@ -100,7 +100,9 @@ def test_rcp_mean_read_from_the_shipped_file():
     assert c.steps == pytest.approx(c.samples / 1152)
     dlrm_runs = sorted(json.loads((rcp.rcp_dir("5.0.0") / "rcps_dlrm_dcnv2.json").read_text())
                        ["dlrm_dcnv2_ref_55296"]["Epochs to converge"])[1:-1]
-    dlrm = rcp.convergence("dlrm_dcnv2", 55296, "5.0.0")   # epochs x Criteo days 0-22
+    from pinchpoint.workloads import spec
+    dlrm = rcp.convergence("dlrm_dcnv2", 55296, "5.0.0",   # epochs x Criteo days 0-22
+                           samples_per_unit=spec("dlrm_dcnv2").rules.samples_per_rcp_unit)
     assert dlrm.samples == pytest.approx(sum(dlrm_runs) / len(dlrm_runs) * 4_195_197_692)
     with pytest.raises(ConfigError) as err:
         rcp.convergence("llama31_405b", 100000, "6.0.0")
@@ -116,7 +118,6 @@ def test_rcp_interpolation_matches_mlperf_loggings_checker(ruleset):
         sizes = sorted(r["BS"] for r in checker.pruned_rcp_data.values())
         probes = sorted(set(sizes) | {(a + b) // 2 for a, b in zip(sizes, sizes[1:])} |
                         {max(1, sizes[0] // 2)})
-        unit = rcp.EPOCH_SAMPLES.get(bench, 1)
         for bs in probes:
             record = checker._find_rcp(bs, "pruned_rcps")
             if record is None:
@@ -124,7 +125,7 @@ def test_rcp_interpolation_matches_mlperf_loggings_checker(ruleset):
                 high = checker._find_bottom_max_rcp(bs, "pruned_rcps")
                 record = checker._create_interp_rcp(bs, low, high)[1] if low and high else \
                     checker._find_min_rcp("pruned_rcps")
-            ours = rcp.convergence(bench, bs, ruleset, below_smallest=True).samples / unit
+            ours = rcp.convergence(bench, bs, ruleset, below_smallest=True).samples
             assert ours == pytest.approx(float(record["RCP Mean"])), (bench, bs)
 
 

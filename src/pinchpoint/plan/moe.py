@@ -51,7 +51,7 @@ less what compute hides (calibrated data_parallel overlap), and the optimizer up
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pinchpoint.plan import network, pipeline
 from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
@@ -59,6 +59,10 @@ from pinchpoint.plan.hardware import System, system_from
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, Layout,
                                  _exposed, wire_bytes)
 from pinchpoint.plan.memory import _in_flight, bytes_per_param
+
+if TYPE_CHECKING:
+    from pinchpoint.plan.result import PlanResult
+    from pinchpoint.plan.rules import MLPerfRules
 
 GIB = 2 ** 30
 
@@ -483,11 +487,11 @@ def eval_seconds(step: dict, lay: MoELayout, eval_samples: int) -> float:
     return eval_samples / lay.global_batch * forward + t["bubble"] / 3
 
 
-def plan(shape: MoEShape, lay: MoELayout, gpu, benchmark: str | None = None,
+def plan(shape: MoEShape, lay: MoELayout, gpu, rules: "MLPerfRules | None" = None,
          ruleset: str = "6.0.0", eval_every: float | None = None, eval_samples: int = 0,
          init_s: float = 0.0) -> dict[str, Any]:
-    """Parameters, memory per device, communication and step time by term; with
-    ``benchmark`` (its RCP file's name) also time-to-train."""
+    """Parameters, memory per device, communication and step time by term; with ``rules``
+    (the workload's MLPerfRules: its RCP file's name, eval skip) also time-to-train."""
     from pinchpoint.plan.time_to_train import assemble, dominant, pinch
     system = system_from(gpu)
     mem = memory_per_device(shape, lay)
@@ -503,8 +507,8 @@ def plan(shape: MoEShape, lay: MoELayout, gpu, benchmark: str | None = None,
            "dominant": dominant(step["terms_s"]), "pinch": pinch(step["terms_s"]),
            "step": step, "layers_per_chunk": step["layers_per_chunk"],
            "model_tflops_per_gpu": step["model_tflops_per_gpu"]}
-    if benchmark:
-        out["time_to_train"] = assemble(benchmark, lay.global_batch, ruleset, step["step_s"],
+    if rules is not None:
+        out["time_to_train"] = assemble(rules, lay.global_batch, ruleset, step["step_s"],
                                         eval_seconds(step, lay, eval_samples),
                                         eval_every or lay.global_batch, init_s,
                                         "model.full.global_batch_size")
@@ -546,14 +550,18 @@ def layout_from(run) -> MoELayout:
                      nccl_max_ctas=access.mapping(p.nccl_max_ctas))
 
 
-def describe(shape: MoEShape, run, benchmark: str, extra: dict | None = None) -> dict[str, Any]:
-    """The full-scale plan of a run config; ``benchmark``: its RCP file's name."""
+def describe(shape: MoEShape, run, rules: "MLPerfRules",
+             extra: dict | None = None) -> "PlanResult":
+    """The full-scale plan of a run config; ``rules``: its workload's MLPerfRules."""
     from pinchpoint.plan import config_access as access
+    from pinchpoint.plan.result import from_parts
     a = access.scale(run)
-    return {"model": run.model.name, "scale": run.model.scale, **(extra or {}),
-            **plan(shape, layout_from(run), run.gpu, benchmark, access.ruleset(run),
-                   a.eval_every_samples, a.eval_samples,
-                   access.plan_settings(run).init_in_clock_s)}
+    out = {**(extra or {}),
+           **plan(shape, layout_from(run), run.gpu, rules, access.ruleset(run),
+                  rules.eval_every_samples(run), a.eval_samples,
+                  access.plan_settings(run).init_in_clock_s)}
+    return from_parts(out, out["memory_per_device"]["worst_stage"], model=run.model.name,
+                      scale=run.model.scale)
 
 
 def check_fits(shape: MoEShape, run) -> None:

@@ -9,7 +9,9 @@ reference's samples (DLRM at 2,048: 1.45 M steps), a plan nobody meant to make. 
 scipy (~2.5 s); this reads the same files with the same rules in milliseconds, and
 tests/test_plan_rcp.py checks it against ``RCP_Checker`` on every shipped file.
 
-Units: the LLM and FLUX/LoRA files count samples; DLRM counts epochs of the training set.
+Units: each record names its own ("samples to converge" or "Epochs to converge", the LLM files
+counting samples under the latter); what one unit is in training samples is the workload's
+MLPerfRules (``samples_per_rcp_unit``: DLRM's RCPs count epochs of Criteo days 0-22).
 """
 from __future__ import annotations
 
@@ -20,10 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from pinchpoint.errors import ConfigError
-
-# Training samples in one epoch, for benchmarks whose RCPs count epochs (Criteo days 0-22).
-EPOCH_SAMPLES = {"dlrm_dcnv2": 4_195_197_692}
-
 
 @dataclass(frozen=True)
 class Convergence:
@@ -58,8 +56,7 @@ def references(benchmark: str, ruleset: str) -> tuple[tuple[int, float], ...]:
     raw = json.loads(path.read_text())
     points = []
     for record in raw.values():
-        unit = "samples to converge" if record["Benchmark"] in ("llama2_70b_lora", "flux1") \
-            else "Epochs to converge"
+        unit = next(k for k in ("samples to converge", "Epochs to converge") if k in record)
         runs = sorted(record[unit])
         drop = 4 if record["Benchmark"] == "unet3d" else 1
         kept = runs[drop:len(runs) - drop]
@@ -95,9 +92,12 @@ def batch_sizes(benchmark: str, ruleset: str) -> list[int]:
 
 
 def convergence(benchmark: str, global_batch: int, ruleset: str = "6.0.0",
-                field: str = "global_batch_size", below_smallest: bool = False) -> Convergence:
+                field: str = "global_batch_size", below_smallest: bool = False,
+                samples_per_unit: float = 1) -> Convergence:
+    """``samples_per_unit``: training samples per unit of the RCP file (the workload's
+    ``MLPerfRules.samples_per_rcp_unit``)."""
     refs = references(benchmark, ruleset)
-    scale = EPOCH_SAMPLES.get(benchmark, 1)
+    scale = samples_per_unit
     exact = [m for b, m in refs if b == global_batch]
     if exact:
         return Convergence(benchmark, ruleset, global_batch, exact[0] * scale, "RCP found")

@@ -3,40 +3,29 @@ evaluations the benchmark runs inside the clock + init inside the clock (MLPerf 
 clock at run_start, after init_stop: usually nothing). Each term is reported."""
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
-
 from pinchpoint.plan.rcp import convergence
-
-# Evaluations skipped at the start of a run (never run, so never on the clock), per benchmark.
-# Llama 3.1 405B: floor(0.0026 x GBS + 12), the reference's rule (github.com/mlcommons/training,
-# large_language_model_pretraining/nemo).
-EVALS_SKIPPED: dict[str, Callable[[int], int]] = {
-    "llama31_405b": lambda gbs: math.floor(0.0026 * gbs + 12),
-}
+from pinchpoint.plan.result import TimeToTrain
+from pinchpoint.plan.rules import MLPerfRules
 
 
-def evaluations(benchmark: str, samples: float, every: float, global_batch: int) -> int:
-    """Evaluations run up to and including the one that meets the target."""
-    done = math.ceil(samples / every - 1e-9)
-    return max(1, done - EVALS_SKIPPED.get(benchmark, lambda g: 0)(global_batch))
-
-
-def assemble(benchmark: str, global_batch: int, ruleset: str, step_s: float,
+def assemble(rules: MLPerfRules, global_batch: int, ruleset: str, step_s: float,
              eval_each_s: float, eval_every_samples: float, init_s: float,
              batch_field: str = "global_batch_size",
-             below_smallest_rcp: bool = False) -> dict[str, Any]:
-    """``below_smallest_rcp``: plan a batch below every RCP at the smallest reference's samples
+             below_smallest_rcp: bool = False) -> TimeToTrain:
+    """Steps from the RCPs of ``rules.benchmark`` (in ``rules.rcp_unit``), evaluations at
+    ``eval_every_samples`` less the ones ``rules.eval_skip`` never runs.
+    ``below_smallest_rcp``: plan a batch below every RCP at the smallest reference's samples
     (MLPerf's rule) instead of refusing it (plan/rcp.py)."""
-    conv = convergence(benchmark, global_batch, ruleset, batch_field, below_smallest_rcp)
-    n_evals = evaluations(benchmark, conv.samples, eval_every_samples, global_batch)
+    conv = convergence(rules.benchmark, global_batch, ruleset, batch_field, below_smallest_rcp,
+                       rules.samples_per_rcp_unit)
+    n_evals = rules.evaluations(conv.samples, eval_every_samples, global_batch)
     train = conv.steps * step_s
     evals = n_evals * eval_each_s
-    total = train + evals + init_s
-    return {"samples_to_converge": conv.samples, "rcp": conv.how, "ruleset": ruleset,
-            "steps": conv.steps, "step_s": step_s, "train_s": train, "evaluations": n_evals,
-            "eval_each_s": eval_each_s, "eval_s": evals, "init_s": init_s,
-            "time_to_train_s": total, "time_to_train_min": total / 60}
+    return TimeToTrain(benchmark=rules.benchmark, ruleset=ruleset,
+                       samples_to_converge=conv.samples, rcp=conv.how, steps=conv.steps,
+                       step_s=step_s, train_s=train, evaluations=n_evals,
+                       eval_each_s=eval_each_s, evals_s=evals, init_s=init_s,
+                       total_s=train + evals + init_s)
 
 
 def dominant(terms: dict[str, float]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from pinchpoint.plan.rules import MLPerfRules
 from pinchpoint.telemetry.mlperf_log import C, MLPerfLog
 from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.workloads.base import Quality, Sizes, Workload
@@ -69,8 +70,12 @@ class LoopLimits:
 
 
 def train(workload: Workload, phases: PhaseTimer, mlperf: MLPerfLog, sizes: Sizes,
-          quality: Quality, limits: LoopLimits, state: LoopState, hooks: LoopHooks) -> LoopState:
+          quality: Quality, limits: LoopLimits, state: LoopState, hooks: LoopHooks,
+          rules: MLPerfRules) -> LoopState:
+    """``rules``: the workload's MLPerf rules (its WorkloadSpec's): the evaluations its eval
+    skip names are not run and not logged, and each one's quality is logged under its keys."""
     total, eval_every = limits.total_steps(sizes), limits.eval_every(sizes)
+    first_eval = rules.first_eval_step(sizes.global_batch_size, eval_every)
     spe = sizes.steps_per_epoch
     while state.step < total and state.status != "success":
         epoch = state.step // spe
@@ -90,8 +95,8 @@ def train(workload: Workload, phases: PhaseTimer, mlperf: MLPerfLog, sizes: Size
             state.step += 1
             state.samples += sizes.global_batch_size
             last = state.step == stop_in_epoch
-            if (state.step % eval_every == 0 and state.step >= sizes.first_eval_step) or last:
-                _evaluate(workload, mlperf, sizes, quality, state, hooks)
+            if (state.step % eval_every == 0 and state.step >= first_eval) or last:
+                _evaluate(workload, mlperf, sizes, quality, state, hooks, rules)
                 phases.mark("eval")
             if hooks.save_checkpoint and limits.checkpoint_interval and \
                     state.step % limits.checkpoint_interval == 0 and state.status != "success":
@@ -107,15 +112,14 @@ def train(workload: Workload, phases: PhaseTimer, mlperf: MLPerfLog, sizes: Size
 
 
 def _evaluate(workload: Workload, mlperf: MLPerfLog, sizes: Sizes, quality: Quality,
-              state: LoopState, hooks: LoopHooks) -> None:
+              state: LoopState, hooks: LoopHooks, rules: MLPerfRules) -> None:
     epoch_num = round(state.samples / sizes.train_samples, 6)
     meta = {C.EPOCH_NUM: epoch_num, "samples_count": state.samples}
     mlperf.start(C.EVAL_START, metadata=meta)
     with hooks.evaluating():
         value = workload.evaluate()
     mlperf.end(C.EVAL_STOP, metadata=meta)
-    mlperf.event(C.EVAL_ACCURACY, value=value, metadata=meta)
-    for key in getattr(workload, "mlperf_eval_keys", ()):  # a benchmark's own name for it
+    for key in rules.eval_keys:      # eval_accuracy, and a benchmark's own name for it
         mlperf.event(key, value=value, metadata=meta)
     train_loss = float(state.loss_sum) / max(state.loss_count, 1)
     state.loss_sum, state.loss_count = 0.0, 0

@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 from pinchpoint.workloads import plan_point
 
 
 def run_plan_only(cfg) -> float:
-    """Print the plan and return time_to_train_s (nan when the planner gives none); a point
-    that does not fit in the GPU's memory exits with status 2 and says what it needs."""
+    """Print the plan (PlanResult.to_dict() as JSON) and return its time-to-train in seconds;
+    a point that does not fit in the GPU's memory exits with status 2 and says what it needs."""
     p = plan_point(cfg)
-    print(json.dumps(p, indent=2, default=float))
-    if not p.get("fits", True):
-        print(f"pinchpoint plan: does not fit: {p['model']} needs "
-              f"{p['memory_needed_gib']:.1f} GiB per device, {p['gpu']} has "
-              f"{p['memory_usable_gib']:.1f} GiB usable (gpu.memory_gib - gpu.reserved_gib); "
+    print(json.dumps(p.to_dict(), indent=2, default=float))
+    if not p.fits:
+        print(f"pinchpoint plan: does not fit: {p.model} needs "
+              f"{p.memory_needed_gib:.1f} GiB per device, {p.gpu} has "
+              f"{p.memory_usable_gib:.1f} GiB usable (gpu.memory_gib - gpu.reserved_gib); "
               "raise parallel.tp/pp/dp_shard, set recompute=true or lower the micro-batch",
               file=sys.stderr)
         raise SystemExit(2)
-    ttt = p.get("time_to_train", {}).get("time_to_train_s")
-    return float(ttt) if ttt is not None else math.nan
+    return p.time_to_train.total_s

@@ -26,6 +26,7 @@ from pinchpoint.telemetry.phases import PhaseTimer
 from pinchpoint.telemetry.profiler import StepProfiler
 from pinchpoint.telemetry.timeline import Timeline
 from pinchpoint.tracking import run_record
+from pinchpoint.workloads import spec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Session:
         self.inputs = build_inputs(cfg, ctx, self.phases, self.tier)
         self.collectives = self.inputs.collectives
         self.workload = build_workload(cfg, self.inputs)
+        self.rules = spec(cfg.model.name).rules    # the benchmark's name, eval keys and skip
         self.checkpoints = (self.tier.checkpoint_manager(self.key, cfg.checkpoint.keep)
                             if cfg.checkpoint.interval > 0 else None)
         self.progress_marker = ProgressMarker(self.checkpoints, ctx.is_main)
@@ -130,7 +132,7 @@ class Session:
                 trace.not_attributed("compiled_graphs", note)
             try:
                 state = loop.train(w, self.phases, m, sizes, quality, self._limits(), state,
-                                   self._hooks(sizes, quality))
+                                   self._hooks(sizes, quality), self.rules)
             finally:   # the profiled steps' events onto the timeline, outside the clock
                 if self.profiler is not None:
                     self.profiler.close()
@@ -269,7 +271,7 @@ class Session:
     def _log_submission_and_hyperparameters(self) -> None:
         import socket
         m, p = self.mlperf, self.cfg.mlperf
-        m.event(C.SUBMISSION_BENCHMARK, value=self.workload.mlperf_benchmark)
+        m.event(C.SUBMISSION_BENCHMARK, value=self.rules.benchmark)
         m.event(C.SUBMISSION_ORG, value=p.submission_org)
         m.event(C.SUBMISSION_DIVISION, value=p.submission_division)
         m.event(C.SUBMISSION_STATUS, value="research")

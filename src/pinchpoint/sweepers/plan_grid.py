@@ -154,16 +154,16 @@ def single(point: grid.Point) -> int:
         print(f"pinchpoint plan: {point.error}", file=sys.stderr)
         return 2
     p = point.plan
-    t = p["time_to_train"]
+    t = p.time_to_train
     print("\ntime-to-train = steps x step + evals + init in the clock:")
-    print(f"  {t['steps']:,.1f} steps ({t['samples_to_converge']:,.0f} samples, {t['rcp']}, "
-          f"ruleset {t['ruleset']}) x {t['step_s']:.4f} s = {t['train_s'] / 60:,.2f} min")
-    print(f"  + {t['evaluations']} evals x {t['eval_each_s']:.2f} s = {t['eval_s'] / 60:,.2f} min"
-          f"  + init {t['init_s'] / 60:.2f} min  = {t['time_to_train_min']:,.2f} min")
-    terms = ", ".join(f"{k} {v:.4f}" for k, v in p["terms_s"].items() if v > 0)
-    print(f"step terms (s): {terms}; dominant: {p['dominant']}")
-    if not p["fits"]:
-        print(f"pinchpoint plan: does not fit: needs {p['memory_needed_gib']:.1f} GiB per device,"
-              f" {p['gpu']} has {p['memory_usable_gib']:.1f} GiB usable", file=sys.stderr)
+    print(f"  {t.steps:,.1f} steps ({t.samples_to_converge:,.0f} samples, {t.rcp}, "
+          f"ruleset {t.ruleset}) x {t.step_s:.4f} s = {t.train_s / 60:,.2f} min")
+    print(f"  + {t.evaluations} evals x {t.eval_each_s:.2f} s = {t.evals_s / 60:,.2f} min"
+          f"  + init {t.init_s / 60:.2f} min  = {t.minutes:,.2f} min")
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in p.terms_s.items() if v > 0)
+    print(f"step terms (s): {terms}; dominant: {p.dominant}")
+    if not p.fits:
+        print(f"pinchpoint plan: does not fit: needs {p.memory_needed_gib:.1f} GiB per device,"
+              f" {p.gpu} has {p.memory_usable_gib:.1f} GiB usable", file=sys.stderr)
         return 2
     return 0

@@ -37,7 +37,7 @@ class Sizes:
     train_samples: int       # MLPerf train_samples (one epoch)
     eval_samples: int
     eval_every_steps: int = 0  # fixed eval cadence (LLMs: every N sequences); 0 = evals_per_epoch
-    first_eval_step: int = 0   # no evaluation before this step (llama2_70b_lora's skip rule)
+    # (evaluations skipped at the start: the spec's MLPerfRules.eval_skip, applied by the loop)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class RunInputs:
 
 
 class Workload(ABC):
-    mlperf_benchmark: str    # the name the MLPerf compliance checker knows
+    # The benchmark's name, eval keys, cadence and skip: the WorkloadSpec's MLPerfRules.
     # train.compile=true compiles this workload's blocks; a workload without (DLRM) refuses it.
     compiles_blocks: bool = False
 

@@ -17,9 +17,11 @@ import importlib
 import os
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from pinchpoint.errors import ConfigError
+from pinchpoint.plan.result import PlanResult
+from pinchpoint.plan.rules import MLPerfRules
 
 ENV_MODULES = "PINCHPOINT_WORKLOADS"
 
@@ -40,9 +42,13 @@ class WorkloadSpec:
     # A 4-rank layout for 2 nodes x 2 ranks (overrides added to the smoke ones): what the
     # multi-node suite runs across nodes, chosen so that some collective crosses them.
     multi_node_layout: tuple[str, ...] = ("parallel=hsdp2x2",)
-    # "package.module:function" taking the run config and returning the full-scale plan
-    # (torch-free, imported on demand); empty: the workload plans nothing yet.
+    # "package.module:function" taking the run config and returning its full-scale
+    # pinchpoint.plan.result.PlanResult (torch-free, imported on demand); empty: the workload
+    # has no planner (plan_point refuses it).
     planner: str = ""
+    # The benchmark's MLPerf rules (name, eval keys, cadence and skip, RCP unit, constants):
+    # read by the runtime loop and by the planner alike. Required.
+    rules: Optional[MLPerfRules] = None
 
     @property
     def model_schema_name(self) -> str:
@@ -56,6 +62,9 @@ _set_up = False
 
 
 def register(spec: WorkloadSpec) -> WorkloadSpec:
+    if not isinstance(spec.rules, MLPerfRules):
+        raise TypeError(f"WorkloadSpec {spec.name!r}: rules=MLPerfRules(benchmark=...) is "
+                        "required (the name its MLPerf log and RCP files use)")
     _SPECS[spec.name] = spec
     _DATASETS.update(spec.datasets)
     return spec
@@ -96,14 +105,17 @@ def workload_class(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def plan_point(cfg) -> dict[str, Any]:
-    """The full-scale plan of a run config, by the planner its model's workload names ({} when
-    it names none: no time-to-train yet)."""
+def plan_point(cfg) -> PlanResult:
+    """The full-scale plan of a run config, by the planner its model's workload names."""
     target = spec(cfg.model.name).planner
     if not target:
-        return {}
+        raise ConfigError("model.name", cfg.model.name,
+                          "a workload whose WorkloadSpec names a planner")
     module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)(cfg)
+    result = getattr(importlib.import_module(module), attr)(cfg)
+    if not isinstance(result, PlanResult):
+        raise TypeError(f"{target} returned {type(result).__name__}, not a PlanResult")
+    return result
 
 
 def register_schemas(store: Any) -> None:

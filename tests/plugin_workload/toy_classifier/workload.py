@@ -12,7 +12,6 @@ from pinchpoint.workloads.base import Quality, Sizes, Workload
 
 
 class ToyWorkload(Workload):
-    mlperf_benchmark = "toy_classifier"
 
     @classmethod
     def validate(cls, run) -> None:

@@ -5,7 +5,6 @@ replicas, AdamW with Megatron's WarmupCosine schedule in samples, evaluation, an
 A subclass provides the model and how tensor parallelism applies to it:
 
     class Llama31_8B(DecoderLLMWorkload):
-        mlperf_benchmark = "llama31_8b"
         def build_model(self): return Llama(llama_args(self.arch))
         def apply_tensor_parallel(self, stage, tp_mesh): apply_tp(stage, tp_mesh)
 
@@ -103,7 +102,6 @@ class Layout:
 
 
 class DecoderLLMWorkload(Workload):
-    mlperf_benchmark = ""
     compiles_blocks = True
 
     def __init__(self, inputs: RunInputs):

@@ -2,10 +2,11 @@
 counted by hand, so tests can hold it against the meta-device model."""
 from __future__ import annotations
 
-from typing import Any
 
 from pinchpoint.plan import moe as moe_plan
 from pinchpoint.plan.moe import MoEShape
+from pinchpoint.plan.result import PlanResult
+from pinchpoint.workloads.registry import spec
 
 
 def attention_parameters(s) -> int:
@@ -49,7 +50,8 @@ def shape(s) -> MoEShape:
                     sequence_balance=True)
 
 
-def plan_run(run) -> dict[str, Any]:
-    """The full-scale pre-flight of a run config; time-to-train from the RCPs of
-    mlperf-logging's ``deepseekv3_671b``."""
-    return moe_plan.describe(shape(getattr(run.model, run.model.scale)), run, "deepseekv3_671b")
+def plan_run(run) -> PlanResult:
+    """The full-scale pre-flight of a run config; time-to-train from the RCPs its MLPerfRules
+    name (mlperf-logging's ``deepseekv3_671b``)."""
+    return moe_plan.describe(shape(getattr(run.model, run.model.scale)), run,
+                             spec(run.model.name).rules)

@@ -15,7 +15,6 @@ from pinchpoint.workloads.deepseek_v3_671b.parallelize import apply_tp
 
 
 class DeepSeekV3_671B(MoEDecoderWorkload):
-    mlperf_benchmark = "deepseekv3_671b"
 
     @classmethod
     def validate(cls, run) -> None:

@@ -24,11 +24,11 @@ from pinchpoint.plan import calibration, network
 from pinchpoint.plan import config_access as access
 from pinchpoint.plan.compute import matmul_s, memory_s
 from pinchpoint.plan.hardware import system_from
-from pinchpoint.plan.rcp import EPOCH_SAMPLES
+from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.plan.time_to_train import assemble, dominant, pinch
+from pinchpoint.workloads.registry import spec
 
 GIB = 2 ** 30
-VALIDATION_SAMPLES = 89_137_319   # first half of Criteo day 23 (the reference's validation set)
 FP16 = 2
 # The dense part's matmul precision: mixed FP16 as the HugeCTR submissions run it (AMP; every
 # DLRM-DCNv2 row of benchmarks/data/published_results.md), at the BF16 = FP16 dense peak.
@@ -133,7 +133,7 @@ def memory_bytes(arch, global_batch: int, gpus: int, ep: int, num_dense: int = 1
             "lookup_buffer_bytes": lookups, "total_bytes": tables + dense + acts + lookups}
 
 
-def plan_run(cfg) -> dict[str, Any]:
+def plan_run(cfg) -> PlanResult:
     arch = access.scale(cfg)
     dims = access.degrees(cfg.parallel)
     system = system_from(cfg.gpu)
@@ -150,21 +150,21 @@ def plan_run(cfg) -> dict[str, Any]:
                       max_ctas=access.mapping(getattr(settings, "nccl_max_ctas", None)),
                       batch_field=field)
     mem = memory_bytes(arch, gbs, n, ep, num_dense)
-    evals_per_epoch = getattr(getattr(cfg, "train", None), "evals_per_epoch", 20)
-    eval_each = VALIDATION_SAMPLES / gbs * step["forward_s"]
-    ttt = assemble("dlrm_dcnv2", gbs, access.ruleset(cfg), step["step_s"], eval_each,
-                   EPOCH_SAMPLES["dlrm_dcnv2"] / evals_per_epoch,
-                   settings.init_in_clock_s, field,
+    rules = spec("dlrm_dcnv2").rules
+    eval_each = rules.constants["validation_samples"] / gbs * step["forward_s"]
+    ttt = assemble(rules, gbs, access.ruleset(cfg), step["step_s"], eval_each,
+                   rules.eval_every_samples(cfg), settings.init_in_clock_s, field,
                    bool(getattr(settings, "below_smallest_rcp", False))
                    or cfg.model.scale != "full")
-    return {"model": "dlrm_dcnv2", "scale": cfg.model.scale, "gpu": system.name, "world_size": n,
-            "global_batch": gbs, "precision": precision,
-            "layout": {"gpus": n, "ep": ep, "global_batch": gbs, "local_batch": gbs / n},
-            "parameters": parameter_counts(arch, num_dense),
-            "memory_per_device": mem, "memory_needed_gib": mem["total_bytes"] / GIB,
-            "memory_usable_gib": system.usable_bytes / GIB,
-            "fits": mem["total_bytes"] <= system.usable_bytes,
-            "step_s": step["step_s"], "terms_s": step["terms_s"],
-            "dominant": dominant(step["terms_s"]), "pinch": pinch(step["terms_s"]),
-            "communication_s": step["communication_s"],
-            "time_to_train": ttt, "scales": describe(cfg.model)}
+    out = {"gpu": system.name, "world_size": n,
+           "global_batch": gbs, "precision": precision,
+           "layout": {"gpus": n, "ep": ep, "global_batch": gbs, "local_batch": gbs / n},
+           "parameters": parameter_counts(arch, num_dense),
+           "memory_per_device": mem, "memory_needed_gib": mem["total_bytes"] / GIB,
+           "memory_usable_gib": system.usable_bytes / GIB,
+           "fits": mem["total_bytes"] <= system.usable_bytes,
+           "step_s": step["step_s"], "terms_s": step["terms_s"],
+           "dominant": dominant(step["terms_s"]), "pinch": pinch(step["terms_s"]),
+           "communication_s": step["communication_s"],
+           "time_to_train": ttt, "scales": describe(cfg.model)}
+    return from_parts(out, mem, model=cfg.model.name, scale=cfg.model.scale)

@@ -19,7 +19,6 @@ from pinchpoint.workloads.dlrm_dcnv2.parallelize import ShardedDLRM
 
 
 class DLRMWorkload(Workload):
-    mlperf_benchmark = "dlrm_dcnv2"
 
     def __init__(self, inputs: RunInputs):
         super().__init__(inputs)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pinchpoint.plan.result import PlanResult, from_parts
+from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.plan import network
 from pinchpoint.plan.compute import matmul_s, memory_s
@@ -266,8 +268,9 @@ def plan(scale, dp_replicate: int, dp_shard: int, raw_bytes_per_sample: float) -
     return out
 
 
-def plan_run(run) -> dict[str, Any]:
-    """Parameters, memory per device and bytes read per step for both pipelines."""
+def plan_run(run) -> PlanResult:
+    """Parameters, memory per device (this run's pipeline; both pipelines' in details), step
+    time by term, time-to-train, bytes read per step for both pipelines."""
     m, d = run.model, run.dataset
     a = getattr(m, m.scale)
     dims = ParallelDims.from_config(run.parallel)
@@ -278,10 +281,11 @@ def plan_run(run) -> dict[str, Any]:
         shards = RawShards(os.path.join(d.path, "raw", "train"))
         raw_per_sample, source = shards.bytes_on_disk() / len(shards), "measured on dataset.path"
     out = plan(a, dims.dp_replicate, dims.dp_shard, raw_per_sample)
-    out.update(workload="flux1", scale=m.scale, pipeline=d.pipeline, layout=dims.describe(),
+    out.update(pipeline=d.pipeline, layout=dims.describe(),
                world_size=dims.world_size, raw_bytes_per_sample_source=source)
     out.update(_time_to_train(run, a, dims, raw_per_sample))
-    return out
+    out["parameters"] = {"mmdit": out["parameters"], "encoders": out.pop("encoder_parameters")}
+    return from_parts(out, out.pop("memory"), model=m.name, scale=m.scale)
 
 
 def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
@@ -302,11 +306,13 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
     # evaluation: the MMDiT's forward over the validation samples, spread over the ranks
     eval_each = a.eval_samples / (dims.dp_replicate * dims.dp_shard) * \
         step["forward_s_per_sample"]
-    ttt = assemble("flux1", gbs, access.ruleset(run), step["step_s"], eval_each,
-                   a.eval_every_samples, p.init_in_clock_s, "model.full.batch_size")
+    rules = spec(run.model.name).rules
+    ttt = assemble(rules, gbs, access.ruleset(run), step["step_s"], eval_each,
+                   rules.eval_every_samples(run), p.init_in_clock_s, "model.full.batch_size")
     mem = memory_per_device(a, dims.dp_replicate, dims.dp_shard, pipeline)
     usable = system.usable_bytes
-    return {"precision": precision, "global_batch": gbs, "step_s": step["step_s"],
+    return {"gpu": system.name, "precision": precision, "global_batch": gbs,
+            "step_s": step["step_s"], "memory": mem,
             "terms_s": step["terms_s"], "dominant": dominant(step["terms_s"]),
             "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt,
             "read_term": "storage.emulation.read_mb_per_s" if read_bw else

@@ -43,9 +43,7 @@ def mmdit_shape(a) -> M.MMDiTShape:
 
 
 class FluxWorkload(Workload):
-    mlperf_benchmark = "flux1"
     compiles_blocks = True
-    mlperf_eval_keys = ("averaged_validation_loss",)   # flux1's rules name the metric so
 
     def __init__(self, inputs: RunInputs):
         super().__init__(inputs)

@@ -1,5 +1,6 @@
 """GPT-OSS 20B (MLPerf small MoE pretraining): MoE decoder with expert parallelism."""
 from pinchpoint.workloads.gpt_oss_20b.config import GptOssModelConfig
+from pinchpoint.plan.rules import MLPerfRules
 from pinchpoint.workloads.registry import WorkloadSpec, register
 
 # A run in seconds (conformance suite, sweep smoke tests): the smoke scale on a small corpus.
@@ -11,5 +12,6 @@ register(WorkloadSpec(name="gpt_oss_20b",
                       workload="pinchpoint.workloads.gpt_oss_20b.workload:GptOss20B",
                       planner="pinchpoint.workloads.gpt_oss_20b.plan:plan_run",
                       model_schema=GptOssModelConfig, smoke=SMOKE,
+                      rules=MLPerfRules(benchmark="gpt_oss_20b"),
                       two_rank_layout="parallel=ep2fsdp2",
                       multi_node_layout=("parallel=ep2fsdp2", "parallel.dp_shard=4")))

@@ -6,6 +6,8 @@ from typing import Any
 
 from pinchpoint.plan import moe as moe_plan
 from pinchpoint.plan.moe import MoEShape
+from pinchpoint.plan.result import PlanResult
+from pinchpoint.workloads.registry import spec
 
 
 def attention_parameters(s) -> int:
@@ -39,7 +41,7 @@ def shape(s, vocab_size: int | None = None) -> MoEShape:
                                       for i in range(s.n_layers)])
 
 
-def plan_run(run) -> dict[str, Any]:
+def plan_run(run) -> PlanResult:
     """The full-scale pre-flight of a run config, with both the MLPerf vocabulary and the
     published one."""
     a = getattr(run.model, run.model.scale)
@@ -51,4 +53,4 @@ def plan_run(run) -> dict[str, Any]:
         "published_total_parameters": published["total"],
         "published_active_parameters": published["active"],
         "published_active_without_embedding": published["active_without_embedding"]}}
-    return moe_plan.describe(shape(a), run, "gpt_oss_20b", extra)
+    return moe_plan.describe(shape(a), run, spec(run.model.name).rules, extra)

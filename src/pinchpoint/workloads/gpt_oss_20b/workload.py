@@ -14,7 +14,6 @@ from pinchpoint.workloads.gpt_oss_20b.parallelize import apply_tp
 
 
 class GptOss20B(MoEDecoderWorkload):
-    mlperf_benchmark = "gpt_oss_20b"
 
     @classmethod
     def validate(cls, run) -> None:

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pinchpoint.plan.result import PlanResult, from_parts
+from pinchpoint.workloads.registry import spec
 from pinchpoint.errors import ConfigError
 from pinchpoint.plan import network
 from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
@@ -171,7 +173,7 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
             + mem / 3 / micro_batch}
 
 
-def describe(run) -> dict[str, Any]:
+def describe(run) -> PlanResult:
     m, dims = run.model, _dims(run)
     a = getattr(m, m.scale)
     lora = m.lora
@@ -183,7 +185,7 @@ def describe(run) -> dict[str, Any]:
             a.seq_len, recompute, a.precision)
     chosen = memory["with_recompute" if m.recompute else "without_recompute"]
     usable = (run.gpu.memory_gib - run.gpu.reserved_gib) * GIB
-    return {"model": m.name, "scale": m.scale, "parameters": counts,
+    out = {"parameters": counts,
             "trainable_fraction": counts["adapters"] / counts["total"],
             "layout": {"dp": dims.dp, "world": dims.world_size,
                        "micro_batch": a.micro_batch_size, "seq_len": a.seq_len,
@@ -198,6 +200,7 @@ def describe(run) -> dict[str, Any]:
             "full_checkpoint_bytes": counts["adapters"] * (4 + 8) +
             counts["base"] * (2 if a.precision == "bf16" else 4),
             **_time_to_train(run, a, counts, dims)}
+    return from_parts(out, chosen, model=m.name, scale=m.scale)
 
 
 def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
@@ -212,10 +215,11 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
                       p.overlap_data_parallel, access.mapping(p.nccl_max_ctas))
     # evaluation: a forward pass over the validation set, spread over the dp ranks
     eval_each = a.eval_samples / dims.dp * step["forward_s_per_sequence"]
-    ttt = assemble("llama2_70b_lora", a.global_batch_size, access.ruleset(run), step["step_s"],
-                   eval_each, a.eval_every_samples, p.init_in_clock_s,
+    rules = spec(run.model.name).rules
+    ttt = assemble(rules, a.global_batch_size, access.ruleset(run), step["step_s"],
+                   eval_each, rules.eval_every_samples(run), p.init_in_clock_s,
                    "model.full.global_batch_size")
-    return {"world_size": dims.world_size, "precision": precision,
+    return {"gpu": system.name, "world_size": dims.world_size, "precision": precision,
             "global_batch": a.global_batch_size, "step_s": step["step_s"],
             "terms_s": step["terms_s"], "dominant": dominant(step["terms_s"]),
             "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt}
@@ -229,15 +233,16 @@ def _dims(run):
 def check_fits(run) -> None:
     """Refuse a layout whose devices need more memory than the configured GPU has."""
     p = describe(run)
-    if p["fits"]:
+    if p.fits:
         return
     m = run.model
-    parts = p["memory_per_device"]["with_recompute" if m.recompute else "without_recompute"]
+    parts = p.details["memory_per_device"][
+        "with_recompute" if m.recompute else "without_recompute"]
     detail = ", ".join(f"{k.removesuffix('_bytes')} {v / GIB:.1f}" for k, v in parts.items()
                        if k != "total_bytes")
     hint = "" if m.recompute else " or set model.recompute=true"
     raise ConfigError("gpu.memory_gib", run.gpu.memory_gib,
-                      f"at least {p['memory_needed_gib'] + run.gpu.reserved_gib:.1f} GiB per "
-                      f"device for {m.name} ({m.scale}) on dp={p['layout']['dp']} at seq_len "
-                      f"{p['layout']['seq_len']} (GiB: {detail}; +{run.gpu.reserved_gib} "
+                      f"at least {p.memory_needed_gib + run.gpu.reserved_gib:.1f} GiB per "
+                      f"device for {m.name} ({m.scale}) on dp={p.details['layout']['dp']} at "
+                      f"seq_len {p.details['layout']['seq_len']} (GiB: {detail}; +{run.gpu.reserved_gib} "
                       f"reserved): raise parallel.dp_shard{hint}")

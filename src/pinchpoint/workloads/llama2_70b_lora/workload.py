@@ -30,7 +30,6 @@ def _plain(node) -> dict:
 
 
 class Llama2LoraWorkload(DecoderLLMWorkload):
-    mlperf_benchmark = "llama2_70b_lora"
 
     def __init__(self, inputs: RunInputs):
         super().__init__(inputs)
@@ -98,15 +97,14 @@ class Llama2LoraWorkload(DecoderLLMWorkload):
             yield rows.to(self.ctx.device)
 
     def sizes(self) -> Sizes:
-        """Evaluation every eval_every_samples, skipping the first floor(0.125 x GBS + 2)
-        evaluations (the reference's eval_delay: at GBS 8, the first at step 144)."""
+        """Evaluation every eval_every_samples; the reference's eval_delay (the first evaluation
+        at floor(0.125 x GBS + 2) intervals) is the spec's MLPerfRules.eval_skip."""
         a = self.arch
         every = max(1, a.eval_every_samples // a.global_batch_size)
         return Sizes(global_batch_size=a.global_batch_size,
                      steps_per_epoch=self.train_rows // a.global_batch_size,
                      train_samples=self.train_rows, eval_samples=a.eval_samples,
-                     eval_every_steps=every,
-                     first_eval_step=int(0.125 * a.global_batch_size + 2) * every)
+                     eval_every_steps=every)
 
     def quality(self) -> Quality:
         d, a = self.cfg_data, self.arch

@@ -12,7 +12,10 @@ from pinchpoint.plan.hardware import System, system_from
 from pinchpoint.plan.llm import (GIB, DecoderShape, Layout, model_flops_per_sequence,  # noqa
                                  parameter_counts)
 from pinchpoint.plan.memory import activation_bytes_per_layer, memory_per_device  # noqa
+from pinchpoint.plan.result import PlanResult, from_parts
+from pinchpoint.plan.rules import MLPerfRules
 from pinchpoint.plan.time_to_train import assemble, dominant, pinch
+from pinchpoint.workloads.registry import spec
 
 
 def layout_from(cfg) -> Layout:
@@ -45,15 +48,19 @@ def eval_seconds(step: dict, lay: Layout, eval_samples: int) -> float:
     return eval_samples / lay.global_batch * forward + t["bubble"] / 3
 
 
-def plan(a, lay: Layout, gpu, benchmark: str = "llama31_8b", ruleset: str = "6.0.0",
+def plan(a, lay: Layout, gpu, rules: MLPerfRules | None = None, ruleset: str = "6.0.0",
          eval_every: int = 12288, eval_samples: int = 1024, init_s: float = 0.0,
          below_smallest_rcp: bool = False) -> dict:
+    """The step, memory and time-to-train arithmetic (a dict: plan_run makes it a PlanResult);
+    ``rules``: the benchmark's MLPerf rules (default: llama31_8b's)."""
+    rules = rules or spec("llama31_8b").rules
+    benchmark = rules.benchmark
     system = gpu if isinstance(gpu, System) else system_from(gpu)
     shape = a if isinstance(a, DecoderShape) else DecoderShape.of(a)
     step = llm.step_terms(shape, lay, system)
     mem = memory_per_device(shape, lay)
     need = mem["worst_stage"]["total_bytes"]
-    ttt = assemble(benchmark, lay.global_batch, ruleset, step["step_s"],
+    ttt = assemble(rules, lay.global_batch, ruleset, step["step_s"],
                    eval_seconds(step, lay, eval_samples), eval_every, init_s,
                    "model.full.global_batch_size", below_smallest_rcp)
     achieved = step["model_flops_per_step"] / step["step_s"] / lay.world
@@ -73,12 +80,15 @@ def plan(a, lay: Layout, gpu, benchmark: str = "llama31_8b", ruleset: str = "6.0
             "time_to_train": ttt}
 
 
-def plan_run(cfg) -> dict[str, Any]:
+def plan_run(cfg) -> PlanResult:
     a = access.scale(cfg)
     p = access.plan_settings(cfg)
-    return plan(a, layout_from(cfg), system_from(cfg.gpu), cfg.model.name, access.ruleset(cfg),
-                a.eval_every_samples, a.eval_samples, p.init_in_clock_s,
-                below_smallest_rcp(cfg))
+    rules = spec(cfg.model.name).rules
+    out = plan(a, layout_from(cfg), system_from(cfg.gpu), rules, access.ruleset(cfg),
+               rules.eval_every_samples(cfg), a.eval_samples, p.init_in_clock_s,
+               below_smallest_rcp(cfg))
+    return from_parts(out, out["memory_per_device"]["worst_stage"], model=cfg.model.name,
+                      scale=cfg.model.scale)
 
 
 def below_smallest_rcp(cfg) -> bool:
@@ -89,26 +99,22 @@ def below_smallest_rcp(cfg) -> bool:
         cfg.model.scale != "full"
 
 
-def describe(cfg) -> dict[str, Any]:
-    return {"scale": cfg.model.scale, **plan_run(cfg)}
-
-
 def check_fits_gpu(cfg) -> None:
     """Refuse a layout whose worst device needs more memory than the configured GPU has."""
-    p = describe(cfg)
-    if p["fits"]:
+    p = plan_run(cfg)
+    if p.fits:
         return
     raise ConfigError("gpu.memory_gib", cfg.gpu.memory_gib, fit_message(p, cfg.gpu.reserved_gib))
 
 
-def fit_message(p: dict, reserved_gib: float) -> str:
-    w = p["memory_per_device"]["worst_stage"]
+def fit_message(p: PlanResult, reserved_gib: float) -> str:
+    w = p.memory_per_device_bytes
     parts = ", ".join(f"{k.removesuffix('_bytes')} {w[k] / GIB:.1f}" for k in
                       ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                        "fsdp_gather_bytes", "activation_bytes", "logits_bytes"))
-    lay = p["layout"]
-    return (f"at least {p['memory_needed_gib'] + reserved_gib:.1f} GiB per device for "
-            f"{p['model']} on {p['gpu']} with dp_replicate={lay['dp_replicate']} "
+    lay = p.details["layout"]
+    return (f"at least {p.memory_needed_gib + reserved_gib:.1f} GiB per device for "
+            f"{p.model} on {p.gpu} with dp_replicate={lay['dp_replicate']} "
             f"dp_shard={lay['dp_shard']} tp={lay['tp']} pp={lay['pp']} cp={lay['cp']} "
             f"(GiB: {parts}; +{reserved_gib} reserved): raise parallel.tp/pp/dp_shard, set "
             "recompute=true or lower micro_batch_size")
