@@ -81,7 +81,10 @@ def test_real_preprocessed_shard_missing_column_fails_before_launch(out):
 
 
 def test_full_scale_plan_for_both_pipelines(out, capsys):
-    train(["model=flux1", "model.scale=full", "parallel=hsdp2x2", "plan_only=true"], out)
+    # 64 ranks x 16 per rank: the reference's global batch of 1,024 (a full-scale batch below
+    # the smallest RCP, 512, is refused).
+    train(["model=flux1", "model.scale=full", "parallel=hsdp2x2", "parallel.dp_replicate=4",
+           "parallel.dp_shard=16", "plan_only=true"], out)
 
 
 def _summary(out) -> dict:
