@@ -40,7 +40,7 @@ EVAL_EVERY = 8 * 100_000   # a multiple of every scale's global batch
 
 def llama_cfg(out: str, mode: str, device: str, steps: int, scale: str, extra: list):
     from conftest import compose
-    return compose([f"model=llama31_8b", f"model.scale={scale}", f"train.device={device}",
+    return compose(["model=llama31_8b", f"model.scale={scale}", f"train.device={device}",
                     f"telemetry.attribution={mode}", f"train.max_steps={steps}",
                     "train.max_epochs=1000", "train.progress_every_s=1000",
                     "tracking.enabled=false", "telemetry.profile_steps=[]",
@@ -117,7 +117,6 @@ def main(argv=None) -> dict:
     import logging
 
     import numpy as np
-    import torch
     logging.basicConfig(level=logging.WARNING)
     from pinchpoint.errors import ConfigError
     ctx = context(args.device)

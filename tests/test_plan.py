@@ -8,6 +8,8 @@ import pytest
 
 from conftest import compose, train
 from pinchpoint.errors import ConfigError
+from pinchpoint.plan.llm import Layout
+from pinchpoint.plan.memory import activation_bytes_per_layer, memory_per_device
 from pinchpoint.workloads.llama31 import plan
 from pinchpoint.runner.validation import validate
 
@@ -52,15 +54,15 @@ def test_memory_shrinks_with_each_degree_and_recompute(out):
     a = base.model.full
 
     def need(**kw):
-        lay = plan.Layout(**{"micro_batch": 2, "global_batch": 32, "seq_len": 8192, **kw})
-        return plan.memory_per_device(a, lay)["worst_stage"]["total_bytes"]
+        lay = Layout(**{"micro_batch": 2, "global_batch": 32, "seq_len": 8192, **kw})
+        return memory_per_device(a, lay)["worst_stage"]["total_bytes"]
     one = need()
     assert need(dp_shard=8) < one and need(tp=4) < one and need(pp=4, global_batch=64) < one
     assert need(recompute=True) < one - 50 * 2**30   # recompute drops >50 GiB of activations
     # activations scale with micro-batch and sequence length
-    lay = plan.Layout(micro_batch=1, seq_len=4096)
-    lay2 = plan.Layout(micro_batch=2, seq_len=4096)
-    assert plan.activation_bytes_per_layer(a, lay2) == 2 * plan.activation_bytes_per_layer(a, lay)
+    lay = Layout(micro_batch=1, seq_len=4096)
+    lay2 = Layout(micro_batch=2, seq_len=4096)
+    assert activation_bytes_per_layer(a, lay2) == 2 * activation_bytes_per_layer(a, lay)
 
 
 def test_memory_model_against_the_proxys_measured_peak(out):

@@ -54,7 +54,6 @@ def test_full_scale_logs_the_values_the_open_rules_fix(name):
     """What a proxy cannot meet (above), the full scale does: the values its log would carry
     pass the open ruleset's own CHECK expressions (e.g. GPT-OSS 8192 tokens; DeepSeek V3 4096
     tokens, global batch >= 15360, 1024 eval samples)."""
-    from pinchpoint.workloads.registry import workload_class
     full = compose([f"model={name}", "model.scale=full"]).model.full
     checks = open_rule_checks(spec(name).rules.benchmark)
     assert checks or name == "llama31_8b", name     # 8B's open rules fix none of these

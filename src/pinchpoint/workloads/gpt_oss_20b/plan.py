@@ -2,8 +2,6 @@
 hand, so tests can hold it against the meta-device model."""
 from __future__ import annotations
 
-from typing import Any
-
 from pinchpoint.plan import moe as moe_plan
 from pinchpoint.plan.moe import MoEShape
 from pinchpoint.plan.result import PlanResult

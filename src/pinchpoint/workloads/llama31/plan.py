@@ -1,17 +1,14 @@
 """Pre-flight plan of a Llama 3.1 run (8B, 405B) from its config: parameters, memory per
 device, step time by term, time-to-train. The arithmetic is in plan/llm.py (any dense decoder);
-this module reads the run config and keeps the names the workload and validation call."""
+this module reads the run config into its Layout and checks that a run fits."""
 from __future__ import annotations
-
-from typing import Any
 
 from pinchpoint.errors import ConfigError
 from pinchpoint.plan import config_access as access
 from pinchpoint.plan import llm
 from pinchpoint.plan.hardware import System, system_from
-from pinchpoint.plan.llm import (GIB, DecoderShape, Layout, model_flops_per_sequence,  # noqa
-                                 parameter_counts)
-from pinchpoint.plan.memory import activation_bytes_per_layer, memory_per_device  # noqa
+from pinchpoint.plan.llm import GIB, DecoderShape, Layout, parameter_counts
+from pinchpoint.plan.memory import memory_per_device
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.plan.rules import MLPerfRules
 from pinchpoint.plan.time_to_train import assemble, dominant, pinch
