@@ -1,5 +1,6 @@
-"""Reading a run config the same way whether it is a DictConfig, the typed dataclasses, or the
-plain namespaces the grid planner builds (attribute access everywhere)."""
+"""Reading a run config the same way whether it is a DictConfig, the typed dataclasses, or plain
+namespaces (the benchmarks build them from a run's config_resolved.yaml or a published row):
+attribute access everywhere."""
 from __future__ import annotations
 
 from types import SimpleNamespace
