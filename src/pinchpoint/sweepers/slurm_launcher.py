@@ -195,15 +195,23 @@ class SlurmSweepLauncher(BaseSubmititLauncher):
 
     def _outcome(self, p: Point) -> str:
         took = p.history.wall_time_s() if p.history else None
-        text = p.state + (f" after {took:.0f} s" if took is not None else "")
+        done = p.result.status == JobStatus.COMPLETED
+        # A point whose result was written completed, whatever came after: a time-limit signal
+        # that reaches the job while it exits makes Slurm's accounting say FAILED (or TIMEOUT).
+        state = "COMPLETED" if done else p.state
+        text = state + (f" after {took:.0f} s" if took is not None else "")
         if p.history and p.history.requeues:
             text += f" ({p.history.requeues} requeue(s))"
-        if p.result.status != JobStatus.COMPLETED:
+        if not done:
             return (f"{text}, point FAILED: {_first_line(p.result._return_value)} "
                     f"(job output: {_task_paths(p)[0].stderr})")
         ttt = p.result.return_value
-        return text + (f", time_to_train_s {ttt:.1f}" if isinstance(ttt, float) and
-                       ttt != float("inf") else ", target not reached (aborted)")
+        text += (f", time_to_train_s {ttt:.1f}" if isinstance(ttt, float) and
+                 ttt != float("inf") else ", target not reached (aborted)")
+        if p.state != "COMPLETED":
+            text += (f" (Slurm's accounting says {p.state}: the job ended badly after its result "
+                     "was written, e.g. a time-limit signal while it exited)")
+        return text
 
     def _announce(self, p: Point, state: str) -> None:
         extra, h = "", p.history
