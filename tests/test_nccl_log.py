@@ -1,5 +1,5 @@
 """NCCL's own log (telemetry/nccl_log.py): the variables set before the process group forms, and
-the parser over NCCL INFO lines quoted from NCCL's issue threads (tests/data/nccl/*.log, each
+the parser over NCCL INFO lines quoted from NCCL's issue threads (tests/data/nccl/*.nccl.txt, each
 file naming its thread)."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def fixture(name: str) -> nccl_log.NcclInit:
 
 # --- the parser on NCCL's real lines ---------------------------------------------------------------
 def test_two_nodes_ib_init():
-    got = fixture("ib_2nodes_16ranks.log")
+    got = fixture("ib_2nodes_16ranks.nccl.txt")
     p = got.params()
     assert (p["nccl.ranks"], p["nccl.nodes"], p["nccl.local_ranks"], p["nccl.mnnvl"]) == \
         ("16", "2", "8", "0")
@@ -44,17 +44,17 @@ def test_two_nodes_ib_init():
 
 
 def test_version_and_cumem_transport():
-    got = fixture("version_p2p_cumem.log")
+    got = fixture("version_p2p_cumem.nccl.txt")
     assert got.version == "2.21.5+cuda12.4"                # a line without NCCL's prefix
     assert got.transports == {"P2P/CUMEM": 8}
     assert got.params()["nccl.version"] == "2.21.5+cuda12.4"
 
 
 @pytest.mark.parametrize("name, net, devices, network", [
-    ("net_devices.log", "NET/IB", ["mlx5_0:1/IB", "mlx5_1:1/IB", "mlx5_2:1/IB", "mlx5_3:1/IB"],
+    ("net_devices.nccl.txt", "NET/IB", ["mlx5_0:1/IB", "mlx5_1:1/IB", "mlx5_2:1/IB", "mlx5_3:1/IB"],
      "IB"),
-    ("roce_version.log", "NET/IB", ["mlx5_10:1/RoCE", "mlx5_11:1/RoCE"], "IB"),
-    ("sharp_devices.log", "NET/IB", ["mlx5_0:1/IB/SHARP", "mlx5_1:1/IB/SHARP",
+    ("roce_version.nccl.txt", "NET/IB", ["mlx5_10:1/RoCE", "mlx5_11:1/RoCE"], "IB"),
+    ("sharp_devices.nccl.txt", "NET/IB", ["mlx5_0:1/IB/SHARP", "mlx5_1:1/IB/SHARP",
                                      "mlx5_4:1/IB/SHARP", "mlx5_5:1/IB/SHARP"], "IBext"),
 ])
 def test_ib_devices(name, net, devices, network):
@@ -64,11 +64,11 @@ def test_ib_devices(name, net, devices, network):
 
 
 def test_roce_version():
-    assert fixture("roce_version.log").version == "2.19.3+cuda12.3"
+    assert fixture("roce_version.nccl.txt").version == "2.19.3+cuda12.3"
 
 
 def test_socket_shm_gdrdma_transports():
-    got = fixture("socket_shm.log")
+    got = fixture("socket_shm.nccl.txt")
     assert got.transports == {"P2P/IPC/read": 2, "NET/Socket": 2, "SHM/direct/direct": 4,
                               "NET/IB/GDRDMA": 3, "P2P/CUMEM": 1}
     assert got.connected_rings == 4
@@ -76,7 +76,7 @@ def test_socket_shm_gdrdma_transports():
 
 
 def test_rings_and_trees_without_a_comm_line():
-    got = fixture("two_ranks_rings_trees.log")
+    got = fixture("two_ranks_rings_trees.nccl.txt")
     p = got.params()
     assert (p["nccl.ranks"], p["nccl.channels"], p["nccl.rings"]) == ("2", "2", "0 1 | 0 1")
     assert p["nccl.trees"] == "[0] 1/-1/-1->0->-1 [1] -1/-1/-1->0->1"
@@ -95,7 +95,7 @@ def test_nothing_nccl_gives_no_params():
 
 
 def test_long_rings_are_cut_for_mlflow():
-    got = fixture("ib_2nodes_16ranks.log")
+    got = fixture("ib_2nodes_16ranks.nccl.txt")
     got.world.rings.update({c: got.world.rings[0] for c in range(5, 40)})
     assert len(got.params()["nccl.rings"]) == nccl_log.PARAM_CHARS
     assert got.params()["nccl.rings"].endswith("...")
@@ -103,7 +103,7 @@ def test_long_rings_are_cut_for_mlflow():
 
 def test_draw_puts_instants_on_the_nccl_track():
     tl = Timeline()
-    fixture("ib_2nodes_16ranks.log").draw(tl, tl.origin)
+    fixture("ib_2nodes_16ranks.nccl.txt").draw(tl, tl.origin)
     events = [e for e in tl.events if e["tid"] == tl.tracks["nccl"]]
     assert events[0]["name"] == "NCCL init" and events[0]["ph"] == "i"
     assert events[0]["args"]["nccl.ranks"] == "16" and events[0]["ts"] == 0
