@@ -27,6 +27,18 @@ def degrees(parallel) -> ParallelDims:
     return ParallelDims.from_config(parallel)
 
 
+def layout_settings(p) -> dict:
+    """The ``plan.*`` settings every planner's layout takes (pipeline chunks, overlap, caps)."""
+    return dict(virtual_stages=p.virtual_stages, embedding_as_layer=p.embedding_as_layer,
+                loss_as_layer=p.loss_as_layer,
+                layers_per_chunk=list(p.layers_per_chunk) if p.layers_per_chunk else None,
+                overlap={"data_parallel": p.overlap_data_parallel,
+                         "tensor_parallel": p.overlap_tensor_parallel,
+                         "context_parallel": p.overlap_context_parallel,
+                         "pipeline": p.overlap_pipeline},
+                nccl_max_ctas=mapping(p.nccl_max_ctas))
+
+
 def mapping(value: Any) -> dict:
     """A dict from a config mapping (DictConfig, dict, or a namespace()); None -> {}."""
     if value is None:

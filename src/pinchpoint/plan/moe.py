@@ -540,14 +540,7 @@ def layout_from(run) -> MoELayout:
                      recompute=getattr(a, "recompute", False),
                      precision=p.precision or getattr(a, "precision", "bf16"),
                      schedule=getattr(run.model, "pipeline_schedule", "1f1b"),
-                     virtual_stages=p.virtual_stages, embedding_as_layer=p.embedding_as_layer,
-                     loss_as_layer=p.loss_as_layer,
-                     layers_per_chunk=list(p.layers_per_chunk) if p.layers_per_chunk else None,
-                     overlap={"data_parallel": p.overlap_data_parallel,
-                              "tensor_parallel": p.overlap_tensor_parallel,
-                              "context_parallel": p.overlap_context_parallel,
-                              "pipeline": p.overlap_pipeline},
-                     nccl_max_ctas=access.mapping(p.nccl_max_ctas))
+                     **access.layout_settings(p))
 
 
 def describe(shape: MoEShape, run, rules: "MLPerfRules",

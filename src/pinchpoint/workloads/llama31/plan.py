@@ -25,14 +25,7 @@ def layout_from(cfg) -> Layout:
                   global_batch=a.global_batch_size, seq_len=a.seq_len, recompute=a.recompute,
                   precision=precision,
                   schedule=getattr(cfg.model, "pipeline_schedule", "1f1b"),
-                  virtual_stages=p.virtual_stages, embedding_as_layer=p.embedding_as_layer,
-                  loss_as_layer=p.loss_as_layer,
-                  layers_per_chunk=list(p.layers_per_chunk) if p.layers_per_chunk else None,
-                  overlap={"data_parallel": p.overlap_data_parallel,
-                           "tensor_parallel": p.overlap_tensor_parallel,
-                           "context_parallel": p.overlap_context_parallel,
-                           "pipeline": p.overlap_pipeline},
-                  nccl_max_ctas=access.mapping(p.nccl_max_ctas),
+                  **access.layout_settings(p),
                   fp8_attention=getattr(p, "fp8_attention", None),
                   fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)))
 
