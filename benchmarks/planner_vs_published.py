@@ -1,181 +1,212 @@
-"""Planner vs published MLPerf Training results: predicted time-to-train, published score, ratio,
-for every row of benchmarks/data/published_results.md (MLPerf Training v5.0 and v5.1 results; its
-header says where they come from).
+"""Planner vs published MLPerf Training results: predicted time-to-train over the published
+score for every row of benchmarks/data/published_results.md (v5.0, v5.1 and v6.0; its header
+says where the scores come from), with the shipped constants, refitted, and cross-validated
+leaving one submitter out.
 
     python benchmarks/planner_vs_published.py          # the table with the shipped constants
     python benchmarks/planner_vs_published.py --fit    # refit pinchpoint/plan/calibration.py
+    python benchmarks/planner_vs_published.py --cv     # + leave-one-submitter-out ratios
 
-Inputs per row that are not fitted: the GPU preset (datasheet peaks and bandwidths,
-conf/gpu/*.yaml), the layout and precision from the submission's config_*.sh (named below per
-system), the model from conf/model/*.yaml, steps to converge from the RCP files of the row's
-ruleset, the eval cadence of the benchmark. Fitted (and only with --fit): the constants in
-pinchpoint/plan/calibration.py, shared by all rows of an architecture.
+Inputs per row that are not fitted, each read from the row's own columns (never from code that
+recognises a system): the GPU preset (datasheet peaks and bandwidths, conf/gpu/*.yaml), the
+layout, precision and per-submission facts (whose collectives, NCCL CTA caps, TP overlap off,
+FP8 attention, FP8 parameter gather, recompute) from the submission's files (the source column
+names file and lines), the model (conf/model/*.yaml through Hydra, as train.py composes it),
+steps to converge from the RCP files of the row's ruleset, the benchmark's eval cadence.
+Fitted: the constants in pinchpoint/plan/calibration.py (FITTED below), shared by every row of
+an architecture and precision. A row whose layout was not read is listed, never fitted.
+
+Leave-one-submitter-out: for each submitter, the constants are refitted from the same neutral
+start on every other submitter's rows and that submitter's rows predicted. A constant no row
+left in the fold informs stays at the start value and the fold says so.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import math
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pinchpoint.plan import calibration  # noqa: E402
 from pinchpoint.workloads import plan_point  # noqa: E402
-from pinchpoint.plan.config_access import namespace  # noqa: E402
-from pinchpoint.plan.hardware import PRESET_DIR  # noqa: E402
 
 COPY = ROOT / "benchmarks" / "data" / "published_results.md"
-
-# accelerator column -> preset file
+RULESETS = {"v5.0": "5.0.0", "v5.1": "5.1.0", "v6.0": "6.0.0"}
+MODELS = {"deepseekv3_671b": "deepseek_v3_671b"}     # benchmark name -> conf/model/<name>
+# accelerator column -> conf/gpu preset (first match)
 ACCELERATORS = [("H200-NVL", "h200_nvl"), ("H200", "h200"), ("H100", "h100"), ("GB300", "gb300"),
                 ("GB200", "gb200"), ("B300", "b300"), ("B200", "b200"), ("MI355X", "mi355x"),
                 ("MI350X", "mi350x"), ("MI325X", "mi325x"), ("MI300X", "mi300x")]
+# what each key of the inputs column sets (plan.* unless it names another group)
+INPUT_KEYS = {"stack": "plan.stack", "fp8_attention": "plan.fp8_attention",
+              "fp8_param_gather": "plan.fp8_param_gather",
+              "overlap_tp": "plan.overlap_tensor_parallel", "recompute": None, "asym": None,
+              "healing_after": None}
 
 
+# --- the rows -------------------------------------------------------------------------------
 def load_rows(path: Path | None = None) -> list[dict]:
-    path = path or COPY
+    """Every result row: | round | benchmark | submitter / system | accelerator | GPUs (nodes x
+    per node) | GBS | score (min) | runs | layout | precision | inputs | source |."""
     rows = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("| v5"):
+    for line in (path or COPY).read_text().splitlines():
+        if not re.match(r"\| v\d", line):
             continue
-        c = [x.strip() for x in line.strip("|").split("|")]
-        nodes, per_node = map(int, re.match(r"\d+ \((\d+)x(\d+)\)", c[4]).groups())
-        rows.append({"round": c[0], "benchmark": c[1], "system": c[2], "accelerator": c[3],
-                     "gpus": int(c[4].split()[0]), "nodes": nodes, "per_node": per_node,
-                     "global_batch": int(c[5]), "published_min": float(c[6])})
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        gpus = int(c[4].split()[0])
+        nodes, per_node = map(int, re.search(r"\((\d+)x(\d+)\)", c[4]).groups())
+        rows.append({"round": c[0], "benchmark": c[1], "system": c[2],
+                     "submitter": c[2].split(" / ")[0], "accelerator": c[3], "gpus": gpus,
+                     "nodes": nodes, "per_node": per_node, "global_batch": int(c[5]),
+                     "published_min": float(c[6]), "runs": c[7],
+                     "layout": _layout(c[8]), "precision": c[9], "inputs": _inputs(c[10]),
+                     "source": c[11]})
     return rows
 
 
-def preset_for(accelerator: str) -> dict:
+def _layout(text: str) -> dict | None:
+    """'tp4 pp8 vp8 cp2 ep1 mbs1' -> degrees; 'not read' -> None (listed, not planned)."""
+    if text.startswith("not read"):
+        return None
+    return {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", text)}
+
+
+def _inputs(text: str) -> dict[str, str]:
+    """'stack=megatron ctas.dp=8 overlap_tp=0' -> {key: value}; '-' -> {}."""
+    return dict(item.split("=", 1) for item in text.split() if item != "-")
+
+
+def preset_for(accelerator: str) -> str:
     for key, name in ACCELERATORS:
         if key in accelerator:
-            return yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+            return name
     raise KeyError(accelerator)
 
 
-# NeMo's per-communicator NCCL CTA caps, the same in every NeMo submission here (v5.0 and v5.1,
-# conf/nccl/custom_communicator_cta.yaml via NCCL_CFG_PATH in config_common.sh): dp and dp_cp 8,
-# tp 8, pp 2, cp 1. Applied: dp (the gradient reduce-scatter and parameter all-gather) and pp;
-# tp only where its traffic goes through NCCL (Cisco, below: elsewhere TE's userbuffers carry it).
-# cp is not applied: the planner's CP term is a BF16 K/V ring, while the two CP rows run FP8
-# attention (HPE FP8_DPA=True); capped at one CTA it charges them 1.30x and 1.42x.
-NEMO_CTAS = {"dp": 8, "pp": 2}
-
-
-# Llama 3.1 8B v5.1 systems whose configs run FP8 on Blackwell (see _degrees).
-DELL_FP8 = ("1xXE9780x8B300", "2xXE9680Lx8B200", "2xXE9685Lx8B200")
-
-
-def layout_for(row: dict) -> dict:
-    """Degrees, micro-batch, precision and NCCL caps from the submission's config_*.sh (file
-    named)."""
-    lay = _degrees(row)
-    nemo = row["benchmark"] != "dlrm_dcnv2" and "AMD" not in row["accelerator"]
-    lay["nccl_max_ctas"] = dict(NEMO_CTAS) if nemo else {}
-    if "Cisco / hpf" in row["system"]:
-        # Cisco's pretrain.py line 632: "# trainer.callbacks.append(get_overlap_callback(cfg))",
-        # the only place that hands TP_COMM_OVERLAP to the model: TP2's all-gathers and
-        # reduce-scatters run as plain NCCL collectives on the tp communicator (8 CTAs),
-        # exposed. (hpf_n8 is TP1: no TP traffic.)
-        lay["overlap_tp"] = 0.0
-        lay["nccl_max_ctas"]["tp"] = 8
-    return lay
-
-
-def _degrees(row: dict) -> dict:
-    gpu, n, sysname = row["accelerator"], row["gpus"], row["system"]
-    if row["benchmark"] == "llama31_405b":
-        # NVIDIA config_GB200_64x4x112xtp4pp8cp2_cg.sh / config_DGXH100_64x8x288xtp8pp8cp2.sh:
-        # TP4 (GB200) or TP8 (Hopper), PP8, INTERLEAVED_PIPELINE=8, CP2, MBS 1, ASYM_PP_EMBED
-        # and ASYM_PP_LOSS, FP8 (v5.0), TP comm overlap, no recompute. Nebius H200: NVIDIA's
-        # H100 recipe (same NeMo container, 25.01).
-        tp = 4 if "GB200" in gpu else 8
-        return dict(tp=tp, pp=8, cp=2, vp=8, mbs=1, precision="fp8", asym=True)
-    if row["benchmark"] == "llama31_8b":
-        # v5.1 configs: AMD config_MI355X_1x8x1_8b.sh (GBS 32, MBS 2, TP1, FP8); Dell
-        # config_1xXE9680Lx8B200 (MBS 2, TP1, config_common_fp4 = NVFP4); Cisco
-        # config_DGXH100_8x8x1xtp1pp1cp1 and _16x8x1xtp2pp1cp1 (FP8); HPE
-        # config_XD670_8x8x1xtp1pp1cp2_8b; Lambda config_GB300_18x4x1xtp1pp1cp2_8b (NVFP4).
-        # FP8, not NVFP4, on three Dell Blackwell systems: their configs
-        # (config_1xXE9780x8B300*, config_2xXE9680Lx8B200*, config_2xXE9685Lx8B200*) do not
-        # source config_common_fp4.sh, and their logged step times match the FP8 runs.
-        if "AMD" in gpu:
-            return dict(tp=1, pp=1, cp=1, vp=1, mbs=2, precision="fp8")
-        blackwell = "Blackwell" in gpu
-        fp8_dell = any(k in sysname for k in DELL_FP8)
-        precision = "nvfp4" if blackwell and not fp8_dell else "fp8"
-        if "hpf_n16" in sysname:
-            return dict(tp=2, pp=1, cp=1, vp=1, mbs=1, precision=precision)
-        if row["global_batch"] < n or ("H200" in gpu and n == 64):
-            return dict(tp=1, pp=1, cp=2, vp=1, mbs=1, precision=precision)
-        mbs = row["global_batch"] // n
-        return dict(tp=1, pp=1, cp=1, vp=1, mbs=min(mbs, 2), precision=precision)
-    # DLRM-DCNv2 (HugeCTR): embeddings model-parallel over every GPU, MLPs data-parallel.
-    return dict(tp=1, pp=1, cp=1, vp=1, mbs=row["global_batch"] // n, precision="bf16")
-
-
-def row_config(row: dict):
-    bench = row["benchmark"]
-    model_file = "dlrm_dcnv2" if bench == "dlrm_dcnv2" else bench
-    model = yaml.safe_load((ROOT / "conf" / "model" / f"{model_file}.yaml").read_text())
-    model = {k: v for k, v in model.items() if k != "defaults"}
-    model["scale"] = "full"
-    lay = layout_for(row)
-    ruleset = {"v5.0": "5.0.0", "v5.1": "5.1.0"}[row["round"]]
-    n = row["gpus"]
-    dp = n // (lay["tp"] * lay["pp"] * lay["cp"])
-    if bench != "dlrm_dcnv2":
-        model["full"].update(global_batch_size=row["global_batch"], micro_batch_size=lay["mbs"],
-                             recompute=False)
-        model.setdefault("pipeline_schedule", "1f1b")
-        parallel = dict(dp_replicate=1, dp_shard=dp, tp=lay["tp"], pp=lay["pp"], cp=lay["cp"],
-                        ep=1, world_size=None)
+def overrides_for(row: dict, precision: str | None = None) -> list[str]:
+    """The Hydra overrides that plan this row (what `pinchpoint plan` would be given), in the
+    row's precision or ``precision``."""
+    bench, lay, n, gbs = row["benchmark"], row["layout"], row["gpus"], row["global_batch"]
+    precision = precision or row["precision"]
+    model = MODELS.get(bench, bench)
+    out = [f"model={model}", "model.scale=full", f"+gpu={preset_for(row['accelerator'])}",
+           f"mlperf.ruleset={RULESETS[row['round']]}", "plan.below_smallest_rcp=true"]
+    if bench == "dlrm_dcnv2":     # HugeCTR: embeddings over every GPU, MLPs data-parallel
+        return out + [f"parallel.dp_replicate={n}", f"parallel.ep={n}",
+                      f"model.full.global_batch_size={gbs}"]
+    tp, pp, cp, ep = (lay.get(k, 1) for k in ("tp", "pp", "cp", "ep"))
+    dp = n // (tp * pp * cp)
+    out += [f"parallel.dp_shard={dp}", f"parallel.tp={tp}", f"parallel.pp={pp}",
+            f"parallel.cp={cp}", f"parallel.ep={ep}", f"plan.precision={precision}",
+            f"plan.virtual_stages={lay.get('vp', 1)}"]
+    if bench == "flux1":
+        out.append(f"model.full.batch_size={gbs // dp}")
     else:
-        model["full"]["global_batch_size"] = row["global_batch"]
-        parallel = dict(dp_replicate=n, dp_shard=1, tp=1, pp=1, cp=1, ep=n, world_size=None)
-    plan = dict(precision=lay["precision"], virtual_stages=lay["vp"],
-                embedding_as_layer=lay.get("asym", False), loss_as_layer=lay.get("asym", False),
-                layers_per_chunk=None, overlap_data_parallel=None,
-                overlap_context_parallel=None, overlap_pipeline=None, init_in_clock_s=0.0,
-                overlap_tensor_parallel=lay.get("overlap_tp"), nccl_max_ctas=lay["nccl_max_ctas"],
-                # published runs below every RCP exist (405B v5.0 at 448-896 < 1008): MLPerf
-                # scores them at the smallest reference's samples
-                below_smallest_rcp=True)
-    gpu = {**preset_for(row["accelerator"]), "reserved_gib": 6.0, "mfu": None}
-    return namespace(dict(model=model, parallel=parallel, plan=plan, gpu=gpu,
-                          mlperf=dict(ruleset=ruleset), train=dict(evals_per_epoch=20),
-                          dataset=dict(batch_size=row["global_batch"])))
+        out += [f"model.full.global_batch_size={gbs}",
+                f"model.full.micro_batch_size={lay.get('mbs', 1)}"]
+    inputs = row["inputs"]
+    ctas = {k.removeprefix("ctas."): v for k, v in inputs.items() if k.startswith("ctas.")}
+    out.append("plan.nccl_max_ctas={" + ",".join(f"{k}:{ctas.get(k, 'null')}" for k in
+                                                  ("dp", "tp", "cp", "pp", "all")) + "}")
+    for key, value in inputs.items():
+        if key.startswith("ctas.") or INPUT_KEYS.get(key, "") is None:
+            continue
+        if key not in INPUT_KEYS:
+            raise ValueError(f"{row['system']}: unknown input {key!r} (one of "
+                             f"{sorted(INPUT_KEYS)} or ctas.<dp|tp|cp|pp|all>)")
+        out.append(f"{INPUT_KEYS[key]}={value}")
+    if "recompute" in inputs:
+        where = "model.recompute" if bench in ("llama2_70b_lora",) else "model.full.recompute"
+        out.append(f"{where}={inputs['recompute']}")
+    elif bench.startswith("llama31"):
+        out.append("model.full.recompute=false")
+    if inputs.get("asym") == "true":
+        out += ["plan.embedding_as_layer=true", "plan.loss_as_layer=true"]
+    return out
 
 
+_COMPOSED: dict[tuple, object] = {}
+
+
+def row_config(row: dict, precision: str | None = None):
+    """The row's run config, composed by Hydra from conf/ as `pinchpoint plan` composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from pinchpoint.workloads.registry import setup
+    key = tuple(overrides_for(row, precision))
+    if key not in _COMPOSED:
+        setup()
+        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+            _COMPOSED[key] = compose("train", list(key))
+    return _COMPOSED[key]
+
+
+# --- prediction -----------------------------------------------------------------------------
 def predict(rows: list[dict], configs: list | None = None) -> list[dict]:
     out = []
     configs = configs or [row_config(row) for row in rows]
     for row, cfg in zip(rows, configs):
         p = plan_point(cfg)
         minutes = p.time_to_train.minutes
+        healing = row["inputs"].get("healing_after")
+        if healing:   # NVFP4 until step `healing`, FP8 after (NVIDIA's HEALING_ITER)
+            t = p.time_to_train
+            fp8 = plan_point(row_config(row, "fp8")).time_to_train
+            minutes += max(0.0, t.steps - float(healing)) * (fp8.step_s - t.step_s) / 60
         out.append({**row, "predicted_min": minutes, "ratio": minutes / row["published_min"],
                     "dominant": p.dominant, "fits": p.fits, "plan": p})
     return out
 
 
-def print_table(results: list[dict]) -> None:
-    print(f"{'round':5} {'benchmark':13} {'system':46} {'GPUs':>5} {'GBS':>6} "
-          f"{'pred min':>9} {'pub min':>8} {'ratio':>6}  dominant")
-    for r in results:
-        print(f"{r['round']:5} {r['benchmark']:13} {r['system'][:46]:46} {r['gpus']:5d} "
-              f"{r['global_batch']:6d} {r['predicted_min']:9.2f} {r['published_min']:8.2f} "
-              f"{r['ratio']:6.2f}  {r['dominant']}{'' if r['fits'] else ' (does not fit)'}")
-    ratios = [r["ratio"] for r in results]
+def plannable(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["layout"] is not None]
+
+
+def summary(ratios: list[float]) -> str:
+    if not ratios:
+        return "no rows"
     within = sum(0.75 <= x <= 1.25 for x in ratios)
+    errors = [abs(x - 1) for x in ratios]
     logs = [abs(math.log(x)) for x in ratios]
-    print(f"\n{within}/{len(ratios)} rows within +-25 %; worst ratio "
-          f"{min(ratios):.2f} / {max(ratios):.2f}; mean |log ratio| {sum(logs) / len(logs):.3f}")
+    return (f"{within}/{len(ratios)} within +-25 % ({within / len(ratios):.0%}); median "
+            f"|error| {statistics.median(errors):.1%}; mean |log ratio| "
+            f"{sum(logs) / len(logs):.3f}; worst {min(ratios):.2f} / {max(ratios):.2f}")
+
+
+def print_table(results: list[dict], cv: dict | None = None, skipped: list[dict] = ()) -> None:
+    print(f"{'round':5} {'benchmark':15} {'system':44} {'GPUs':>5} {'GBS':>6} {'prec':5} "
+          f"{'pred min':>9} {'pub min':>8} {'ratio':>6} {'LOSO':>6}  dominant")
+    for r in results:
+        loso = f"{cv[id_of(r)]:6.2f}" if cv and id_of(r) in cv else f"{'':6}"
+        print(f"{r['round']:5} {r['benchmark']:15} {r['system'][:44]:44} {r['gpus']:5d} "
+              f"{r['global_batch']:6d} {r['precision'][:5]:5} {r['predicted_min']:9.2f} "
+              f"{r['published_min']:8.2f} {r['ratio']:6.2f} {loso}  {r['dominant']}"
+              f"{'' if r['fits'] else ' (does not fit)'}")
+    for r in skipped:
+        print(f"{r['round']:5} {r['benchmark']:15} {r['system'][:44]:44} {r['gpus']:5d} "
+              f"{r['global_batch']:6d} {'':5} {'':>9} {r['published_min']:8.2f}  not planned: "
+              f"layout not read from the submission")
+    print(f"\nfitted:  {summary([r['ratio'] for r in results])}")
+    if cv:
+        print(f"LOSO:    {summary(list(cv.values()))}")
+    for bench in sorted({r["benchmark"] for r in results}):
+        sub = [r for r in results if r["benchmark"] == bench]
+        line = f"  {bench:15} fitted {summary([r['ratio'] for r in sub])}"
+        if cv:
+            line += f"\n  {'':15} LOSO   {summary([cv[id_of(r)] for r in sub])}"
+        print(line)
+
+
+def id_of(row: dict) -> tuple:
+    return (row["round"], row["benchmark"], row["system"], row["gpus"])
 
 
 def print_constants() -> None:
@@ -188,15 +219,32 @@ def print_constants() -> None:
           f"{calibration.DLRM_STEP_OVERHEAD_S * 1e3:.3f} ms")
 
 
-FITTED = [("ACHIEVED_FRACTION", ("hopper", "fp8")), ("ACHIEVED_FRACTION", ("blackwell", "fp8")),
-          ("ACHIEVED_FRACTION", ("blackwell", "fp4")), ("ACHIEVED_FRACTION", ("cdna4", "fp8")),
-          ("OVERLAP", "data_parallel"), ("DLRM_STEP_OVERHEAD_S", None)]
+# --- fitting --------------------------------------------------------------------------------
+# (table, key, which rows inform it: a predicate over a row)
+FITTED = [
+    ("ACHIEVED_FRACTION", ("hopper", "fp8"), lambda r: _arch(r) == "hopper"),
+    ("ACHIEVED_FRACTION", ("blackwell", "fp8"),
+     lambda r: _arch(r) == "blackwell" and r["precision"] in ("fp8", "mxfp8", "bf16")),
+    ("ACHIEVED_FRACTION", ("blackwell", "fp4"),
+     lambda r: _arch(r) == "blackwell" and r["precision"] in ("nvfp4", "mxfp4")),
+    ("ACHIEVED_FRACTION", ("cdna4", "fp8"), lambda r: _arch(r) == "cdna4"),
+    ("OVERLAP", "data_parallel", lambda r: r["benchmark"] != "dlrm_dcnv2"),
+    ("DLRM_STEP_OVERHEAD_S", None, lambda r: r["benchmark"] == "dlrm_dcnv2"),
+]
 BOUNDS = {"ACHIEVED_FRACTION": (0.05, 0.95), "OVERLAP": (0.0, 1.0),
-          "MEMORY_FRACTION": (0.3, 0.85), "DLRM_STEP_OVERHEAD_S": (0.0, 0.01)}
+          "DLRM_STEP_OVERHEAD_S": (0.0, 0.01)}
+NEUTRAL_START = {"ACHIEVED_FRACTION": 0.4, "OVERLAP": 0.5, "DLRM_STEP_OVERHEAD_S": 0.0005}
+
+
+def _arch(row: dict) -> str:
+    acc = row["accelerator"]
+    if "MI3" in acc:
+        return "cdna4" if ("MI35" in acc) else "cdna3"
+    return "hopper" if ("H100" in acc or "H200" in acc) else "blackwell"
 
 
 def _set(values) -> None:
-    for (name, key), v in zip(FITTED, values):
+    for (name, key, _), v in zip(FITTED, values):
         if key is None:
             setattr(calibration, name, float(v))
         else:
@@ -211,41 +259,91 @@ def _set(values) -> None:
 
 def _get() -> list[float]:
     return [getattr(calibration, n) if k is None else getattr(calibration, n)[k]
-            for n, k in FITTED]
+            for n, k, _ in FITTED]
 
 
-def fit(rows: list[dict]) -> None:
+@contextlib.contextmanager
+def constants_kept():
+    """Restore the shipped constants after a fit (the CV's folds refit them)."""
+    saved = (copy.deepcopy(calibration.ACHIEVED_FRACTION), copy.deepcopy(calibration.OVERLAP),
+             calibration.DLRM_STEP_OVERHEAD_S)
+    try:
+        yield
+    finally:
+        calibration.ACHIEVED_FRACTION.clear()
+        calibration.ACHIEVED_FRACTION.update(saved[0])
+        calibration.OVERLAP.clear()
+        calibration.OVERLAP.update(saved[1])
+        calibration.DLRM_STEP_OVERHEAD_S = saved[2]
+
+
+def fit(rows: list[dict], start: list[float] | None = None) -> tuple[list[float], list[str]]:
+    """Least squares on log(predicted / published) over ``rows``; returns the constants (also
+    set) and the names of those no row informs (left at their start)."""
     from scipy.optimize import least_squares
 
     configs = [row_config(row) for row in rows]
+    informed = [any(pred(r) for r in rows) for _, _, pred in FITTED]
+    x = list(start or _get())
+    free = [i for i, ok in enumerate(informed) if ok]
 
     def residuals(values):
-        _set(values)
+        full = list(x)
+        for i, v in zip(free, values):
+            full[i] = v
+        _set(full)
         return [math.log(r["ratio"]) for r in predict(rows, configs)]
-    lo = [BOUNDS[n][0] for n, _ in FITTED]
-    hi = [BOUNDS[n][1] for n, _ in FITTED]
-    x0 = [min(max(v, a + 1e-6), b - 1e-6) for v, a, b in zip(_get(), lo, hi)]
+    lo = [BOUNDS[FITTED[i][0]][0] for i in free]
+    hi = [BOUNDS[FITTED[i][0]][1] for i in free]
+    x0 = [min(max(x[i], a + 1e-6), b - 1e-6) for i, a, b in zip(free, lo, hi)]
     res = least_squares(residuals, x0, bounds=(lo, hi), diff_step=1e-3)
-    _set(res.x)
-    print("fitted (paste into pinchpoint/plan/calibration.py):")
-    for (name, key), v in zip(FITTED, res.x):
-        print(f"  {name}{'' if key is None else [key]} = {v:.5g}")
+    for i, v in zip(free, res.x):
+        x[i] = float(v)
+    _set(x)
+    unused = [f"{n}{'' if k is None else list(k) if isinstance(k, tuple) else [k]}"
+              for (n, k, _), ok in zip(FITTED, informed) if not ok]
+    return x, unused
+
+
+def leave_one_submitter_out(rows: list[dict]) -> tuple[dict, dict]:
+    """{row id: cross-validated ratio}, {submitter: constants its fold could not fit}."""
+    start = [NEUTRAL_START[n] for n, _, _ in FITTED]
+    ratios, unfitted = {}, {}
+    for submitter in sorted({r["submitter"] for r in rows}):
+        held = [r for r in rows if r["submitter"] == submitter]
+        with constants_kept():
+            _, unused = fit([r for r in rows if r["submitter"] != submitter], start)
+            for r in predict(held):
+                ratios[id_of(r)] = r["ratio"]
+        if unused:
+            unfitted[submitter] = unused
+    return ratios, unfitted
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true", help="refit the constants first")
+    ap.add_argument("--cv", action="store_true", help="leave-one-submitter-out ratios too")
     ap.add_argument("--rows", help="a markdown table of published results in the same columns "
                     "(default: benchmarks/data/published_results.md)")
     args = ap.parse_args()
     rows = load_rows(Path(args.rows) if args.rows else None)
-    if args.fit:
-        fit(rows)
+    ok = plannable(rows)
     start = time.perf_counter()
-    results = predict(rows)
-    print_table(results)
+    if args.fit:
+        values, _ = fit(ok)
+        print("fitted (paste into pinchpoint/plan/calibration.py):")
+        for (name, key, _), v in zip(FITTED, values):
+            print(f"  {name}{'' if key is None else [key]} = {v:.5g}")
+    cv, unfitted = leave_one_submitter_out(ok) if args.cv else (None, {})
+    results = predict(ok)
+    print_table(results, cv, [r for r in rows if r["layout"] is None])
+    for submitter, names in unfitted.items():
+        print(f"  LOSO fold {submitter}: no other row informs {', '.join(names)} (left at "
+              "the neutral start)")
     print_constants()
-    print(f"({len(rows)} rows planned in {time.perf_counter() - start:.2f} s)")
+    print(f"({len(ok)} rows planned, {len(rows) - len(ok)} listed without a layout; "
+          f"{time.perf_counter() - start:.1f} s)")
     return 0
 
 

@@ -25,7 +25,7 @@ from omegaconf import MISSING
 @dataclass
 class PlanConfig:
     """The ``plan`` group: what the planner (plan/) needs beyond the model and the layout."""
-    # Arithmetic precision of the matmuls: bf16 | fp8 | nvfp4 | mxfp4 (null: the model's).
+    # Arithmetic precision of the matmuls: bf16 | fp8 | mxfp8 | nvfp4 | mxfp4 (null: the model's).
     # The runtime trains in fp32/bf16; fp8 and 4-bit are planned only (what the submissions use).
     precision: Optional[str] = None
     # Interleaved 1F1B: model chunks per pipeline rank (Megatron's virtual pipeline size).
@@ -58,6 +58,12 @@ class PlanConfig:
     # FP8_PARAM_GATHER in NeMo's configs): 1 byte per parameter on the wire instead of 2; needs
     # precision fp8 and the megatron stack.
     fp8_param_gather: bool = False
+    # Whose collectives the plan charges: megatron (NeMo / Megatron-LM, what the published
+    # submissions run: a distributed optimizer that reduce-scatters gradients and all-gathers
+    # parameters once a step; a frozen LoRA base replicated, not gathered) or fsdp2
+    # (pinchpoint's runner: FSDP2 units re-gathered under every micro-batch). null: the
+    # workload's reference implementation's (WorkloadSpec.rules.reference_stack).
+    stack: Optional[str] = None
     # A global batch below every RCP of the benchmark: refused (false), or planned at the
     # smallest reference's samples as MLPerf's RCP checker scores it (true; published
     # submissions below the smallest RCP exist, e.g. Llama 3.1 405B v5.0 at 448 < 1008).

@@ -27,6 +27,17 @@ def degrees(parallel) -> ParallelDims:
     return ParallelDims.from_config(parallel)
 
 
+def stack(cfg, reference: str) -> str:
+    """plan.stack, or ``reference`` (the workload's MLPerfRules.reference_stack) when null;
+    refused when neither megatron nor fsdp2."""
+    from pinchpoint.errors import ConfigError
+    from pinchpoint.plan.rules import STACKS
+    value = getattr(plan_settings(cfg), "stack", None) or reference
+    if value not in STACKS:
+        raise ConfigError("plan.stack", value, " or ".join(STACKS))
+    return value
+
+
 def layout_settings(p) -> dict:
     """The ``plan.*`` settings every planner's layout takes (pipeline chunks, overlap, caps)."""
     return dict(virtual_stages=p.virtual_stages, embedding_as_layer=p.embedding_as_layer,

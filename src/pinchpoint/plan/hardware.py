@@ -13,8 +13,10 @@ from pinchpoint.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "conf" / "gpu"
 # Precision names as the submissions spell them -> the peak field that serves them.
-PRECISIONS = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "nvfp4": "fp4", "mxfp4": "fp4",
-              "fp32": "tf32"}   # fp32 matmuls run as TF32: half the dense BF16 rate
+# plan.precision -> the tensor-core rate it runs at (MXFP8: FP8 with a shared scale per 32
+# values, at the FP8 rate)
+PRECISIONS = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "mxfp8": "fp8", "nvfp4": "fp4",
+              "mxfp4": "fp4", "fp32": "tf32"}   # fp32 matmuls run as TF32: half the BF16 rate
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ ACT = 2          # BF16 activations and gradients on the wire
 OPTIMIZER_BYTES_PER_PARAM = 30   # AdamW step: fp32 master, m, v read+write, fp32 grad, bf16 out
 # Bytes per value of a low-precision GEMM operand, scales included (NVFP4: one FP8 scale per
 # 16 values; MXFP4: one E8M0 scale per 32).
-LOW_PRECISION_BYTES = {"fp8": 1.0, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
+LOW_PRECISION_BYTES = {"fp8": 1.0, "mxfp8": 1 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
+                       "mxfp4": 0.5 + 1 / 32}
 STACKS = ("megatron", "fsdp2")
 FP32 = 4
 
@@ -150,7 +151,8 @@ def validate_layout(s: DecoderShape, lay: Layout) -> None:
         raise ConfigError("global_batch_size", lay.global_batch,
                           f"a multiple of micro_batch_size x dp = {lay.micro_batch} x {lay.dp}")
     pipeline.check_interleaving(lay.micro_batches, lay.pp, lay.virtual_stages)
-    if lay.fp8_param_gather and (lay.precision != "fp8" or lay.stack != "megatron"):
+    if lay.fp8_param_gather and (lay.precision not in ("fp8", "mxfp8") or
+                                 lay.stack != "megatron"):
         raise ConfigError("plan.fp8_param_gather", True,
                           f"false with precision={lay.precision} and stack={lay.stack} (FP8 "
                           "parameters to gather need precision fp8 and the megatron stack)")

@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pinchpoint.plan import network, pipeline
-from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
+from pinchpoint.plan.compute import matmul_s, memory_s
 from pinchpoint.plan.hardware import System, system_from
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, Layout,
-                                 _exposed, wire_bytes)
+                                 _exposed, attention_precision_of, wire_bytes)
 from pinchpoint.plan.memory import _in_flight, bytes_per_param
 
 if TYPE_CHECKING:
@@ -126,9 +126,11 @@ class MoEShape:
 
 @dataclass
 class MoELayout(Layout):
-    """The dense planner's layout plus the expert-parallel degree."""
+    """The dense planner's layout plus the expert-parallel degree. Built by hand it plans the
+    runner's FSDP2; layout_from gives a full-scale run its reference's stack (megatron)."""
     seq_len: int = 4096
     ep: int = 1
+    stack: str = "fsdp2"
 
     @property
     def expert_shards(self) -> int:
@@ -191,6 +193,14 @@ def memory_per_device(shape: MoEShape, lay: MoELayout) -> dict[str, Any]:
         biggest = max((shape.tp_local(i, lay.tp) +
                        shape.experts_per_layer[i] / lay.ep for i in layers), default=0)
         gather = 2 * biggest * b["weights"] if lay.dp_shard > 1 else 0.0
+        if lay.stack == "megatron":
+            # distributed optimizer: weights and the BF16 gradient buffer (NeMo's
+            # grad_reduce_in_fp32=False) whole on every dp rank, only the optimizer state (with
+            # its fp32 master copy) sharded over dp (the experts' over their expert-dp ranks)
+            whole = replicated + experts / lay.ep
+            state["weights"] = whole * b["weights"]
+            state["gradients"] = whole * wire_bytes(lay)
+            gather = 0.0
         in_flight = _in_flight(lay, stage, lay.virtual_stages)
         acts = sum(activation_bytes(shape, lay, i) for i in layers) * in_flight
         if lay.recompute and len(layers):
@@ -262,11 +272,17 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu,
     # FSDP2 as the runner applies it: without PP every micro-batch re-gathers each block for
     # forward and backward (the root once: it stays gathered) and reduce-scatters its
     # gradients; with PP the gathered weights stay for the step (reshard_after_forward=False):
-    # one gather and one reduce-scatter per step.
-    gathers, scatters = (2 * m, m) if lay.pp == 1 else (1, 1)
+    # one gather and one reduce-scatter per step. Megatron's distributed optimizer: one
+    # reduce-scatter of the BF16 gradients and one all-gather of the updated parameters per
+    # step (FP8 ones with fp8_param_gather), as the dense planner charges it.
+    once = lay.pp > 1 or lay.stack == "megatron"
+    gathers, scatters = (1, 1) if once else (2 * m, m)
+    if lay.stack == "megatron":
+        b = {**b, "weights": LOW_PRECISION_BYTES["fp8"] if lay.fp8_param_gather else e,
+             "gradients": e}
     if lay.dp_shard > 1:
         ring = (lay.dp_shard - 1) / lay.dp_shard
-        gathered = (gathers * blocks + scatters * root) * b["weights"] if lay.pp == 1 else \
+        gathered = (gathers * blocks + scatters * root) * b["weights"] if not once else \
             replicated * b["weights"]
         scattered = scatters * replicated * b["gradients"]
         add("fsdp_all_gather", gathered * ring, ("all_gather", gathered, "dp_shard"))
@@ -393,7 +409,7 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
     tokens = lay.micro_batch * lay.seq_len / lay.cp
     f = layer_flops(shape, lay, layer)
     redo = 1 / 3 if lay.recompute else 0.0
-    att_prec = attention_precision(system, lay.precision)
+    att_prec = attention_precision_of(lay, system)
     ffn = shape.dense_ffn_dims[layer] if shape.dense_ffn_dims else 0
     routed = shape.top_k * (2 * shape.dim + 3 * shape.expert_dim) if shape.is_moe(layer) else 0
     # read and written BF16 forward, twice that backward: norms, residuals, activations,
@@ -442,9 +458,10 @@ def step_terms(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
         terms["bubble"] = pipeline.bubble_time(per_mb, lay.pp, lay.virtual_stages)
         dp = sum(v["seconds"] for k, v in comm.items() if k.startswith(("fsdp", "expert_fsdp",
                                                                          "ddp", "tp_moe")))
-        # without PP FSDP2 re-gathers under every micro-batch; with PP once a step, under the
-        # first micro-batch's forward and the last one's backward
-        hideable = m * compute if lay.pp == 1 else compute
+        # without PP FSDP2 re-gathers under every micro-batch; with PP (and Megatron's
+        # distributed optimizer) once a step, under the first micro-batch's forward and the
+        # last one's backward
+        hideable = m * compute if lay.pp == 1 and lay.stack == "fsdp2" else compute
         terms["data_parallel"] = _exposed(dp, lay.overlap_of("data_parallel"), hideable)
         ranks.append((terms, comm, per_mb))
     slowest = max(range(lay.pp), key=lambda r: sum(ranks[r][0].values()))
@@ -527,9 +544,10 @@ def not_fitting_message(p: dict, gpu) -> str:
 
 
 # --- from a run config ---------------------------------------------------------------------------
-def layout_from(run) -> MoELayout:
+def layout_from(run, reference_stack: str = "megatron") -> MoELayout:
     """The layout of a run config, honouring the ``plan`` settings (precision, virtual stages,
-    layer split, overlaps, NCCL CTA caps) as the dense planner does."""
+    layer split, overlaps, NCCL CTA caps, stack) as the dense planner does. A run the runner
+    executes (not the full scale) is planned as the runner shards it: fsdp2."""
     from pinchpoint.plan import config_access as access
     a = access.scale(run)
     d = access.degrees(run.parallel)
@@ -540,7 +558,11 @@ def layout_from(run) -> MoELayout:
                      recompute=getattr(a, "recompute", False),
                      precision=p.precision or getattr(a, "precision", "bf16"),
                      schedule=getattr(run.model, "pipeline_schedule", "1f1b"),
-                     **access.layout_settings(p))
+                     **access.layout_settings(p),
+                     fp8_attention=getattr(p, "fp8_attention", None),
+                     fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)),
+                     stack=access.stack(run, reference_stack) if run.model.scale == "full"
+                     else "fsdp2")
 
 
 def describe(shape: MoEShape, run, rules: "MLPerfRules",
@@ -550,7 +572,8 @@ def describe(shape: MoEShape, run, rules: "MLPerfRules",
     from pinchpoint.plan.result import from_parts
     a = access.scale(run)
     out = {**(extra or {}),
-           **plan(shape, layout_from(run), run.gpu, rules, access.ruleset(run),
+           **plan(shape, layout_from(run, rules.reference_stack), run.gpu, rules,
+                  access.ruleset(run),
                   rules.eval_every_samples(run), a.eval_samples,
                   access.plan_settings(run).init_in_clock_s)}
     return from_parts(out, out["memory_per_device"]["worst_stage"], model=run.model.name,

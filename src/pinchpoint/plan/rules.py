@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 EVAL_ACCURACY = "eval_accuracy"     # mlperf_logging.mllog.constants.EVAL_ACCURACY
+STACKS = ("megatron", "fsdp2")      # the values of plan.stack
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,18 @@ class MLPerfRules:
     epoch_samples: int = 0
     # Fixed full-scale constants of the open ruleset (e.g. the validation set's size).
     constants: dict[str, Any] = field(default_factory=dict)
+    # Whose collectives the reference implementation runs (the planner's default plan.stack):
+    # "megatron" (NeMo, Primus, Megatron-Bridge) or "fsdp2" (torchtitan's FSDP2, and the
+    # per-layer gathers of DeepSpeed ZeRO-3 that the LoRA reference runs through accelerate).
+    reference_stack: str = "megatron"
 
     def __post_init__(self) -> None:
         if not self.benchmark or not self.eval_keys:
             raise ValueError("MLPerfRules needs a benchmark name and at least one eval key")
         if self.eval_cadence not in ("eval_every_samples", "evals_per_epoch"):
             raise ValueError(f"eval_cadence {self.eval_cadence!r}")
+        if self.reference_stack not in STACKS:
+            raise ValueError(f"reference_stack {self.reference_stack!r}: one of {STACKS}")
         if self.rcp_unit not in ("samples", "epochs") or \
                 (self.rcp_unit == "epochs") != (self.epoch_samples > 0):
             raise ValueError(f"rcp_unit {self.rcp_unit!r} with epoch_samples "

@@ -10,7 +10,8 @@ register(WorkloadSpec(name="flux1", workload="pinchpoint.workloads.flux1.workloa
                       # flux1's rules name the metric averaged_validation_loss (was the
                       # workload's mlperf_eval_keys); evaluation every eval_every_samples
                       rules=MLPerfRules(benchmark="flux1", eval_keys=(
-                          EVAL_ACCURACY, "averaged_validation_loss")),
+                          EVAL_ACCURACY, "averaged_validation_loss"),
+                          reference_stack="fsdp2"),   # the reference is torchtitan's FSDP2
                       datasets={"flux": FluxDatasetConfig},
                       smoke=("model.scale=smoke",),
                       two_rank_layout="parallel=fsdp2"))

@@ -211,8 +211,12 @@ def encoder_forward_flops_per_sample(scale) -> dict[str, float]:
 def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
                precision: str = "bf16", read_bytes_per_s: float | None = None,
                raw_bytes_per_sample: float = CC12M_RAW_BYTES_PER_SAMPLE,
-               overlap: float | None = None, max_ctas: dict | None = None) -> dict:
-    """Seconds per step by term on one GPU (see the module docstring)."""
+               overlap: float | None = None, max_ctas: dict | None = None,
+               stack: str = "fsdp2") -> dict:
+    """Seconds per step by term on one GPU (see the module docstring). ``stack``: fsdp2 (the
+    runner's and the reference's FSDP2 units, communication_per_step) or megatron (NeMo's
+    distributed optimizer: one reduce-scatter of the BF16 gradients and one all-gather of the
+    parameters per step over all data-parallel ranks)."""
     from pinchpoint.plan import calibration
     b = scale.batch_size
     forward = mmdit_forward_flops_per_sample(scale)
@@ -230,12 +234,19 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
     terms["memory"] = memory_s(3 * ACT * elements * b * (txt + img) * blocks
                                * (4 / 3 if scale.recompute else 1), system)
     capped = network.capped(system, max_ctas or {}, "dp")
-    comm = communication_per_step(scale, dp_replicate, dp_shard, capped)
+    if stack == "megatron":
+        group = network.span(dp_replicate * dp_shard, 1, system.nvlink_domain)
+        nbytes = mmdit_parameters(_shape(scale)) * ACT
+        comm = {"reduce_scatter": network.reduce_scatter_s(nbytes, group, capped),
+                "all_gather": network.all_gather_s(nbytes, group, capped)}
+    else:
+        comm = communication_per_step(scale, dp_replicate, dp_shard, capped)
     dp_s = sum(comm.values())
     overlap = calibration.OVERLAP["data_parallel"] if overlap is None else float(overlap)
     terms["data_parallel"] = _exposed(dp_s, overlap, compute)
     params = mmdit_parameters(_shape(scale))
-    terms["optimizer"] = memory_s(params / dp_shard * OPTIMIZER_BYTES_PER_PARAM, system)
+    shards = dp_replicate * dp_shard if stack == "megatron" else dp_shard
+    terms["optimizer"] = memory_s(params / shards * OPTIMIZER_BYTES_PER_PARAM, system)
     per_sample = preprocessed_bytes_per_sample(scale) if pipeline != "raw" \
         else raw_bytes_per_sample
     read = b * per_sample / read_bytes_per_s if read_bytes_per_s else None
@@ -301,7 +312,9 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
         getattr(emulation, "enabled", False) else None
     pipeline = run.dataset.pipeline
     step = step_terms(a, dims.dp_replicate, dims.dp_shard, system, pipeline, precision, read_bw,
-                      raw_per_sample, p.overlap_data_parallel, access.mapping(p.nccl_max_ctas))
+                      raw_per_sample, p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
+                      access.stack(run, spec(run.model.name).rules.reference_stack)
+                      if run.model.scale == "full" else "fsdp2")
     gbs = a.batch_size * dims.dp_replicate * dims.dp_shard
     # evaluation: the MMDiT's forward over the validation samples, spread over the ranks
     eval_each = a.eval_samples / (dims.dp_replicate * dims.dp_shard) * \

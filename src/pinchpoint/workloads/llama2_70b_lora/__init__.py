@@ -8,7 +8,10 @@ from pinchpoint.workloads.registry import WorkloadSpec, register
 # The reference's eval_delay: the first evaluation at floor(0.125 x GBS + 2) eval intervals (it
 # runs; the ones before are skipped: at GBS 8 the first at step 144, eval every 48 steps). Was
 # the workload's Sizes.first_eval_step, and absent from the planner.
-RULES = MLPerfRules(benchmark="llama2_70b_lora", eval_skip=EvalSkip(0.125, 2, offset=1))
+# The reference fine-tunes through accelerate + DeepSpeed ZeRO-3 (per-layer parameter gathers:
+# planned as fsdp2); NeMo submissions replicate the frozen base (plan.stack=megatron).
+RULES = MLPerfRules(benchmark="llama2_70b_lora", eval_skip=EvalSkip(0.125, 2, offset=1),
+                    reference_stack="fsdp2")
 
 register(WorkloadSpec(
     name="llama2_70b_lora",

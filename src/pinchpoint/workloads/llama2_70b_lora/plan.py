@@ -30,7 +30,11 @@ on the shared planner parts (plan/compute.py at the calibrated achieved rates, p
   replicas; frozen weights have no gradients to reduce. Exposed as the dense planner does
   (calibrated data-parallel overlap, at most what compute covers);
 - the optimizer: AdamW over the adapters' shard only.
-``tp``, ``pp`` and ``cp`` are not planned here (the runner shards LoRA over dp only).
+``plan.stack=megatron`` plans LoRA as the NeMo submissions run it instead: the frozen base
+replicated on every rank (nothing gathered), the sequence split ``cp`` ways (ring attention: K
+and V passed cp - 1 times forward, K, V and their gradients backward, hidden behind attention
+as the dense planner's CP), the adapters' gradients all-reduced over dp x cp once a step.
+``tp`` and ``pp`` are not planned (no LoRA submission uses them; the runner shards over dp).
 """
 from __future__ import annotations
 
@@ -81,18 +85,20 @@ def activation_bytes_per_token_layer(a, rank: int, targets, dropout: float,
 
 
 def memory_per_device(a, rank: int, targets, dropout: float, dp: int, micro_batch: int,
-                      seq_len: int, recompute: bool, precision: str) -> dict[str, float]:
+                      seq_len: int, recompute: bool, precision: str,
+                      stack: str = "fsdp2", cp: int = 1) -> dict[str, float]:
     counts = parameter_counts(a, rank, targets)
     w = 2 if precision == "bf16" else 4
-    tokens = micro_batch * seq_len
+    tokens = micro_batch * seq_len / cp
     per_layer = activation_bytes_per_token_layer(a, rank, targets, dropout, w) * tokens
     if recompute:
         activations = a.n_layers * tokens * a.dim * w + per_layer
     else:
         activations = a.n_layers * per_layer
-    out = {"frozen_weights_bytes": counts["base"] * w / dp,
+    sharded = stack == "fsdp2"           # megatron: the frozen base whole on every rank
+    out = {"frozen_weights_bytes": counts["base"] * w / (dp if sharded else 1),
            "adapter_state_bytes": counts["adapters"] * ADAPTER_BYTES / dp,
-           "fsdp_gather_bytes": 2 * counts["per_layer"] * w if dp > 1 else 0.0,
+           "fsdp_gather_bytes": 2 * counts["per_layer"] * w if dp > 1 and sharded else 0.0,
            "activation_bytes": activations,
            "logits_bytes": tokens * a.vocab_size * (w + 4 + 4)}
     out["total_bytes"] = sum(out.values())
@@ -128,18 +134,24 @@ def training_flops(a, counts: dict, tokens: float, seq_len: int, recompute: bool
 
 def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_batch: int,
                global_batch: int, seq_len: int, recompute: bool, precision: str,
-               overlap: float | None = None, max_ctas: dict | None = None) -> dict[str, Any]:
+               overlap: float | None = None, max_ctas: dict | None = None,
+               stack: str = "fsdp2", cp: int = 1, fp8_attention: bool | None = None,
+               overlap_cp: float | None = None) -> dict[str, Any]:
     """Seconds per optimizer step by term (see the module docstring)."""
     from pinchpoint.plan import calibration
     dp = dp_shard * dp_replicate
     if global_batch % (micro_batch * dp):
         raise ConfigError("model.full.global_batch_size", global_batch,
                           f"a multiple of micro_batch_size x dp = {micro_batch} x {dp}")
+    if cp > 1 and stack != "megatron":
+        raise ConfigError("parallel.cp", cp, "1 with plan.stack=fsdp2 (the runner does not "
+                          "split LoRA's sequences; plan.stack=megatron plans NeMo's CP)")
     m = global_batch // (micro_batch * dp)
-    tokens = micro_batch * seq_len
+    tokens = micro_batch * seq_len / cp
     f = training_flops(a, counts, tokens, seq_len, recompute)
     attention = 2 * a.n_layers * seq_len * tokens * a.dim
-    att = attention_precision(system, precision)
+    att = attention_precision(system, precision) if fp8_attention is None else \
+        ("fp8" if fp8_attention else "bf16")
     # attention (forward, backward, recomputed forward) at the attention precision
     att_s = matmul_s(attention * (3 + (1 if recompute else 0)), system, att)
     gemm = sum(f.values()) - attention * (3 + (1 if recompute else 0))
@@ -160,15 +172,30 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     scatter = network.reduce_scatter_s(adapters, shard, capped) + \
         network.all_reduce_s(adapters / shard.size, replicas, capped)
     comm = m * (gathers + scatter)
+    if stack == "megatron":          # replicated base: only the adapters' gradients, once
+        gathers = 0.0
+        scatter = comm = network.all_reduce_s(adapters, network.span(dp * cp, 1, system.nvlink_domain),
+                                    capped)
     overlap = calibration.OVERLAP["data_parallel"] if overlap is None else float(overlap)
     terms = {"compute": m * compute, "memory": m * mem,
              "data_parallel": _exposed(comm, overlap, m * compute),
              "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system)}
+    if cp > 1:
+        kv = tokens * 2 * a.n_kv_heads * hd * 2                # BF16 K and V of the chunk
+        hops = 3 * (cp - 1) * (1 + (1 / 3 if recompute else 0))
+        ring = hops * a.n_layers * network.send_recv_s(
+            kv, network.span(cp, 1, system.nvlink_domain).outside > 1,
+            network.capped(system, max_ctas or {}, "cp"))
+        hidden = calibration.OVERLAP["context_parallel"] if overlap_cp is None else \
+            float(overlap_cp)
+        terms["cp"] = m * _exposed(ring, hidden, att_s)
     forward = f["forward"] / micro_batch                  # per sequence, for the evaluation
     return {"step_s": sum(terms.values()), "terms_s": terms, "micro_batches": m,
             "flops_per_micro_batch": f,
             "communication_s": {"fsdp_all_gather": m * gathers,
-                                "adapter_reduce_scatter": m * scatter},
+                                ("adapter_all_reduce" if stack == "megatron" else
+                                 "adapter_reduce_scatter"): scatter if stack == "megatron"
+                                else m * scatter},
             "forward_s_per_sequence": matmul_s(forward, system, precision)
             + mem / 3 / micro_batch}
 
@@ -179,17 +206,19 @@ def describe(run) -> PlanResult:
     lora = m.lora
     counts = parameter_counts(a, lora.rank, lora.target_modules)
     memory = {}
+    stack = _stack(run)
     for recompute in (True, False):
         memory["with_recompute" if recompute else "without_recompute"] = memory_per_device(
             a, lora.rank, lora.target_modules, lora.dropout, dims.dp, a.micro_batch_size,
-            a.seq_len, recompute, a.precision)
+            a.seq_len, recompute, a.precision, stack, dims.cp)
     chosen = memory["with_recompute" if m.recompute else "without_recompute"]
     usable = (run.gpu.memory_gib - run.gpu.reserved_gib) * GIB
     out = {"parameters": counts,
             "trainable_fraction": counts["adapters"] / counts["total"],
             "layout": {"dp": dims.dp, "world": dims.world_size,
                        "micro_batch": a.micro_batch_size, "seq_len": a.seq_len,
-                       "recompute": m.recompute, "precision": a.precision},
+                       "recompute": m.recompute, "precision": a.precision,
+                       "stack": stack, "cp": dims.cp},
             "memory_per_device": memory,
             "memory_needed_gib": chosen["total_bytes"] / GIB,
             "memory_usable_gib": usable / GIB, "fits": chosen["total_bytes"] <= usable,
@@ -212,7 +241,9 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
     precision = p.precision or a.precision
     step = step_terms(a, counts, system, dims.dp_shard, dims.dp_replicate, a.micro_batch_size,
                       a.global_batch_size, a.seq_len, run.model.recompute, precision,
-                      p.overlap_data_parallel, access.mapping(p.nccl_max_ctas))
+                      p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
+                      _stack(run), dims.cp, getattr(p, "fp8_attention", None),
+                      p.overlap_context_parallel)
     # evaluation: a forward pass over the validation set, spread over the dp ranks
     eval_each = a.eval_samples / dims.dp * step["forward_s_per_sequence"]
     rules = spec(run.model.name).rules
@@ -223,6 +254,14 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
             "global_batch": a.global_batch_size, "step_s": step["step_s"],
             "terms_s": step["terms_s"], "dominant": dominant(step["terms_s"]),
             "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt}
+
+
+def _stack(run) -> str:
+    """plan.stack at the full scale (null: the reference's, fsdp2); the runner's otherwise."""
+    from pinchpoint.plan import config_access as access
+    if run.model.scale != "full":
+        return "fsdp2"
+    return access.stack(run, spec(run.model.name).rules.reference_stack)
 
 
 def _dims(run):

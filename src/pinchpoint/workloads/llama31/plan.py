@@ -27,7 +27,8 @@ def layout_from(cfg) -> Layout:
                   schedule=getattr(cfg.model, "pipeline_schedule", "1f1b"),
                   **access.layout_settings(p),
                   fp8_attention=getattr(p, "fp8_attention", None),
-                  fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)))
+                  fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)),
+                  stack=access.stack(cfg, spec(cfg.model.name).rules.reference_stack))
 
 
 def eval_seconds(step: dict, lay: Layout, eval_samples: int) -> float:
