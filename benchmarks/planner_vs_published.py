@@ -49,7 +49,9 @@ ACCELERATORS = [("H200-NVL", "h200_nvl"), ("H200", "h200"), ("H100", "h100"), ("
 INPUT_KEYS = {"stack": "plan.stack", "fp8_attention": "plan.fp8_attention",
               "fp8_param_gather": "plan.fp8_param_gather",
               "overlap_tp": "plan.overlap_tensor_parallel", "recompute": None, "asym": None,
-              "healing_after": None}
+              "healing_after": None, "overlap_ep": "plan.overlap_expert_parallel",
+              "expert_load_imbalance": "plan.expert_load_imbalance",
+              "recompute_modules": "plan.recompute_modules"}
 
 
 # --- the rows -------------------------------------------------------------------------------

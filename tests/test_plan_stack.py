@@ -102,3 +102,39 @@ def test_mxfp8_runs_at_the_fp8_rate(tmp_path):
     fp8 = _plan(OSS[:-1] + ["plan.precision=fp8"], tmp_path)
     mx = _plan(OSS, tmp_path)
     assert mx.terms_s["compute"] == pytest.approx(fp8.terms_s["compute"])
+
+
+# --- MoE inputs read from the submissions -----------------------------------------------------
+EP4 = ["model=gpt_oss_20b", "model.scale=full", "plan_only=true", "parallel.dp_shard=32",
+       "parallel.ep=4", "parallel.cp=2", "+gpu=gb300", "model.full.global_batch_size=32",
+       "model.full.micro_batch_size=1", "plan.precision=mxfp8"]
+
+
+def test_expert_load_imbalance_slows_the_busiest_ep_rank(tmp_path):
+    even = _plan(EP4, tmp_path)
+    skew = _plan(EP4 + ["plan.expert_load_imbalance=1.5"], tmp_path)
+    comm = "communication_per_step"
+    assert skew.details[comm]["all_to_all_dispatch"]["bytes"] == pytest.approx(
+        1.5 * even.details[comm]["all_to_all_dispatch"]["bytes"])
+    assert even.terms_s["compute"] < skew.terms_s["compute"] < 1.5 * even.terms_s["compute"]
+    one = _plan(EP4[:4] + ["parallel.ep=1"] + EP4[5:], tmp_path)      # no EP: no busiest rank
+    assert _plan(EP4[:4] + ["parallel.ep=1"] + EP4[5:] + ["plan.expert_load_imbalance=1.5"],
+                 tmp_path).terms_s["compute"] == pytest.approx(one.terms_s["compute"])
+    with pytest.raises(ConfigError, match="plan.expert_load_imbalance"):
+        _plan(EP4 + ["plan.expert_load_imbalance=0.5"], tmp_path)
+
+
+def test_overlapped_all_to_all_hides_behind_compute(tmp_path):
+    exposed = _plan(EP4, tmp_path)
+    hidden = _plan(EP4 + ["plan.overlap_expert_parallel=1"], tmp_path)
+    assert exposed.terms_s["all_to_all"] > 0 and hidden.terms_s["all_to_all"] == 0
+
+
+def test_selective_recompute_adds_a_forward_of_the_modules_named(tmp_path):
+    none = _plan(EP4, tmp_path).terms_s["compute"]
+    mlp = _plan(EP4 + ["plan.recompute_modules=[mlp]"], tmp_path).terms_s["compute"]
+    both = _plan(EP4 + ["plan.recompute_modules=[mlp,core_attn]"], tmp_path).terms_s["compute"]
+    full = _plan(EP4 + ["model.full.recompute=true"], tmp_path).terms_s["compute"]
+    assert none < mlp < both < full <= none * 4 / 3 * 1.0001
+    with pytest.raises(ConfigError, match="plan.recompute_modules"):
+        _plan(EP4 + ["plan.recompute_modules=[moe_act]"], tmp_path)

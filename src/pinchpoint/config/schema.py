@@ -43,6 +43,16 @@ class PlanConfig:
     overlap_tensor_parallel: Optional[float] = None
     overlap_context_parallel: Optional[float] = None
     overlap_pipeline: Optional[float] = None
+    # MoE all-to-all hidden behind compute (Megatron's OVERLAP_MOE_EXPERT_PARALLEL_COMM 1F1B
+    # overlap: 1); null = 0, exposed (no calibrated value: the submissions say which they run).
+    overlap_expert_parallel: Optional[float] = None
+    # MoE: routed rows on the busiest expert-parallel rank over the mean (1 = uniform routing;
+    # no balancing loss leaves it up to the rank capacity factor, e.g. 1.5). Scales the routed
+    # experts' compute, memory traffic and all-to-all buffers on the critical rank when ep > 1.
+    expert_load_imbalance: float = 1.0
+    # MoE: Megatron's selective recompute (RECOMPUTE_MODULES): "mlp" and/or "core_attn" run
+    # forward again in backward (the full one is model.<scale>.recompute).
+    recompute_modules: Optional[List[str]] = None
     # CTAs NCCL may use per communicator (dp, tp, cp, pp), as NeMo's
     # conf/nccl/custom_communicator_cta.yaml sets max_ctas: a capped communicator drives only
     # part of NVLink (plan/network.py capped). Default: the MLPerf NeMo recipes' dp and pp caps,

@@ -46,7 +46,8 @@ def layout_settings(p) -> dict:
                 overlap={"data_parallel": p.overlap_data_parallel,
                          "tensor_parallel": p.overlap_tensor_parallel,
                          "context_parallel": p.overlap_context_parallel,
-                         "pipeline": p.overlap_pipeline},
+                         "pipeline": p.overlap_pipeline,
+                         "expert_parallel": getattr(p, "overlap_expert_parallel", None)},
                 nccl_max_ctas=mapping(p.nccl_max_ctas))
 
 

@@ -131,6 +131,15 @@ class MoELayout(Layout):
     seq_len: int = 4096
     ep: int = 1
     stack: str = "fsdp2"
+    expert_load_imbalance: float = 1.0     # busiest EP rank's routed rows / the mean
+    # Megatron's selective recompute (recompute_modules): "mlp" runs each MoE block's forward
+    # again in backward, "core_attn" the attention kernel's; full recompute is ``recompute``.
+    recompute_modules: tuple = ()
+
+    @property
+    def routed_load(self) -> float:
+        """The critical rank's routed rows relative to uniform routing (1 without EP)."""
+        return self.expert_load_imbalance if self.ep > 1 else 1.0
 
     @property
     def expert_shards(self) -> int:
@@ -254,7 +263,8 @@ def communication_per_step(shape: MoEShape, lay: MoELayout, gpu,
         tokens = lay.micro_batch * lay.seq_len / lay.cp / lay.tp
         rows_off = tokens * shape.top_k * (lay.ep - 1) / lay.ep
         one_way = rows_off * shape.dim * e * moe_layers * m
-        handed = tokens * shape.top_k * shape.dim * e        # one all-to-all's buffer per rank
+        one_way *= lay.routed_load
+        handed = tokens * shape.top_k * shape.dim * e * lay.routed_load  # buffer per rank
         # forward dispatch + backward of combine go one way, combine + backward of dispatch back
         one = network.all_to_all_s(handed, groups["ep"], system)
         for name in ("all_to_all_dispatch", "all_to_all_combine"):
@@ -395,13 +405,14 @@ def layer_flops(shape: MoEShape, lay: MoELayout, layer: int) -> dict[str, float]
     block = shape.moe_block(layer)
     whole = shape.tp_replicated_per_layer[layer] if shape.tp_replicated_per_layer else 0
     split = shape.replicated_per_layer[layer] - block - whole
-    routed = shape.experts_per_layer[layer] / shape.num_experts * shape.top_k
+    routed = shape.experts_per_layer[layer] / shape.num_experts * shape.top_k * lay.routed_load
     gemm = 6 * tokens * (split / t + whole + (block + routed) / t)
+    mlp = 6 * tokens * (block + routed) / t
     window = shape.window_per_layer[layer] if shape.window_per_layer else 0
     keys = min(window, lay.seq_len / 2) if window else lay.seq_len / 2
     # causal half of QK^T and PV forward + backward: 12 x keys x (qk + v widths) / 2 per token
     attention = 6 * keys * tokens * shape.attention_flops_dim / t
-    return {"gemm": gemm, "attention": attention}
+    return {"gemm": gemm, "attention": attention, "mlp": mlp}
 
 
 def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
@@ -411,7 +422,8 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
     redo = 1 / 3 if lay.recompute else 0.0
     att_prec = attention_precision_of(lay, system)
     ffn = shape.dense_ffn_dims[layer] if shape.dense_ffn_dims else 0
-    routed = shape.top_k * (2 * shape.dim + 3 * shape.expert_dim) if shape.is_moe(layer) else 0
+    routed = shape.top_k * (2 * shape.dim + 3 * shape.expert_dim) * lay.routed_load \
+        if shape.is_moe(layer) else 0
     # read and written BF16 forward, twice that backward: norms, residuals, activations,
     # the routed rows' permute/unpermute and SwiGLU
     elements = 10 * shape.dim + shape.attention_widths + 3 * ffn + routed
@@ -420,10 +432,18 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
     if q is not None:   # casts of every GEMM input (Transformer Engine's cast + transpose)
         inputs = 4 * shape.dim + (shape.attention_widths + 3 * ffn + routed) / lay.tp
         mem += inputs * (ACT + 2 * q) * tokens
-    return {"compute": (matmul_s(f["gemm"], system, lay.precision)
-                        + matmul_s(f["attention"], system, att_prec)) * (1 + redo),
-            "memory": memory_s(mem, system) * (1 + redo),
-            "flops": (f["gemm"] + f["attention"]) * (1 + redo)}
+    compute = (matmul_s(f["gemm"], system, lay.precision)
+               + matmul_s(f["attention"], system, att_prec)) * (1 + redo)
+    flops = (f["gemm"] + f["attention"]) * (1 + redo)
+    if not lay.recompute:          # selective: one more forward (a third) of the modules named
+        if "mlp" in lay.recompute_modules:
+            compute += matmul_s(f["mlp"] / 3, system, lay.precision)
+            mem += 3 * ACT * routed * tokens / lay.tp / 3
+            flops += f["mlp"] / 3
+        if "core_attn" in lay.recompute_modules:
+            compute += matmul_s(f["attention"] / 3, system, att_prec)
+            flops += f["attention"] / 3
+    return {"compute": compute, "memory": memory_s(mem, system) * (1 + redo), "flops": flops}
 
 
 def step_terms(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
@@ -562,7 +582,32 @@ def layout_from(run, reference_stack: str = "megatron") -> MoELayout:
                      fp8_attention=getattr(p, "fp8_attention", None),
                      fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)),
                      stack=access.stack(run, reference_stack) if run.model.scale == "full"
-                     else "fsdp2")
+                     else "fsdp2",
+                     expert_load_imbalance=_imbalance(p),
+                     recompute_modules=_recompute_modules(p))
+
+
+RECOMPUTE_MODULES = ("mlp", "core_attn")
+
+
+def _recompute_modules(p) -> tuple:
+    from pinchpoint.errors import ConfigError
+    names = tuple(getattr(p, "recompute_modules", None) or ())
+    for name in names:
+        if name not in RECOMPUTE_MODULES:
+            raise ConfigError("plan.recompute_modules", list(names),
+                              f"a list of {' and '.join(RECOMPUTE_MODULES)} (Megatron's "
+                              "selective recompute; model.<scale>.recompute is the full one)")
+    return names
+
+
+def _imbalance(p) -> float:
+    from pinchpoint.errors import ConfigError
+    value = float(getattr(p, "expert_load_imbalance", 1.0) or 1.0)
+    if value < 1.0:
+        raise ConfigError("plan.expert_load_imbalance", value, "at least 1 (the busiest EP "
+                          "rank's routed rows over the mean)")
+    return value
 
 
 def describe(shape: MoEShape, run, rules: "MLPerfRules",
