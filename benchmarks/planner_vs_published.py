@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from pinchpoint.errors import ConfigError  # noqa: E402
 from pinchpoint.plan import calibration  # noqa: E402
 from pinchpoint.workloads import plan_point  # noqa: E402
 
@@ -169,7 +170,19 @@ def predict(rows: list[dict], configs: list | None = None) -> list[dict]:
 
 
 def plannable(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["layout"] is not None]
+    """Rows with a layout that the planner accepts; the others get row["refused"] (why)."""
+    out = []
+    for r in rows:
+        if r["layout"] is None:
+            r["refused"] = "layout not read from the submission"
+            continue
+        try:
+            plan_point(row_config(r))
+        except ConfigError as err:
+            r["refused"] = f"the planner refuses it: {err}"
+            continue
+        out.append(r)
+    return out
 
 
 def summary(ratios: list[float]) -> str:
@@ -195,7 +208,7 @@ def print_table(results: list[dict], cv: dict | None = None, skipped: list[dict]
     for r in skipped:
         print(f"{r['round']:5} {r['benchmark']:15} {r['system'][:44]:44} {r['gpus']:5d} "
               f"{r['global_batch']:6d} {'':5} {'':>9} {r['published_min']:8.2f}  not planned: "
-              f"layout not read from the submission")
+              f"{r['refused'][:120]}")
     print(f"\nfitted:  {summary([r['ratio'] for r in results])}")
     if cv:
         print(f"LOSO:    {summary(list(cv.values()))}")
@@ -230,6 +243,7 @@ FITTED = [
     ("ACHIEVED_FRACTION", ("blackwell", "fp4"),
      lambda r: _arch(r) == "blackwell" and r["precision"] in ("nvfp4", "mxfp4")),
     ("ACHIEVED_FRACTION", ("cdna4", "fp8"), lambda r: _arch(r) == "cdna4"),
+    ("ACHIEVED_FRACTION", ("cdna3", "fp8"), lambda r: _arch(r) == "cdna3"),
     ("OVERLAP", "data_parallel", lambda r: r["benchmark"] != "dlrm_dcnv2"),
     ("DLRM_STEP_OVERHEAD_S", None, lambda r: r["benchmark"] == "dlrm_dcnv2"),
 ]
@@ -256,7 +270,7 @@ def _set(values) -> None:
     for arch in ("hopper", "blackwell", "cdna4"):
         t[(arch, "bf16")] = t[(arch, "fp8")]
     t[("cdna4", "fp4")] = t[("cdna4", "fp8")]
-    t[("cdna3", "fp8")] = t[("cdna3", "bf16")] = t[("cdna4", "fp8")]
+    t[("cdna3", "bf16")] = t[("cdna3", "fp8")]
 
 
 def _get() -> list[float]:
@@ -339,12 +353,12 @@ def main() -> int:
             print(f"  {name}{'' if key is None else [key]} = {v:.5g}")
     cv, unfitted = leave_one_submitter_out(ok) if args.cv else (None, {})
     results = predict(ok)
-    print_table(results, cv, [r for r in rows if r["layout"] is None])
+    print_table(results, cv, [r for r in rows if "refused" in r])
     for submitter, names in unfitted.items():
         print(f"  LOSO fold {submitter}: no other row informs {', '.join(names)} (left at "
               "the neutral start)")
     print_constants()
-    print(f"({len(ok)} rows planned, {len(rows) - len(ok)} listed without a layout; "
+    print(f"({len(ok)} rows planned, {len(rows) - len(ok)} listed, not planned; "
           f"{time.perf_counter() - start:.1f} s)")
     return 0
 

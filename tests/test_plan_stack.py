@@ -138,3 +138,27 @@ def test_selective_recompute_adds_a_forward_of_the_modules_named(tmp_path):
     assert none < mlp < both < full <= none * 4 / 3 * 1.0001
     with pytest.raises(ConfigError, match="plan.recompute_modules"):
         _plan(EP4 + ["plan.recompute_modules=[moe_act]"], tmp_path)
+
+
+def test_lora_tensor_parallel_splits_the_frozen_base(tmp_path):
+    base = ["model=llama2_70b_lora", "model.scale=full", "plan_only=true", "+gpu=h200",
+            "plan.precision=fp8", "plan.stack=megatron", "model.recompute=false"]
+    tp1 = _plan(base + ["parallel.dp_shard=8"], tmp_path)
+    tp4 = _plan(base + ["parallel.dp_shard=2", "parallel.tp=4",
+                        "model.full.global_batch_size=8", "model.full.micro_batch_size=4"],
+                tmp_path)
+    assert tp4.terms_s["tp"] >= 0 and "tp" not in tp1.terms_s
+    mem = "memory_per_device"
+    assert tp4.details[mem]["without_recompute"]["frozen_weights_bytes"] == pytest.approx(
+        tp1.details[mem]["without_recompute"]["frozen_weights_bytes"] / 4)
+    # the same 8 sequences on 8 GPUs: 4 micro-batch sequences on a quarter of the work each
+    assert tp4.terms_s["compute"] == pytest.approx(tp1.terms_s["compute"], rel=0.01)
+    with pytest.raises(ConfigError, match="parallel.tp"):
+        _plan(base[:-2] + ["plan.stack=fsdp2", "parallel.dp_shard=2", "parallel.tp=4",
+                           "model.full.micro_batch_size=4"], tmp_path)
+
+
+def test_flux_planner_refuses_model_parallel_layouts(tmp_path):
+    with pytest.raises(ConfigError, match="parallel.tp"):
+        _plan(["model=flux1", "model.scale=full", "plan_only=true", "parallel.dp_shard=16",
+               "parallel.tp=4", "+gpu=gb300"], tmp_path)

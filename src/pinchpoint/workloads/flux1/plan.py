@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pinchpoint.errors import ConfigError
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
@@ -285,6 +286,10 @@ def plan_run(run) -> PlanResult:
     m, d = run.model, run.dataset
     a = getattr(m, m.scale)
     dims = ParallelDims.from_config(run.parallel)
+    for name in ("tp", "pp", "cp", "ep"):
+        if getattr(dims, name) > 1:
+            raise ConfigError(f"parallel.{name}", getattr(dims, name), "1: the FLUX.1 planner "
+                              "plans data parallelism (dp_shard, dp_replicate) only")
     raw_per_sample = CC12M_RAW_BYTES_PER_SAMPLE
     source = "reference README (cc12m-wds ~1 TB / 10.9 M samples)"
     if not d.synthetic and d.path and os.path.isdir(os.path.join(d.path, "raw", "train")):

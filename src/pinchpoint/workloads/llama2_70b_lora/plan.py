@@ -34,7 +34,9 @@ on the shared planner parts (plan/compute.py at the calibrated achieved rates, p
 replicated on every rank (nothing gathered), the sequence split ``cp`` ways (ring attention: K
 and V passed cp - 1 times forward, K, V and their gradients backward, hidden behind attention
 as the dense planner's CP), the adapters' gradients all-reduced over dp x cp once a step.
-``tp`` and ``pp`` are not planned (no LoRA submission uses them; the runner shards over dp).
+``tp`` splits every GEMM and the heads, with sequence parallelism's gathers and reduce-scatters
+of the layer input forward and backward (hidden as the dense planner's TP); ``pp`` is not planned
+(no LoRA submission uses it; the runner shards over dp only).
 """
 from __future__ import annotations
 
@@ -86,17 +88,17 @@ def activation_bytes_per_token_layer(a, rank: int, targets, dropout: float,
 
 def memory_per_device(a, rank: int, targets, dropout: float, dp: int, micro_batch: int,
                       seq_len: int, recompute: bool, precision: str,
-                      stack: str = "fsdp2", cp: int = 1) -> dict[str, float]:
+                      stack: str = "fsdp2", cp: int = 1, tp: int = 1) -> dict[str, float]:
     counts = parameter_counts(a, rank, targets)
     w = 2 if precision == "bf16" else 4
-    tokens = micro_batch * seq_len / cp
+    tokens = micro_batch * seq_len / cp / tp      # sequence parallel: a tp-th of the tokens
     per_layer = activation_bytes_per_token_layer(a, rank, targets, dropout, w) * tokens
     if recompute:
         activations = a.n_layers * tokens * a.dim * w + per_layer
     else:
         activations = a.n_layers * per_layer
     sharded = stack == "fsdp2"           # megatron: the frozen base whole on every rank
-    out = {"frozen_weights_bytes": counts["base"] * w / (dp if sharded else 1),
+    out = {"frozen_weights_bytes": counts["base"] * w / (dp if sharded else tp),
            "adapter_state_bytes": counts["adapters"] * ADAPTER_BYTES / dp,
            "fsdp_gather_bytes": 2 * counts["per_layer"] * w if dp > 1 and sharded else 0.0,
            "activation_bytes": activations,
@@ -136,16 +138,19 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
                global_batch: int, seq_len: int, recompute: bool, precision: str,
                overlap: float | None = None, max_ctas: dict | None = None,
                stack: str = "fsdp2", cp: int = 1, fp8_attention: bool | None = None,
-               overlap_cp: float | None = None) -> dict[str, Any]:
+               overlap_cp: float | None = None, tp: int = 1,
+               overlap_tp: float | None = None) -> dict[str, Any]:
     """Seconds per optimizer step by term (see the module docstring)."""
     from pinchpoint.plan import calibration
     dp = dp_shard * dp_replicate
     if global_batch % (micro_batch * dp):
         raise ConfigError("model.full.global_batch_size", global_batch,
                           f"a multiple of micro_batch_size x dp = {micro_batch} x {dp}")
-    if cp > 1 and stack != "megatron":
-        raise ConfigError("parallel.cp", cp, "1 with plan.stack=fsdp2 (the runner does not "
-                          "split LoRA's sequences; plan.stack=megatron plans NeMo's CP)")
+    for name, degree in (("cp", cp), ("tp", tp)):
+        if degree > 1 and stack != "megatron":
+            raise ConfigError(f"parallel.{name}", degree, "1 with plan.stack=fsdp2 (the runner "
+                              "shards LoRA over dp only; plan.stack=megatron plans NeMo's "
+                              "TP and CP)")
     m = global_batch // (micro_batch * dp)
     tokens = micro_batch * seq_len / cp
     f = training_flops(a, counts, tokens, seq_len, recompute)
@@ -153,12 +158,13 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     att = attention_precision(system, precision) if fp8_attention is None else \
         ("fp8" if fp8_attention else "bf16")
     # attention (forward, backward, recomputed forward) at the attention precision
-    att_s = matmul_s(attention * (3 + (1 if recompute else 0)), system, att)
+    # TP (sequence parallel): every GEMM and the attention heads split tp ways
+    att_s = matmul_s(attention * (3 + (1 if recompute else 0)), system, att) / tp
     gemm = sum(f.values()) - attention * (3 + (1 if recompute else 0))
-    compute = matmul_s(gemm, system, precision) + att_s
+    compute = matmul_s(gemm, system, precision) / tp + att_s
     hd = a.dim // a.n_heads
     elements = 10 * a.dim + 2 * (a.n_heads + a.n_kv_heads) * hd + 3 * a.ffn_dim
-    mem = memory_s(3 * ACT * elements * tokens * a.n_layers * (1 + (1 / 3 if recompute else 0))
+    mem = memory_s(3 * ACT * elements * tokens / tp * a.n_layers * (1 + (1 / 3 if recompute else 0))
                    + 4 * 4 * a.vocab_size * tokens, system)
     w = 2 if precision != "fp32" else 4
     capped = network.capped(system, max_ctas or {}, "dp")
@@ -180,8 +186,18 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     terms = {"compute": m * compute, "memory": m * mem,
              "data_parallel": _exposed(comm, overlap, m * compute),
              "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system)}
+    if tp > 1:    # the layer input gathered and the output reduce-scattered, fwd and bwd
+        group = network.span(tp, 1, system.nvlink_domain)
+        row = tokens * a.dim * 2
+        passes = (4 + (2 if recompute else 0)) * a.n_layers
+        comm_tp = passes * (network.all_gather_s(row, group, network.capped(
+            system, max_ctas or {}, "tp")) + network.reduce_scatter_s(
+            row, group, network.capped(system, max_ctas or {}, "tp")))
+        hidden = calibration.OVERLAP["tensor_parallel"] if overlap_tp is None else \
+            float(overlap_tp)
+        terms["tp"] = m * _exposed(comm_tp, hidden, compute)
     if cp > 1:
-        kv = tokens * 2 * a.n_kv_heads * hd * 2                # BF16 K and V of the chunk
+        kv = tokens * 2 * a.n_kv_heads * hd * 2 / tp           # BF16 K and V of the chunk
         hops = 3 * (cp - 1) * (1 + (1 / 3 if recompute else 0))
         ring = hops * a.n_layers * network.send_recv_s(
             kv, network.span(cp, 1, system.nvlink_domain).outside > 1,
@@ -210,7 +226,7 @@ def describe(run) -> PlanResult:
     for recompute in (True, False):
         memory["with_recompute" if recompute else "without_recompute"] = memory_per_device(
             a, lora.rank, lora.target_modules, lora.dropout, dims.dp, a.micro_batch_size,
-            a.seq_len, recompute, a.precision, stack, dims.cp)
+            a.seq_len, recompute, a.precision, stack, dims.cp, dims.tp)
     chosen = memory["with_recompute" if m.recompute else "without_recompute"]
     usable = (run.gpu.memory_gib - run.gpu.reserved_gib) * GIB
     out = {"parameters": counts,
@@ -243,7 +259,7 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
                       a.global_batch_size, a.seq_len, run.model.recompute, precision,
                       p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
                       _stack(run), dims.cp, getattr(p, "fp8_attention", None),
-                      p.overlap_context_parallel)
+                      p.overlap_context_parallel, dims.tp, p.overlap_tensor_parallel)
     # evaluation: a forward pass over the validation set, spread over the dp ranks
     eval_each = a.eval_samples / dims.dp * step["forward_s_per_sequence"]
     rules = spec(run.model.name).rules

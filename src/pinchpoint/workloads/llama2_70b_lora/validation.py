@@ -37,18 +37,27 @@ def _recipe(run, dims: ParallelDims) -> None:
     require(a.recompute, f"{s}.recompute", lambda v: v is False,
             f"false (not read by llama2_70b_lora: set model.recompute={str(a.recompute).lower()})")
     require(m.grad_clip, "model.grad_clip", lambda v: v > 0, "a norm > 0 (reference 0.3)")
+    # A full-scale plan on the megatron stack plans NeMo's TP and CP (the submissions' layouts);
+    # anything that runs here shards over dp only.
+    planned = run.plan_only and m.scale == "full" and \
+        getattr(getattr(run, "plan", None), "stack", None) == "megatron"
     for field, degree in (("parallel.tp", dims.tp), ("parallel.pp", dims.pp),
                           ("parallel.cp", dims.cp), ("parallel.ep", dims.ep)):
+        if planned and field in ("parallel.tp", "parallel.cp"):
+            continue
         require(degree, field, lambda v: v == 1,
                 "1 (llama2_70b_lora shards the frozen base with FSDP/ZeRO-3 as the reference: "
-                "use parallel.dp_shard)")
+                "use parallel.dp_shard; a plan_only=true full-scale plan with "
+                "plan.stack=megatron plans tp and cp)")
     per_replica = a.micro_batch_size * dims.dp
     require(a.global_batch_size, f"{s}.global_batch_size", lambda v: v % per_replica == 0,
             f"a multiple of micro_batch_size x data-parallel degree = {a.micro_batch_size} x "
             f"{dims.dp}")
-    require(a.eval_every_samples, f"{s}.eval_every_samples",
-            lambda v: v % a.global_batch_size == 0,
-            f"a multiple of global_batch_size={a.global_batch_size}")
+    if not run.plan_only:   # how this runner steps to an evaluation; a plan counts samples
+        # (NVIDIA's CP8 runs train at GBS 9 against the 384-sample cadence)
+        require(a.eval_every_samples, f"{s}.eval_every_samples",
+                lambda v: v % a.global_batch_size == 0,
+                f"a multiple of global_batch_size={a.global_batch_size}")
 
 
 def _base_checkpoint(run) -> None:
