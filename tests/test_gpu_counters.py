@@ -164,25 +164,27 @@ def _patched_open(monkeypatch):
     return opened
 
 
-def test_sampler_draws_gpu_tracks_and_summary_when_on(monkeypatch):
+def _one_tick(monkeypatch, gpu_counters: bool):
+    """(the counters opened, the GPU events drawn, the summary) of one sampler tick."""
     opened = _patched_open(monkeypatch)
     tl = Timeline()
-    sampler = SystemSampler(tl, interval_s=60, gpu_counters=True).start()
+    sampler = SystemSampler(tl, interval_s=60, gpu_counters=gpu_counters).start()
     sampler.sample()
     summary = sampler.stop()
+    return opened, _gpu_events(tl), summary
+
+
+def test_sampler_draws_gpu_tracks_and_summary_when_on(monkeypatch):
+    opened, events, summary = _one_tick(monkeypatch, True)
     assert opened == [True]
-    assert {"gpu0/power W", "gpu1/pcie MB/s"} <= {e["name"] for e in _gpu_events(tl)}
+    assert {"gpu0/power W", "gpu1/pcie MB/s"} <= {e["name"] for e in events}
     assert summary["gpu_1_utilization_percent_mean"] == 87.0
 
 
 def test_gpu_counters_false_is_off(monkeypatch):
-    opened = _patched_open(monkeypatch)
-    tl = Timeline()
-    sampler = SystemSampler(tl, interval_s=60, gpu_counters=False).start()
-    sampler.sample()
-    summary = sampler.stop()
+    opened, events, summary = _one_tick(monkeypatch, False)
     assert opened == []                            # NVML not even initialised
-    assert _gpu_events(tl) == [] and not [k for k in summary if k.startswith("gpu")]
+    assert events == [] and not [k for k in summary if k.startswith("gpu")]
 
 
 # --- AMD: amdsmi's dicts (percent, MB, W, MHz; "N/A" where a GPU does not say) --------------------

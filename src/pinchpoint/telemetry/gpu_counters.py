@@ -114,14 +114,34 @@ def open_gpu_counters(enabled: bool = True) -> Optional[GpuCounters]:
     return None
 
 
+class _Backend:
+    """What both vendors' backends share: their device handles, and dropping a metric of a
+    device after its first failure (NotSupported, NoPermission, GpuIsLost, amdsmi's errors)."""
+    name = ""
+
+    def __init__(self, handles: list):
+        self.handles = handles
+        self.count = len(handles)
+        self.dropped: set[tuple[int, str]] = set()   # (gpu, metric) this device does not give
+
+    def _try(self, i: int, metric: str, fn: Callable[[], Any]) -> Any:
+        if (i, metric) in self.dropped:
+            return None
+        try:
+            return fn()
+        except Exception as err:
+            self.dropped.add((i, metric))
+            log.debug("GPU %d gives no %s: %s", i, metric, err)
+            return None
+
+
 # --- NVIDIA ----------------------------------------------------------------------------------------
-class NvmlBackend:
+class NvmlBackend(_Backend):
     name = "nvml"
 
     def __init__(self, nvml, handles: list):
-        self.nvml, self.handles = nvml, handles
-        self.count = len(handles)
-        self.dropped: set[tuple[int, str]] = set()   # (gpu, metric) this device does not give
+        super().__init__(handles)
+        self.nvml = nvml
         self.last_nvlink: dict[int, tuple[int, int, int]] = {}   # gpu -> (t_us, tx_kib, rx_kib)
 
     @classmethod
@@ -146,16 +166,6 @@ class NvmlBackend:
             _quiet(nvml.nvmlShutdown)
             return None
         return cls(nvml, handles)
-
-    def _try(self, i: int, metric: str, fn: Callable[[], Any]) -> Any:
-        if (i, metric) in self.dropped:
-            return None
-        try:
-            return fn()
-        except Exception as err:    # NotSupported (or NoPermission, GpuIsLost): drop the metric
-            self.dropped.add((i, metric))
-            log.debug("GPU %d gives no %s: %s", i, metric, err)
-            return None
 
     def read(self) -> dict[int, dict[str, dict[str, float]]]:
         n = self.nvml
@@ -222,13 +232,12 @@ def _field_value(nvml, field) -> float:
 
 
 # --- AMD -------------------------------------------------------------------------------------------
-class AmdSmiBackend:
+class AmdSmiBackend(_Backend):
     name = "amdsmi"
 
     def __init__(self, amdsmi, handles: list):
-        self.amdsmi, self.handles = amdsmi, handles
-        self.count = len(handles)
-        self.dropped: set[tuple[int, str]] = set()
+        super().__init__(handles)
+        self.amdsmi = amdsmi
 
     @classmethod
     def open(cls, amdsmi: Any = None) -> Optional["AmdSmiBackend"]:
@@ -247,16 +256,6 @@ class AmdSmiBackend:
             _quiet(amdsmi.amdsmi_shut_down)
             return None
         return cls(amdsmi, handles)
-
-    def _try(self, i: int, metric: str, fn: Callable[[], Any]) -> Any:
-        if (i, metric) in self.dropped:
-            return None
-        try:
-            return fn()
-        except Exception as err:
-            self.dropped.add((i, metric))
-            log.debug("GPU %d gives no %s: %s", i, metric, err)
-            return None
 
     def read(self) -> dict[int, dict[str, dict[str, float]]]:
         a = self.amdsmi
