@@ -31,6 +31,16 @@ def compose(overrides: list[str], output_root: Path | str | None = None):
                              return_hydra_config=False)
 
 
+def load_script(path: str, name: str):
+    """A repository script that is not a package module (train.py, benchmarks/*.py, tools/*.py)
+    imported by its path, as a module named ``name``."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 _EMPTY_STORE: list[Path] = []
 
 

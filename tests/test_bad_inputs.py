@@ -10,7 +10,6 @@ cases run train.py itself in a subprocess, sharing one output root.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -18,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose, train
+from conftest import compose, load_script, train
 from pinchpoint.data import criteo
 from pinchpoint.data.npy_format import DataFormatError
 from pinchpoint.errors import ConfigError
 from pinchpoint.runner.validation import validate
 from pinchpoint.workloads import spec, workload_names
 
-_spec = importlib.util.spec_from_file_location("train_entry", ROOT / "train.py")
-train_entry = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_entry)
+train_entry = load_script("train.py", "train_entry")
 
 
 def shown(err: BaseException) -> tuple[int, str]:

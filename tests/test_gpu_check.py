@@ -3,24 +3,13 @@ measurements, the device name -> planner preset mapping, the planner's FLOP coun
 block against what torch counts, the MoE paths' fp32 forward, and the rows a CPU run prints."""
 from __future__ import annotations
 
-import importlib.util
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gc = _load()
+gc = load_script("benchmarks/gpu_check.py", "gpu_check")
 
 
 @pytest.mark.parametrize("planned, status", [(110, "ok"), (115, "ok"), (86, "ok"),

@@ -3,27 +3,16 @@ row of the calibration set (v5.0, v5.1, v6.0; all seven benchmarks), predicted t
 over the published score, read from the table's own columns."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("planner_vs_published",
-                                                  ROOT / "benchmarks" / "planner_vs_published.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _benchmark()
+    return load_script("benchmarks/planner_vs_published.py", "planner_vs_published")
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,11 @@
 Optuna pin) match what tools/readme_lists.py renders from the tree."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("readme_lists", ROOT / "tools" / "readme_lists.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/readme_lists.py", "readme_lists")
 
 
 def test_generated_blocks_match_the_tree():
