@@ -38,7 +38,6 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -239,19 +238,10 @@ def memory_verdict(measured_bytes: float, planned_bytes: float,
 
 
 def gpu_preset(device_name: str) -> Optional[str]:
-    """The conf/gpu preset for ``torch.cuda.get_device_name()``, or None: "NVIDIA H100 80GB
-    HBM3" -> h100, "NVIDIA H200 NVL" -> h200_nvl, "AMD Instinct MI300X" -> mi300x. A variant
-    without a preset of its own (H100 PCIe or NVL: lower clocks, other peaks) gets none."""
-    from pinchpoint.plan.hardware import preset_names
-    names = set(preset_names())
-    words = [w for w in re.split(r"[^a-z0-9]+", device_name.lower()) if w]
-    if "pcie" in words:
-        return None
-    for w in words:
-        if w in names:
-            key = f"{w}_nvl" if "nvl" in words else w
-            return key if key in names else None
-    return None
+    """The conf/gpu preset for ``torch.cuda.get_device_name()`` (plan/hardware.py's mapping,
+    the one the published-results benchmark uses for MLPerf's accelerator names)."""
+    from pinchpoint.plan.hardware import preset_for_device
+    return preset_for_device(device_name)
 
 
 def flops_case(device: str = "cpu"):

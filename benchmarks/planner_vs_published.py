@@ -37,15 +37,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pinchpoint.errors import ConfigError  # noqa: E402
 from pinchpoint.plan import calibration  # noqa: E402
+from pinchpoint.plan.hardware import preset, preset_for_device  # noqa: E402
 from pinchpoint.workloads import plan_point  # noqa: E402
 
 COPY = ROOT / "benchmarks" / "data" / "published_results.md"
 RULESETS = {"v5.0": "5.0.0", "v5.1": "5.1.0", "v6.0": "6.0.0"}
 MODELS = {"deepseekv3_671b": "deepseek_v3_671b"}     # benchmark name -> conf/model/<name>
-# accelerator column -> conf/gpu preset (first match)
-ACCELERATORS = [("H200-NVL", "h200_nvl"), ("H200", "h200"), ("H100", "h100"), ("GB300", "gb300"),
-                ("GB200", "gb200"), ("B300", "b300"), ("B200", "b200"), ("MI355X", "mi355x"),
-                ("MI350X", "mi350x"), ("MI325X", "mi325x"), ("MI300X", "mi300x")]
 # what each key of the inputs column sets (plan.* unless it names another group)
 INPUT_KEYS = {"stack": "plan.stack", "fp8_attention": "plan.fp8_attention",
               "fp8_param_gather": "plan.fp8_param_gather",
@@ -88,10 +85,11 @@ def _inputs(text: str) -> dict[str, str]:
 
 
 def preset_for(accelerator: str) -> str:
-    for key, name in ACCELERATORS:
-        if key in accelerator:
-            return name
-    raise KeyError(accelerator)
+    """The conf/gpu preset of an accelerator column (plan/hardware.py's device-name mapping)."""
+    name = preset_for_device(accelerator)
+    if name is None:
+        raise KeyError(accelerator)
+    return name
 
 
 def overrides_for(row: dict, precision: str | None = None) -> list[str]:
@@ -253,10 +251,8 @@ NEUTRAL_START = {"ACHIEVED_FRACTION": 0.4, "OVERLAP": 0.5, "DLRM_STEP_OVERHEAD_S
 
 
 def _arch(row: dict) -> str:
-    acc = row["accelerator"]
-    if "MI3" in acc:
-        return "cdna4" if ("MI35" in acc) else "cdna3"
-    return "hopper" if ("H100" in acc or "H200" in acc) else "blackwell"
+    """The architecture of the row's preset (its calibrated fractions' key)."""
+    return preset(preset_for(row["accelerator"])).architecture
 
 
 def _set(values) -> None:

@@ -4,6 +4,7 @@ with their sources; this module reads them (planner tools run without Hydra) and
 ``gpu`` config (dataclass, DictConfig or dict) into a frozen ``System``."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -114,6 +115,23 @@ def system_from(gpu: Any) -> System:
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_for_device(device_name: str) -> Optional[str]:
+    """The conf/gpu preset a device name names, or None: torch's ``get_device_name()`` ("NVIDIA
+    H100 80GB HBM3" -> h100, "NVIDIA H200 NVL" -> h200_nvl, "AMD Instinct MI300X" -> mi300x) or
+    an MLPerf system's accelerator_model_name ("NVIDIA Blackwell Ultra GPU (GB300)" -> gb300,
+    "NVIDIA H200-NVL-141GB" -> h200_nvl). A variant without a preset of its own (H100 PCIe or
+    NVL: lower clocks, other peaks) gets none."""
+    names = set(preset_names())
+    words = [w for w in re.split(r"[^a-z0-9]+", device_name.lower()) if w]
+    if "pcie" in words:
+        return None
+    for w in words:
+        if w in names:
+            key = f"{w}_nvl" if "nvl" in words else w
+            return key if key in names else None
+    return None
 
 
 @lru_cache(maxsize=None)
