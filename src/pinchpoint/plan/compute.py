@@ -3,6 +3,9 @@ tensor-core peak for a precision, bytes at the achieved fraction of HBM bandwidt
 any workload's planner (dense LLMs, MoE experts, DLRM's MLPs, FLUX's MMDiT) calls these."""
 from __future__ import annotations
 
+from typing import Optional
+
+from pinchpoint.errors import ConfigError
 from pinchpoint.plan import calibration
 from pinchpoint.plan.hardware import PRECISIONS, System
 
@@ -26,9 +29,15 @@ def memory_s(nbytes: float, system: System) -> float:
     return nbytes / (system.memory_bytes_per_s * calibration.MEMORY_FRACTION)
 
 
-def attention_precision(system: System, precision: str) -> str:
-    """Fused attention runs in FP8 when the matmuls run in FP8 or 4-bit (the submissions'
-    fp8 DPA), else in BF16; never in 4-bit."""
+def attention_precision(system: System, precision: str, fp8: Optional[bool] = None) -> str:
+    """Fused attention's precision: ``fp8`` when given (plan.fp8_attention, a submission's
+    FP8_DPA; refused on a GPU without FP8 tensor cores), else FP8 when the matmuls run in FP8
+    or 4-bit (the submissions' fp8 DPA) and BF16 otherwise; never in 4-bit."""
+    if fp8 is not None:
+        if fp8 and not system.peak_tflops_fp8:
+            raise ConfigError("plan.fp8_attention", True, f"false on {system.name} (no FP8 "
+                              "tensor cores)")
+        return "fp8" if fp8 else "bf16"
     if PRECISIONS.get(precision) in ("fp8", "fp4") and system.peak_tflops_fp8:
         return "fp8"
     return "bf16"

@@ -38,6 +38,12 @@ def stack(cfg, reference: str) -> str:
     return value
 
 
+def full_scale_stack(cfg, reference: str) -> str:
+    """``stack`` at the full scale; a run the runner executes (proxy, smoke) is planned as the
+    runner shards it: fsdp2."""
+    return stack(cfg, reference) if cfg.model.scale == "full" else "fsdp2"
+
+
 def layout_settings(p) -> dict:
     """The ``plan.*`` settings every planner's layout takes (pipeline chunks, overlap, caps)."""
     return dict(virtual_stages=p.virtual_stages, embedding_as_layer=p.embedding_as_layer,

@@ -30,6 +30,7 @@ from pinchpoint.errors import ConfigError
 from pinchpoint.plan import calibration, network, pipeline
 from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
 from pinchpoint.plan.hardware import System
+from pinchpoint.plan.rules import STACKS
 
 GIB = 2 ** 30
 ACT = 2          # BF16 activations and gradients on the wire
@@ -38,7 +39,6 @@ OPTIMIZER_BYTES_PER_PARAM = 30   # AdamW step: fp32 master, m, v read+write, fp3
 # 16 values; MXFP4: one E8M0 scale per 32).
 LOW_PRECISION_BYTES = {"fp8": 1.0, "mxfp8": 1 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
                        "mxfp4": 0.5 + 1 / 32}
-STACKS = ("megatron", "fsdp2")
 FP32 = 4
 
 
@@ -107,8 +107,7 @@ class Layout:
     accumulation = micro_batches
 
     def overlap_of(self, kind: str) -> float:
-        value = self.overlap.get(kind)
-        return calibration.OVERLAP[kind] if value is None else float(value)
+        return overlap_or_calibrated(kind, self.overlap.get(kind))
 
     def chunks(self, n_layers: int) -> list[int]:
         return pipeline.layers_per_chunk(n_layers, self.pp, self.virtual_stages,
@@ -161,14 +160,33 @@ def validate_layout(s: DecoderShape, lay: Layout) -> None:
 
 
 def attention_precision_of(lay: Layout, system: System) -> str:
-    """The attention kernels' precision: ``Layout.fp8_attention`` when given (refused on a GPU
-    without FP8 tensor cores), else FP8 with FP8 / 4-bit matmuls (compute.attention_precision)."""
-    if lay.fp8_attention is None:
-        return attention_precision(system, lay.precision)
-    if lay.fp8_attention and not system.peak_tflops_fp8:
-        raise ConfigError("plan.fp8_attention", True, f"false on {system.name} (no FP8 tensor "
-                          "cores)")
-    return "fp8" if lay.fp8_attention else "bf16"
+    """The attention kernels' precision for a layout (compute.attention_precision)."""
+    return attention_precision(system, lay.precision, lay.fp8_attention)
+
+
+def overlap_or_calibrated(kind: str, value: Optional[float] = None) -> float:
+    """A collective's hidden fraction: ``value`` (a plan.overlap_* input) or the calibrated one."""
+    return calibration.OVERLAP[kind] if value is None else float(value)
+
+
+def tp_layer_s(row_bytes: float, group: "network.Span", system: System,
+               max_ctas: Optional[dict], recompute: bool) -> float:
+    """Sequence parallelism's collectives of one layer for one micro-batch: attention and MLP
+    each gather their input and reduce-scatter their output forward, backward the reverse (4 of
+    each, + 2 recomputed), of a ``row_bytes`` buffer on the tp ``group``."""
+    capped = network.capped(system, max_ctas, "tp")
+    passes = 4 + (2 if recompute else 0)
+    return passes * network.all_gather_s(row_bytes, group, capped) + \
+        passes * network.reduce_scatter_s(row_bytes, group, capped)
+
+
+def cp_ring_layer_s(kv_bytes: float, group: "network.Span", system: System,
+                    max_ctas: Optional[dict], recompute: bool) -> float:
+    """Ring attention's passes of one layer for one micro-batch: K and V (``kv_bytes``) cp - 1
+    times forward, K, V and their gradients backward (+ the recomputed forward's)."""
+    hops = 3 * (group.size - 1) * (1 + (1 / 3 if recompute else 0))
+    return hops * network.send_recv_s(kv_bytes, group.outside > 1,
+                                      network.capped(system, max_ctas, "cp"))
 
 
 def wire_bytes(lay: Layout) -> int:
@@ -210,21 +228,14 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
          "attention": matmul_s(attention, system, attn),
          "memory": memory_s(mem_bytes, system) * (1 + redo)}
     t["tp"], t["cp"] = 0.0, 0.0
-    if lay.tp > 1:
-        group = lay.group("tp", lay.tp, 1, system.nvlink_domain)
-        capped = network.capped(system, lay.nccl_max_ctas, "tp")
-        row = tokens * s.dim * wire_bytes(lay)
-        # attention and MLP each gather their input and reduce-scatter their output forward,
-        # backward the reverse: 4 of each (+2 recomputed); gloo's reduce-scatter costs more
-        passes = 4 + (2 if lay.recompute else 0)
-        t["tp"] = passes * network.all_gather_s(row, group, capped) + \
-            passes * network.reduce_scatter_s(row, group, capped)
+    if lay.tp > 1:      # gloo's reduce-scatter costs more (network.py)
+        t["tp"] = tp_layer_s(tokens * s.dim * wire_bytes(lay),
+                             lay.group("tp", lay.tp, 1, system.nvlink_domain), system,
+                             lay.nccl_max_ctas, lay.recompute)
     if lay.cp > 1:
-        group = network.span(lay.cp, lay.tp, system.nvlink_domain)
         kv = tokens * 2 * s.n_kv_heads * hd * ACT / min(lay.tp, s.n_kv_heads)
-        hops = 3 * (lay.cp - 1) * (1 + redo)   # forward K,V; backward K,V and dK,dV
-        t["cp"] = hops * network.send_recv_s(kv, group.outside > 1,
-                                             network.capped(system, lay.nccl_max_ctas, "cp"))
+        t["cp"] = cp_ring_layer_s(kv, network.span(lay.cp, lay.tp, system.nvlink_domain),
+                                  system, lay.nccl_max_ctas, lay.recompute)
     return t
 
 

@@ -581,8 +581,7 @@ def layout_from(run, reference_stack: str = "megatron") -> MoELayout:
                      **access.layout_settings(p),
                      fp8_attention=getattr(p, "fp8_attention", None),
                      fp8_param_gather=bool(getattr(p, "fp8_param_gather", False)),
-                     stack=access.stack(run, reference_stack) if run.model.scale == "full"
-                     else "fsdp2",
+                     stack=access.full_scale_stack(run, reference_stack),
                      expert_load_imbalance=_imbalance(p),
                      recompute_modules=_recompute_modules(p))
 

@@ -28,7 +28,7 @@ from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.plan import network
 from pinchpoint.plan.compute import matmul_s, memory_s
-from pinchpoint.plan.llm import ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed
+from pinchpoint.plan.llm import ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed, overlap_or_calibrated
 
 NPY_HEADER = 128            # np.save header of a small-rank array (format 1.0, padded to 64)
 BF16 = 2
@@ -218,7 +218,6 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
     runner's and the reference's FSDP2 units, communication_per_step) or megatron (NeMo's
     distributed optimizer: one reduce-scatter of the BF16 gradients and one all-gather of the
     parameters per step over all data-parallel ranks)."""
-    from pinchpoint.plan import calibration
     b = scale.batch_size
     forward = mmdit_forward_flops_per_sample(scale)
     train = forward * (4 if scale.recompute else 3)
@@ -242,9 +241,8 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
                 "all_gather": network.all_gather_s(nbytes, group, capped)}
     else:
         comm = communication_per_step(scale, dp_replicate, dp_shard, capped)
-    dp_s = sum(comm.values())
-    overlap = calibration.OVERLAP["data_parallel"] if overlap is None else float(overlap)
-    terms["data_parallel"] = _exposed(dp_s, overlap, compute)
+    terms["data_parallel"] = _exposed(sum(comm.values()),
+                                      overlap_or_calibrated("data_parallel", overlap), compute)
     params = mmdit_parameters(_shape(scale))
     shards = dp_replicate * dp_shard if stack == "megatron" else dp_shard
     terms["optimizer"] = memory_s(params / shards * OPTIMIZER_BYTES_PER_PARAM, system)
@@ -316,15 +314,14 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
     read_bw = emulation.read_mb_per_s * 1e6 if emulation is not None and \
         getattr(emulation, "enabled", False) else None
     pipeline = run.dataset.pipeline
+    rules = spec(run.model.name).rules
     step = step_terms(a, dims.dp_replicate, dims.dp_shard, system, pipeline, precision, read_bw,
                       raw_per_sample, p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
-                      access.stack(run, spec(run.model.name).rules.reference_stack)
-                      if run.model.scale == "full" else "fsdp2")
+                      access.full_scale_stack(run, rules.reference_stack))
     gbs = a.batch_size * dims.dp_replicate * dims.dp_shard
     # evaluation: the MMDiT's forward over the validation samples, spread over the ranks
     eval_each = a.eval_samples / (dims.dp_replicate * dims.dp_shard) * \
         step["forward_s_per_sample"]
-    rules = spec(run.model.name).rules
     ttt = assemble(rules, gbs, access.ruleset(run), step["step_s"], eval_each,
                    rules.eval_every_samples(run), p.init_in_clock_s, "model.full.batch_size")
     mem = memory_per_device(a, dims.dp_replicate, dims.dp_shard, pipeline)

@@ -48,7 +48,8 @@ from pinchpoint.errors import ConfigError
 from pinchpoint.plan import network
 from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
 from pinchpoint.plan.hardware import system_from
-from pinchpoint.plan.llm import ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed
+from pinchpoint.plan.llm import (ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed, cp_ring_layer_s,
+                                 overlap_or_calibrated, tp_layer_s)
 
 GIB = 2 ** 30
 ADAPTER_BYTES = 16  # fp32 weight + gradient + AdamW exp_avg + exp_avg_sq
@@ -141,7 +142,6 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
                overlap_cp: float | None = None, tp: int = 1,
                overlap_tp: float | None = None) -> dict[str, Any]:
     """Seconds per optimizer step by term (see the module docstring)."""
-    from pinchpoint.plan import calibration
     dp = dp_shard * dp_replicate
     if global_batch % (micro_batch * dp):
         raise ConfigError("model.full.global_batch_size", global_batch,
@@ -155,8 +155,7 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     tokens = micro_batch * seq_len / cp
     f = training_flops(a, counts, tokens, seq_len, recompute)
     attention = 2 * a.n_layers * seq_len * tokens * a.dim
-    att = attention_precision(system, precision) if fp8_attention is None else \
-        ("fp8" if fp8_attention else "bf16")
+    att = attention_precision(system, precision, fp8_attention)
     # attention (forward, backward, recomputed forward) at the attention precision
     # TP (sequence parallel): every GEMM and the attention heads split tp ways
     att_s = matmul_s(attention * (3 + (1 if recompute else 0)), system, att) / tp
@@ -166,54 +165,54 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     elements = 10 * a.dim + 2 * (a.n_heads + a.n_kv_heads) * hd + 3 * a.ffn_dim
     mem = memory_s(3 * ACT * elements * tokens / tp * a.n_layers * (1 + (1 / 3 if recompute else 0))
                    + 4 * 4 * a.vocab_size * tokens, system)
-    w = 2 if precision != "fp32" else 4
     capped = network.capped(system, max_ctas or {}, "dp")
-    shard = network.span(dp_shard, 1, system.nvlink_domain)
-    replicas = network.span(dp_replicate, dp_shard, system.nvlink_domain)
-    layer = counts["per_layer"] * w
-    root = (counts["base"] - a.n_layers * counts["per_layer"]) * w
-    gathers = 2 * a.n_layers * network.all_gather_s(layer, shard, capped) + \
-        network.all_gather_s(root, shard, capped)
     adapters = counts["adapters"] * 4                     # fp32 gradients, reduced once each
-    scatter = network.reduce_scatter_s(adapters, shard, capped) + \
-        network.all_reduce_s(adapters / shard.size, replicas, capped)
-    comm = m * (gathers + scatter)
     if stack == "megatron":          # replicated base: only the adapters' gradients, once
-        gathers = 0.0
-        scatter = comm = network.all_reduce_s(adapters, network.span(dp * cp, 1, system.nvlink_domain),
-                                    capped)
-    overlap = calibration.OVERLAP["data_parallel"] if overlap is None else float(overlap)
+        reduce = network.all_reduce_s(adapters, network.span(dp * cp, 1, system.nvlink_domain),
+                                      capped)
+        communication = {"fsdp_all_gather": 0.0, "adapter_all_reduce": reduce}
+    else:
+        communication = _fsdp2_s(a, counts, precision, dp_shard, dp_replicate, adapters,
+                                 system, capped, m)
     terms = {"compute": m * compute, "memory": m * mem,
-             "data_parallel": _exposed(comm, overlap, m * compute),
+             "data_parallel": _exposed(sum(communication.values()),
+                                       overlap_or_calibrated("data_parallel", overlap),
+                                       m * compute),
              "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system)}
-    if tp > 1:    # the layer input gathered and the output reduce-scattered, fwd and bwd
-        group = network.span(tp, 1, system.nvlink_domain)
-        row = tokens * a.dim * 2
-        passes = (4 + (2 if recompute else 0)) * a.n_layers
-        comm_tp = passes * (network.all_gather_s(row, group, network.capped(
-            system, max_ctas or {}, "tp")) + network.reduce_scatter_s(
-            row, group, network.capped(system, max_ctas or {}, "tp")))
-        hidden = calibration.OVERLAP["tensor_parallel"] if overlap_tp is None else \
-            float(overlap_tp)
-        terms["tp"] = m * _exposed(comm_tp, hidden, compute)
+    if tp > 1:
+        layers = a.n_layers * tp_layer_s(tokens * a.dim * ACT,
+                                         network.span(tp, 1, system.nvlink_domain), system,
+                                         max_ctas, recompute)
+        terms["tp"] = m * _exposed(layers, overlap_or_calibrated("tensor_parallel", overlap_tp),
+                                   compute)
     if cp > 1:
-        kv = tokens * 2 * a.n_kv_heads * hd * 2 / tp           # BF16 K and V of the chunk
-        hops = 3 * (cp - 1) * (1 + (1 / 3 if recompute else 0))
-        ring = hops * a.n_layers * network.send_recv_s(
-            kv, network.span(cp, 1, system.nvlink_domain).outside > 1,
-            network.capped(system, max_ctas or {}, "cp"))
-        hidden = calibration.OVERLAP["context_parallel"] if overlap_cp is None else \
-            float(overlap_cp)
-        terms["cp"] = m * _exposed(ring, hidden, att_s)
+        kv = tokens * 2 * a.n_kv_heads * hd * ACT / tp         # BF16 K and V of the chunk
+        ring = a.n_layers * cp_ring_layer_s(kv, network.span(cp, tp, system.nvlink_domain),
+                                            system, max_ctas, recompute)
+        terms["cp"] = m * _exposed(ring, overlap_or_calibrated("context_parallel", overlap_cp),
+                                   att_s)
     forward = f["forward"] / micro_batch                  # per sequence, for the evaluation
     return {"step_s": sum(terms.values()), "terms_s": terms, "micro_batches": m,
             "flops_per_micro_batch": f,
-            "communication_s": {"fsdp_all_gather": m * gathers,
-                                ("adapter_all_reduce" if stack == "megatron" else
-                                 "adapter_reduce_scatter"): scatter if stack == "megatron"
-                                else m * scatter},
+            "communication_s": communication,
             "forward_s_per_sequence": matmul_s(forward, system, precision)
             + mem / 3 / micro_batch}
+
+
+def _fsdp2_s(a, counts: dict, precision: str, dp_shard: int, dp_replicate: int,
+             adapters: float, system, capped, m: int) -> dict[str, float]:
+    """FSDP2 as the runner applies it, per step: every micro-batch gathers each frozen layer
+    forward and again backward (the root once), and reduce-scatters the adapters' gradients
+    (then all-reduces them over the HSDP replicas)."""
+    w = 2 if precision != "fp32" else 4
+    shard = network.span(dp_shard, 1, system.nvlink_domain)
+    replicas = network.span(dp_replicate, dp_shard, system.nvlink_domain)
+    root = (counts["base"] - a.n_layers * counts["per_layer"]) * w
+    gathers = 2 * a.n_layers * network.all_gather_s(counts["per_layer"] * w, shard, capped) + \
+        network.all_gather_s(root, shard, capped)
+    scatter = network.reduce_scatter_s(adapters, shard, capped) + \
+        network.all_reduce_s(adapters / shard.size, replicas, capped)
+    return {"fsdp_all_gather": m * gathers, "adapter_reduce_scatter": m * scatter}
 
 
 def describe(run) -> PlanResult:
@@ -275,9 +274,7 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
 def _stack(run) -> str:
     """plan.stack at the full scale (null: the reference's, fsdp2); the runner's otherwise."""
     from pinchpoint.plan import config_access as access
-    if run.model.scale != "full":
-        return "fsdp2"
-    return access.stack(run, spec(run.model.name).rules.reference_stack)
+    return access.full_scale_stack(run, spec(run.model.name).rules.reference_stack)
 
 
 def _dims(run):
