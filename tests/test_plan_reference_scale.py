@@ -59,7 +59,11 @@ def test_llama_405b_full_scale_plans_fp8_at_the_reference_batch():
     (DLRM_8xH200 + ["model.full.global_batch_size=2048"], "model.full.global_batch_size",
      "32768, 55296, 65536, 102400, 135168, 160000"),
     (LLAMA_512xGB200 + ["model.full.global_batch_size=512"], "model.full.global_batch_size",
-     "1152, 2304, 4608")])
+     "1152, 2304, 4608"),
+    # every planner reads plan.below_smallest_rcp the same way (config_access), MoE included
+    (["model=gpt_oss_20b", "model.scale=full", "+gpu=b300", "parallel.dp_shard=8",
+      "model.full.global_batch_size=8", "model.full.micro_batch_size=1"],
+     "model.full.global_batch_size", "16, 32, 64")])
 def test_a_full_scale_batch_below_every_rcp_is_refused_listing_them(overrides, field, sizes,
                                                                      capsys, tmp_path):
     pt = _one(overrides)

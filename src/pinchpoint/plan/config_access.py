@@ -38,6 +38,14 @@ def stack(cfg, reference: str) -> str:
     return value
 
 
+def below_smallest_rcp(cfg) -> bool:
+    """Plan a batch below every RCP at the smallest one's samples: asked for
+    (plan.below_smallest_rcp), or a proxy / smoke scale (their batches are nobody's
+    submission); a full-scale plan below them is refused (plan/rcp.py)."""
+    return bool(getattr(plan_settings(cfg), "below_smallest_rcp", False)) or \
+        cfg.model.scale != "full"
+
+
 def full_scale_stack(cfg, reference: str) -> str:
     """``stack`` at the full scale; a run the runner executes (proxy, smoke) is planned as the
     runner shards it: fsdp2."""

@@ -526,7 +526,7 @@ def eval_seconds(step: dict, lay: MoELayout, eval_samples: int) -> float:
 
 def plan(shape: MoEShape, lay: MoELayout, gpu, rules: "MLPerfRules | None" = None,
          ruleset: str = "6.0.0", eval_every: float | None = None, eval_samples: int = 0,
-         init_s: float = 0.0) -> dict[str, Any]:
+         init_s: float = 0.0, below_smallest_rcp: bool = False) -> dict[str, Any]:
     """Parameters, memory per device, communication and step time by term; with ``rules``
     (the workload's MLPerfRules: its RCP file's name, eval skip) also time-to-train."""
     from pinchpoint.plan.time_to_train import assemble, dominant, pinch
@@ -548,7 +548,7 @@ def plan(shape: MoEShape, lay: MoELayout, gpu, rules: "MLPerfRules | None" = Non
         out["time_to_train"] = assemble(rules, lay.global_batch, ruleset, step["step_s"],
                                         eval_seconds(step, lay, eval_samples),
                                         eval_every or lay.global_batch, init_s,
-                                        "model.full.global_batch_size")
+                                        "model.full.global_batch_size", below_smallest_rcp)
     return out
 
 
@@ -619,7 +619,7 @@ def describe(shape: MoEShape, run, rules: "MLPerfRules",
            **plan(shape, layout_from(run, rules.reference_stack), run.gpu, rules,
                   access.ruleset(run),
                   rules.eval_every_samples(run), a.eval_samples,
-                  access.plan_settings(run).init_in_clock_s)}
+                  access.plan_settings(run).init_in_clock_s, access.below_smallest_rcp(run))}
     return from_parts(out, out["memory_per_device"]["worst_stage"], model=run.model.name,
                       scale=run.model.scale)
 

@@ -154,8 +154,7 @@ def plan_run(cfg) -> PlanResult:
     eval_each = rules.constants["validation_samples"] / gbs * step["forward_s"]
     ttt = assemble(rules, gbs, access.ruleset(cfg), step["step_s"], eval_each,
                    rules.eval_every_samples(cfg), settings.init_in_clock_s, field,
-                   bool(getattr(settings, "below_smallest_rcp", False))
-                   or cfg.model.scale != "full")
+                   access.below_smallest_rcp(cfg))
     out = {"gpu": system.name, "world_size": n,
            "global_batch": gbs, "precision": precision,
            "layout": {"gpus": n, "ep": ep, "global_batch": gbs, "local_batch": gbs / n},

@@ -323,7 +323,8 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
     eval_each = a.eval_samples / (dims.dp_replicate * dims.dp_shard) * \
         step["forward_s_per_sample"]
     ttt = assemble(rules, gbs, access.ruleset(run), step["step_s"], eval_each,
-                   rules.eval_every_samples(run), p.init_in_clock_s, "model.full.batch_size")
+                   rules.eval_every_samples(run), p.init_in_clock_s, "model.full.batch_size",
+                   access.below_smallest_rcp(run))
     mem = memory_per_device(a, dims.dp_replicate, dims.dp_shard, pipeline)
     usable = system.usable_bytes
     return {"gpu": system.name, "precision": precision, "global_batch": gbs,

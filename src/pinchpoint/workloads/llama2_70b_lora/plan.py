@@ -264,7 +264,7 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
     rules = spec(run.model.name).rules
     ttt = assemble(rules, a.global_batch_size, access.ruleset(run), step["step_s"],
                    eval_each, rules.eval_every_samples(run), p.init_in_clock_s,
-                   "model.full.global_batch_size")
+                   "model.full.global_batch_size", access.below_smallest_rcp(run))
     return {"gpu": system.name, "world_size": dims.world_size, "precision": precision,
             "global_batch": a.global_batch_size, "step_s": step["step_s"],
             "terms_s": step["terms_s"], "dominant": dominant(step["terms_s"]),

@@ -77,17 +77,9 @@ def plan_run(cfg) -> PlanResult:
     rules = spec(cfg.model.name).rules
     out = plan(a, layout_from(cfg), system_from(cfg.gpu), rules, access.ruleset(cfg),
                rules.eval_every_samples(cfg), a.eval_samples, p.init_in_clock_s,
-               below_smallest_rcp(cfg))
+               access.below_smallest_rcp(cfg))
     return from_parts(out, out["memory_per_device"]["worst_stage"], model=cfg.model.name,
                       scale=cfg.model.scale)
-
-
-def below_smallest_rcp(cfg) -> bool:
-    """Plan a batch below every RCP at the smallest one's samples: asked for
-    (plan.below_smallest_rcp), or a proxy / smoke scale (their batches are nobody's
-    submission); a full-scale plan below them is refused (plan/rcp.py)."""
-    return bool(getattr(access.plan_settings(cfg), "below_smallest_rcp", False)) or \
-        cfg.model.scale != "full"
 
 
 def check_fits_gpu(cfg) -> None:
