@@ -200,16 +200,15 @@ MOE_TOKENS = 4096
 
 
 def tests_on_path() -> None:
-    """tests/ holds the helpers reused here: conftest.compose, harness.make_workload."""
+    """tests/ holds a helper reused here: harness.make_workload."""
     if str(ROOT / "tests") not in sys.path:
         sys.path.insert(0, str(ROOT / "tests"))
 
 
 def compose_config(overrides: list[str], root: str):
-    """The run config train.py would compose (tests/conftest.py's compose, one copy)."""
-    tests_on_path()
-    from conftest import compose
-    return compose(overrides, root)
+    """The run config train.py would compose (sweepers/plan_grid.py's compose, one copy)."""
+    from pinchpoint.sweepers.plan_grid import compose
+    return compose(overrides, root, ROOT / "conf")
 
 
 def memory_config(device: str, root: str):

@@ -138,15 +138,12 @@ _COMPOSED: dict[tuple, object] = {}
 
 
 def row_config(row: dict, precision: str | None = None):
-    """The row's run config, composed by Hydra from conf/ as `pinchpoint plan` composes it."""
-    from hydra import compose, initialize_config_dir
-
-    from pinchpoint.workloads.registry import setup
+    """The row's run config, composed by Hydra from conf/ as `pinchpoint plan` composes it
+    (once per row and precision: the fit plans each many times)."""
+    from pinchpoint.sweepers.plan_grid import compose
     key = tuple(overrides_for(row, precision))
     if key not in _COMPOSED:
-        setup()
-        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-            _COMPOSED[key] = compose("train", list(key))
+        _COMPOSED[key] = compose(list(key), conf=ROOT / "conf")
     return _COMPOSED[key]
 
 

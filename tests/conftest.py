@@ -20,15 +20,8 @@ TINY_DLRM = ["dataset.num_days=3", "dataset.samples_per_day=8192", "dataset.batc
 
 def compose(overrides: list[str], output_root: Path | str | None = None):
     """The config train.py would run with these overrides (no Hydra job is started)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from pinchpoint.workloads.registry import setup
-
-    setup()
-    extra = [f"output_root={output_root}"] if output_root is not None else []
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=[*overrides, *extra],
-                             return_hydra_config=False)
+    from pinchpoint.sweepers.plan_grid import compose as compose_run
+    return compose_run(overrides, output_root, ROOT / "conf")
 
 
 def load_script(path: str, name: str):

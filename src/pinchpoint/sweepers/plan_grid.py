@@ -49,6 +49,21 @@ def config_dir(given: Optional[str] = None) -> Path:
                      "--config-dir")
 
 
+def compose(overrides: Sequence[str], output_root: Optional[str | Path] = None,
+            conf: Optional[str | Path] = None) -> DictConfig:
+    """The config train.py would run with these overrides, one point, no Hydra job started
+    (the tests, gpu_check and planner_vs_published compose their points with it)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from pinchpoint.workloads.registry import setup
+
+    setup()
+    extra = [f"output_root={output_root}"] if output_root is not None else []
+    with initialize_config_dir(config_dir=str(config_dir(conf)), version_base="1.3"):
+        return hydra_compose(config_name=CONFIG_NAME, overrides=[*overrides, *extra],
+                             return_hydra_config=False)
+
+
 def plan_grid(overrides: Sequence[str], conf: Optional[str | Path] = None
               ) -> tuple[list[str], list[grid.Point]]:
     """(the swept keys, every point of the grid planned), as ``-m plan_only=true`` plans it."""
