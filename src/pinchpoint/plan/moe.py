@@ -602,7 +602,8 @@ def _recompute_modules(p) -> tuple:
 
 def _imbalance(p) -> float:
     from pinchpoint.errors import ConfigError
-    value = float(getattr(p, "expert_load_imbalance", 1.0) or 1.0)
+    value = getattr(p, "expert_load_imbalance", None)
+    value = 1.0 if value is None else float(value)      # 0 is refused, not read as 1
     if value < 1.0:
         raise ConfigError("plan.expert_load_imbalance", value, "at least 1 (the busiest EP "
                           "rank's routed rows over the mean)")
