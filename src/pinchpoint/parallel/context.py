@@ -46,6 +46,11 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def pick_backend(requested: str, device: torch.device) -> str:
+    """'auto' is NCCL on a GPU, gloo on the CPU."""
+    return requested if requested != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+
+
 def init_process_group(backend_requested: str, device_requested: str, threads: int,
                        launcher: str) -> RankContext:
     """Join the process group described by the env:// variables (RANK, WORLD_SIZE, MASTER_*)."""
@@ -56,8 +61,7 @@ def init_process_group(backend_requested: str, device_requested: str, threads: i
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = pick_device(device_requested, local_rank)
-    backend = backend_requested if backend_requested != "auto" else \
-        ("nccl" if device.type == "cuda" else "gloo")
+    backend = pick_backend(backend_requested, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # Ranks sharing a node split its cores: oversubscribed intra-op threads make gloo ranks

@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from pinchpoint.errors import ConfigError
-from pinchpoint.parallel.context import RankContext, init_process_group, pick_device, shutdown
+from pinchpoint.parallel.context import (RankContext, init_process_group, pick_backend,
+                                         pick_device, shutdown)
 from pinchpoint.runner.info import JobInfo
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ def _nccl_debug(cfg: DictConfig, job: JobInfo) -> None:
     if not cfg.telemetry.get("nccl_debug"):
         return
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
-    backend = cfg.parallel.backend if cfg.parallel.backend != "auto" else \
-        ("nccl" if device.type == "cuda" else "gloo")    # as init_process_group resolves it
-    if backend != "nccl":
+    if pick_backend(cfg.parallel.backend, device) != "nccl":
         return
     from pinchpoint.telemetry.nccl_log import log_dir, nccl_env
     os.makedirs(log_dir(job.output_dir), exist_ok=True)
