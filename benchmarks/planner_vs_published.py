@@ -227,6 +227,8 @@ def print_constants() -> None:
         print(f"  overlap {k:17} {v:.3f}")
     print(f"  memory fraction {calibration.MEMORY_FRACTION:.3f}; DLRM step overhead "
           f"{calibration.DLRM_STEP_OVERHEAD_S * 1e3:.3f} ms")
+    print(f"  layer overhead {calibration.LAYER_OVERHEAD_S * 1e3:.3f} ms per layer and "
+          f"micro-batch; an MoE layer's {calibration.MOE_LAYER_OVERHEAD_S * 1e3:.3f} ms more")
 
 
 # --- fitting --------------------------------------------------------------------------------
@@ -241,10 +243,16 @@ FITTED = [
     ("ACHIEVED_FRACTION", ("cdna3", "fp8"), lambda r: _arch(r) == "cdna3"),
     ("OVERLAP", "data_parallel", lambda r: r["benchmark"] != "dlrm_dcnv2"),
     ("DLRM_STEP_OVERHEAD_S", None, lambda r: r["benchmark"] == "dlrm_dcnv2"),
+    ("LAYER_OVERHEAD_S", None, lambda r: r["benchmark"] != "dlrm_dcnv2"),
+    ("MOE_LAYER_OVERHEAD_S", None,
+     lambda r: r["benchmark"] in ("gpt_oss_20b", "deepseekv3_671b")),
 ]
+SCALARS = ("DLRM_STEP_OVERHEAD_S", "LAYER_OVERHEAD_S", "MOE_LAYER_OVERHEAD_S")
 BOUNDS = {"ACHIEVED_FRACTION": (0.05, 0.95), "OVERLAP": (0.0, 1.0),
-          "DLRM_STEP_OVERHEAD_S": (0.0, 0.01)}
-NEUTRAL_START = {"ACHIEVED_FRACTION": 0.4, "OVERLAP": 0.5, "DLRM_STEP_OVERHEAD_S": 0.0005}
+          "DLRM_STEP_OVERHEAD_S": (0.0, 0.01), "LAYER_OVERHEAD_S": (0.0, 0.01),
+          "MOE_LAYER_OVERHEAD_S": (0.0, 0.02)}
+NEUTRAL_START = {"ACHIEVED_FRACTION": 0.4, "OVERLAP": 0.5, "DLRM_STEP_OVERHEAD_S": 0.0005,
+                 "LAYER_OVERHEAD_S": 0.0005, "MOE_LAYER_OVERHEAD_S": 0.0005}
 
 
 def _arch(row: dict) -> str:
@@ -275,7 +283,7 @@ def _get() -> list[float]:
 def constants_kept():
     """Restore the shipped constants after a fit (the CV's folds refit them)."""
     saved = (copy.deepcopy(calibration.ACHIEVED_FRACTION), copy.deepcopy(calibration.OVERLAP),
-             calibration.DLRM_STEP_OVERHEAD_S)
+             {name: getattr(calibration, name) for name in SCALARS})
     try:
         yield
     finally:
@@ -283,7 +291,8 @@ def constants_kept():
         calibration.ACHIEVED_FRACTION.update(saved[0])
         calibration.OVERLAP.clear()
         calibration.OVERLAP.update(saved[1])
-        calibration.DLRM_STEP_OVERHEAD_S = saved[2]
+        for name, value in saved[2].items():
+            setattr(calibration, name, value)
 
 
 def fit(rows: list[dict], start: list[float] | None = None) -> tuple[list[float], list[str]]:

@@ -94,6 +94,7 @@ class GPUConfig:
     peak_tflops_fp4: Optional[float] = None     # dense NVFP4/MXFP4; null = none
     memory_tb_per_s: float = 4.8       # HBM bandwidth
     mfu: Optional[float] = None        # null = calibrated achieved fraction of peak; a number overrides it
+    sfu_texp_per_s: Optional[float] = 4.18  # softmax exponentials, 1e12/s; null = not modelled
     intra_node_gb_per_s: float = 450.0  # per GPU, one direction, inside the NVLink domain
     nvlink_domain: int = 8             # GPUs per NVLink domain (HGX 8, NVL72 72)
     inter_node_gb_per_s: float = 50.0   # per GPU (400 Gb/s NIC)

@@ -25,6 +25,26 @@ def matmul_s(flops: float, system: System, precision: str) -> float:
     return flops / (system.peak_flops(precision) * achieved_fraction(system, precision))
 
 
+def attention_s(flops: float, system: System, precision: str, score_flops: float,
+                forward_passes: int = 1) -> float:
+    """Fused attention of ``flops`` (forward + backward, the forward a third and the backward
+    two thirds: the counting every planner uses), whose forward spends ``score_flops`` per
+    score (2 x (qk + v head widths): QK^T and PV), plus ``forward_passes - 1`` recomputed
+    forwards. Every pass exponentiates each score once (the forward's softmax; the backward
+    recomputes P) on the special function units, which the tensor cores wait for, so a pass
+    takes the longer of its matmuls and its exponentials: on Blackwell the FP8 attention
+    forward is bound by the exponential (FlashAttention-4, Dao et al.; NVIDIA, "Making Softmax
+    More Efficient with NVIDIA Blackwell Ultra": Blackwell Ultra doubles the SFU rate for it).
+    Both run at the achieved fraction; a GPU without ``sfu_texp_per_s`` is bound by its
+    matmuls only."""
+    rate = system.sfu_exp_per_s
+    if not rate or flops <= 0:
+        return matmul_s(flops * (2 + forward_passes) / 3, system, precision)
+    exp_s = flops / 3 / score_flops / (rate * achieved_fraction(system, precision))
+    return forward_passes * max(matmul_s(flops / 3, system, precision), exp_s) + \
+        max(matmul_s(2 * flops / 3, system, precision), exp_s)
+
+
 def memory_s(nbytes: float, system: System) -> float:
     return nbytes / (system.memory_bytes_per_s * calibration.MEMORY_FRACTION)
 

@@ -45,6 +45,10 @@ class System:
     # (network.NVLINK_HOP_S, NIC_HOP_S). Measured for gloo by benchmarks/emulated_links.py.
     intra_node_hop_s: Optional[float] = None
     inter_node_hop_s: Optional[float] = None
+    # Exponentials per second of the special function units (MUFU.EX2), in units of 1e12:
+    # softmax's exp in fused attention runs there, beside the tensor cores (plan/compute.py
+    # attention_s). null = not modelled (attention bound by its matmuls only).
+    sfu_texp_per_s: Optional[float] = None
     reserved_gib: float = 6.0
     mfu: Optional[float] = None        # user override of the calibrated achieved fraction
 
@@ -62,6 +66,10 @@ class System:
             raise ConfigError("plan.precision", precision,
                               f"a precision {self.name} has tensor cores for: {', '.join(have)}")
         return tflops * 1e12
+
+    @property
+    def sfu_exp_per_s(self) -> Optional[float]:
+        return self.sfu_texp_per_s * 1e12 if self.sfu_texp_per_s else None
 
     @property
     def nvlink_bytes_per_s(self) -> float:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from pinchpoint.errors import ConfigError
 from pinchpoint.plan import calibration, network, pipeline
-from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
+from pinchpoint.plan.compute import attention_s, attention_precision, matmul_s, memory_s
 from pinchpoint.plan.hardware import System
 from pinchpoint.plan.rules import STACKS
 
@@ -223,9 +223,10 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
     mem_bytes = 3 * ACT * elements * tokens / lay.tp + cast_bytes_per_token(s, lay) * tokens
     redo = 1 / 3 if lay.recompute else 0.0
     attn = attention_precision_of(lay, system)
-    t = {"compute": (matmul_s(gemm, system, lay.precision) + matmul_s(attention, system, attn))
-         * (1 + redo),
-         "attention": matmul_s(attention, system, attn),
+    core = attention_s(attention, system, attn, 4 * hd)
+    t = {"compute": matmul_s(gemm, system, lay.precision) * (1 + redo)
+         + attention_s(attention, system, attn, 4 * hd, 2 if lay.recompute else 1),
+         "attention": core,
          "memory": memory_s(mem_bytes, system) * (1 + redo)}
     t["tp"], t["cp"] = 0.0, 0.0
     if lay.tp > 1:      # gloo's reduce-scatter costs more (network.py)
@@ -308,7 +309,8 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
     tokens = lay.micro_batch * lay.seq_len / lay.cp
     layer = {"compute": work["compute"], "memory": work["memory"],
              "tp": _exposed(work["tp"], lay.overlap_of("tensor_parallel"), work["compute"]),
-             "cp": _exposed(work["cp"], lay.overlap_of("context_parallel"), work["attention"])}
+             "cp": _exposed(work["cp"], lay.overlap_of("context_parallel"), work["attention"]),
+             "overhead": calibration.LAYER_OVERHEAD_S}
     chunks = lay.chunks(s.n_layers)
     per_rank = pipeline.layers_per_rank(chunks, lay.pp)
     # The output layer + loss on the last chunk's rank, the embedding on rank 0.

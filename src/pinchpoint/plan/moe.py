@@ -53,8 +53,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pinchpoint.plan import network, pipeline
-from pinchpoint.plan.compute import matmul_s, memory_s
+from pinchpoint.plan import calibration, network, pipeline
+from pinchpoint.plan.compute import attention_s, matmul_s, memory_s
 from pinchpoint.plan.hardware import System, system_from
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, Layout,
                                  _exposed, attention_precision_of, wire_bytes)
@@ -80,6 +80,7 @@ class MoEShape:
     experts_per_layer: list[int]         # routed experts (0 on dense layers)
     attention_widths: int                # q + k + v + attention-output widths per token
     attention_flops_dim: int             # sum over heads of (qk + v) head widths, for scores
+    attention_heads: int = 1             # query heads (scores per key: one per head)
     dense_ffn_dims: list[int] = field(default_factory=list)   # dense/shared FFN hidden per layer
     final_norm: int = 0
     # Parts of replicated_per_layer that TP leaves whole on every rank: the MoE block's router
@@ -432,8 +433,9 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
     if q is not None:   # casts of every GEMM input (Transformer Engine's cast + transpose)
         inputs = 4 * shape.dim + (shape.attention_widths + 3 * ffn + routed) / lay.tp
         mem += inputs * (ACT + 2 * q) * tokens
-    compute = (matmul_s(f["gemm"], system, lay.precision)
-               + matmul_s(f["attention"], system, att_prec)) * (1 + redo)
+    score = 2 * shape.attention_flops_dim / shape.attention_heads    # forward FLOPs per score
+    compute = matmul_s(f["gemm"], system, lay.precision) * (1 + redo) + \
+        attention_s(f["attention"], system, att_prec, score, 2 if lay.recompute else 1)
     flops = (f["gemm"] + f["attention"]) * (1 + redo)
     if not lay.recompute:          # selective: one more forward (a third) of the modules named
         if "mlp" in lay.recompute_modules:
@@ -441,7 +443,8 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
             mem += 3 * ACT * routed * tokens / lay.tp / 3
             flops += f["mlp"] / 3
         if "core_attn" in lay.recompute_modules:
-            compute += matmul_s(f["attention"] / 3, system, att_prec)
+            compute += attention_s(f["attention"], system, att_prec, score, 2) - \
+                attention_s(f["attention"], system, att_prec, score)
             flops += f["attention"] / 3
     return {"compute": compute, "memory": memory_s(mem, system) * (1 + redo), "flops": flops}
 
@@ -473,7 +476,10 @@ def step_terms(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
         terms = {"compute": m * compute, "memory": m * memory,
                  "all_to_all": _exposed(a2a, ep_overlap, m * compute),
                  "tp": _exposed(tp, lay.overlap_of("tensor_parallel"), m * compute),
-                 "pp": _exposed(pp, lay.overlap_of("pipeline"), m * compute)}
+                 "pp": _exposed(pp, lay.overlap_of("pipeline"), m * compute),
+                 "overhead": m * sum(calibration.LAYER_OVERHEAD_S + (
+                     calibration.MOE_LAYER_OVERHEAD_S if shape.is_moe(i) else 0.0)
+                     for i in layers)}
         per_mb = sum(terms.values()) / m
         terms["bubble"] = pipeline.bubble_time(per_mb, lay.pp, lay.virtual_stages)
         dp = sum(v["seconds"] for k, v in comm.items() if k.startswith(("fsdp", "expert_fsdp",
@@ -520,7 +526,7 @@ def eval_seconds(step: dict, lay: MoELayout, eval_samples: int) -> float:
     """One evaluation: a forward pass (a third of forward + backward) over eval_samples spread
     like a training batch, plus one pipeline fill (as plan/llm.py's planners)."""
     t = step["terms_s"]
-    forward = sum(t[k] for k in ("compute", "memory", "tp", "pp", "all_to_all")) / 3
+    forward = sum(t[k] for k in ("compute", "memory", "tp", "pp", "all_to_all", "overhead")) / 3
     return eval_samples / lay.global_batch * forward + t["bubble"] / 3
 
 

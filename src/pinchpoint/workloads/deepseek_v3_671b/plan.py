@@ -39,6 +39,7 @@ def shape(s) -> MoEShape:
                     experts_per_layer=[0 if d else experts for d in is_dense],
                     attention_widths=widths,
                     attention_flops_dim=s.n_heads * (qk + s.v_head_dim),
+                    attention_heads=s.n_heads,
                     dense_ffn_dims=[s.dense_ffn_dim if d else s.shared_experts * s.expert_dim
                                     for d in is_dense],
                     final_norm=s.dim,

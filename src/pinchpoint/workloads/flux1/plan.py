@@ -26,9 +26,10 @@ from pinchpoint.errors import ConfigError
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
-from pinchpoint.plan import network
-from pinchpoint.plan.compute import matmul_s, memory_s
-from pinchpoint.plan.llm import ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed, overlap_or_calibrated
+from pinchpoint.plan import calibration, network
+from pinchpoint.plan.compute import attention_s, matmul_s, memory_s
+from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, _exposed,
+                                 overlap_or_calibrated)
 
 NPY_HEADER = 128            # np.save header of a small-rank array (format 1.0, padded to 64)
 BF16 = 2
@@ -178,6 +179,27 @@ def mmdit_forward_flops_per_sample(scale) -> float:
     return 2 * (tokens * per_token + embed + modulation) + blocks * 4 * tokens ** 2 * h
 
 
+def cast_elements_per_token(scale) -> float:
+    """GEMM inputs per token over the blocks that a low-precision recipe casts (averaged over
+    the blocks' tokens): forward the activations, backward the output gradients. A double
+    block's side: qkv, proj, fc1 (h each) and fc2 (m) forward, their outputs' gradients
+    (3h, h, m, h) backward; a single block: linear1 (h) and linear2 (h + m) forward, (3h + m)
+    and h backward."""
+    h = scale.hidden_size
+    m = int(h * scale.mlp_ratio)
+    double = (3 * h + m) + (5 * h + m)
+    single = (2 * h + m) + (4 * h + m)
+    return scale.depth * double + scale.depth_single_blocks * single
+
+
+def joint_attention_forward_flops_per_sample(scale) -> float:
+    """The attention part of mmdit_forward_flops_per_sample: QK^T and PV over all tokens in
+    every block."""
+    txt, img = sequence_lengths(scale)
+    blocks = scale.depth + scale.depth_single_blocks
+    return blocks * 4 * (txt + img) ** 2 * scale.hidden_size
+
+
 def encoder_forward_flops_per_sample(scale) -> dict[str, float]:
     """Forward FLOPs of the frozen encoders on one sample (raw pipeline): T5 and CLIP blocks
     (2 x parameters per token + attention), the VAE encoder's 3x3 convolutions at each level's
@@ -220,9 +242,13 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
     parameters per step over all data-parallel ranks)."""
     b = scale.batch_size
     forward = mmdit_forward_flops_per_sample(scale)
-    train = forward * (4 if scale.recompute else 3)
-    compute = matmul_s(b * train, system, precision)
-    terms = {"compute": compute}
+    attention = joint_attention_forward_flops_per_sample(scale)
+    passes = 4 if scale.recompute else 3
+    compute = matmul_s(b * (forward - attention) * passes, system, precision) + \
+        attention_s(b * 3 * attention, system, precision,
+                    4 * scale.hidden_size // scale.num_heads, passes - 2)
+    terms = {"compute": compute,
+             "overhead": (scale.depth + scale.depth_single_blocks) * calibration.LAYER_OVERHEAD_S}
     encoders = encoder_forward_flops_per_sample(scale)
     if pipeline == "raw":
         terms["encoders"] = matmul_s(b * sum(encoders.values()), system, "bf16")
@@ -231,8 +257,12 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
     txt, img = sequence_lengths(scale)
     blocks = scale.depth + scale.depth_single_blocks
     elements = 10 * h + 3 * h + 2 * m
-    terms["memory"] = memory_s(3 * ACT * elements * b * (txt + img) * blocks
-                               * (4 / 3 if scale.recompute else 1), system)
+    nbytes = 3 * ACT * elements * blocks
+    q = LOW_PRECISION_BYTES.get(precision)
+    if q is not None:   # casts of every GEMM input, as plan/llm.py cast_bytes_per_token
+        nbytes += cast_elements_per_token(scale) * (ACT + 2 * q)
+    terms["memory"] = memory_s(nbytes * b * (txt + img) * (4 / 3 if scale.recompute else 1),
+                               system)
     capped = network.capped(system, max_ctas or {}, "dp")
     if stack == "megatron":
         group = network.span(dp_replicate * dp_shard, 1, system.nvlink_domain)

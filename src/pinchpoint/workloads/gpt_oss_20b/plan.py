@@ -29,6 +29,7 @@ def shape(s, vocab_size: int | None = None) -> MoEShape:
                     replicated_per_layer=[replicated] * s.n_layers,
                     experts_per_layer=[expert_parameters(s)] * s.n_layers,
                     attention_widths=2 * q + 2 * kv, attention_flops_dim=2 * q,
+                    attention_heads=s.n_heads,
                     final_norm=s.dim,
                     # TP (parallelize.py) leaves whole: the router (the MoE block runs on
                     # sequence shards), the two norms and wo's bias (row-parallel).

@@ -45,11 +45,11 @@ from typing import Any
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.errors import ConfigError
-from pinchpoint.plan import network
-from pinchpoint.plan.compute import attention_precision, matmul_s, memory_s
+from pinchpoint.plan import calibration, network
+from pinchpoint.plan.compute import attention_precision, attention_s, matmul_s, memory_s
 from pinchpoint.plan.hardware import system_from
-from pinchpoint.plan.llm import (ACT, OPTIMIZER_BYTES_PER_PARAM, _exposed, cp_ring_layer_s,
-                                 overlap_or_calibrated, tp_layer_s)
+from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, _exposed,
+                                 cp_ring_layer_s, overlap_or_calibrated, tp_layer_s)
 
 GIB = 2 ** 30
 ADAPTER_BYTES = 16  # fp32 weight + gradient + AdamW exp_avg + exp_avg_sq
@@ -158,12 +158,14 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     att = attention_precision(system, precision, fp8_attention)
     # attention (forward, backward, recomputed forward) at the attention precision
     # TP (sequence parallel): every GEMM and the attention heads split tp ways
-    att_s = matmul_s(attention * (3 + (1 if recompute else 0)), system, att) / tp
+    att_s = attention_s(3 * attention, system, att, 4 * (a.dim // a.n_heads),
+                        2 if recompute else 1) / tp
     gemm = sum(f.values()) - attention * (3 + (1 if recompute else 0))
     compute = matmul_s(gemm, system, precision) / tp + att_s
     hd = a.dim // a.n_heads
     elements = 10 * a.dim + 2 * (a.n_heads + a.n_kv_heads) * hd + 3 * a.ffn_dim
-    mem = memory_s(3 * ACT * elements * tokens / tp * a.n_layers * (1 + (1 / 3 if recompute else 0))
+    per_token = 3 * ACT * elements / tp + _cast_bytes_per_token(a, precision, tp)
+    mem = memory_s(per_token * tokens * a.n_layers * (1 + (1 / 3 if recompute else 0))
                    + 4 * 4 * a.vocab_size * tokens, system)
     capped = network.capped(system, max_ctas or {}, "dp")
     adapters = counts["adapters"] * 4                     # fp32 gradients, reduced once each
@@ -178,7 +180,8 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
              "data_parallel": _exposed(sum(communication.values()),
                                        overlap_or_calibrated("data_parallel", overlap),
                                        m * compute),
-             "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system)}
+             "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system),
+             "overhead": m * a.n_layers * calibration.LAYER_OVERHEAD_S}
     if tp > 1:
         layers = a.n_layers * tp_layer_s(tokens * a.dim * ACT,
                                          network.span(tp, 1, system.nvlink_domain), system,
@@ -191,12 +194,27 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
                                             system, max_ctas, recompute)
         terms["cp"] = m * _exposed(ring, overlap_or_calibrated("context_parallel", overlap_cp),
                                    att_s)
-    forward = f["forward"] / micro_batch                  # per sequence, for the evaluation
+    # the evaluation's forward per sequence on one rank of a dp replica: the GEMMs split tp
+    # ways as in training (mem is already per tp rank)
+    forward = f["forward"] / micro_batch
     return {"step_s": sum(terms.values()), "terms_s": terms, "micro_batches": m,
             "flops_per_micro_batch": f,
             "communication_s": communication,
-            "forward_s_per_sequence": matmul_s(forward, system, precision)
+            "forward_s_per_sequence": matmul_s(forward, system, precision) / tp
             + mem / 3 / micro_batch}
+
+
+def _cast_bytes_per_token(a, precision: str, tp: int) -> float:
+    """Low-precision casts of the frozen GEMMs' inputs per token and layer (plan/llm.py
+    cast_bytes_per_token for a frozen base): forward the activations, backward the output
+    gradients that feed the input-gradient GEMMs, each read once and written once at the low
+    precision (no weight gradient, so no column-wise copy)."""
+    q = LOW_PRECISION_BYTES.get(precision)
+    if q is None:
+        return 0.0
+    hd = a.dim // a.n_heads
+    inputs = 4 * a.dim + ((2 * a.n_heads + 2 * a.n_kv_heads) * hd + 3 * a.ffn_dim) / tp
+    return inputs * (ACT + q)
 
 
 def _fsdp2_s(a, counts: dict, precision: str, dp_shard: int, dp_replicate: int,

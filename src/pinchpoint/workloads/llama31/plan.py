@@ -35,7 +35,7 @@ def eval_seconds(step: dict, lay: Layout, eval_samples: int) -> float:
     """One evaluation: a forward pass (a third of forward + backward) over eval_samples, spread
     over the data-parallel replicas like a training batch, plus one pipeline fill."""
     t = step["terms_s"]
-    forward = sum(t[k] for k in ("compute", "memory", "tp", "cp", "pp")) / 3
+    forward = sum(t[k] for k in ("compute", "memory", "tp", "cp", "pp", "overhead")) / 3
     return eval_samples / lay.global_batch * forward + t["bubble"] / 3
 
 
