@@ -5,13 +5,15 @@ Per micro-batch and GPU, for each transformer layer on the rank (tokens = micro_
 seq_len / cp, every matmul split tp ways):
 - matmuls: 6 x linear parameters x tokens (forward + two backward GEMMs) at the precision's
   achieved peak; attention: 6 x seq_len x tokens x heads x head_dim (causal half of QK^T and
-  PV, forward + backward) at the attention precision;
+  PV, forward + backward) at the attention precision, each pass at least as long as softmax's
+  exponentials on the SFUs (compute.attention_s);
 - memory-bound kernels: norms, residual adds, RoPE, SwiGLU, read and written in BF16 forward
   and twice that backward;
 - TP (sequence parallel): 4 all-gathers / reduce-scatters of the layer input forward and 4
   backward on the tp group; CP (ring attention): K and V passed cp - 1 times forward, K, V and
   their gradients backward; PP: activations and their gradients to the next stage;
-- full recompute adds one more forward (matmuls, attention, memory, TP collectives).
+- full recompute adds one more forward (matmuls, attention, memory, TP collectives);
+- a fixed overhead per layer (calibration.LAYER_OVERHEAD_S: what does not shrink with tokens).
 Per step: micro_batches x the slowest rank's micro-batch time, plus the pipeline bubble
 ((pp - 1) / virtual_stages of it), plus what the data-parallel gradient reduce-scatter and
 parameter all-gather (once per step, over dp x cp) leave exposed, plus the optimizer update.

@@ -451,7 +451,8 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
 
 def step_terms(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
     """Seconds per optimizer step by term on the slowest pipeline rank (see the module
-    docstring): compute, memory, all_to_all, tp, pp, bubble, data_parallel."""
+    docstring): compute, memory, all_to_all, tp, pp, overhead (per layer, an MoE layer's
+    more: calibration.LAYER_OVERHEAD_S, MOE_LAYER_OVERHEAD_S), bubble, data_parallel."""
     system = system_from(gpu)
     pipeline.check_interleaving(lay.accumulation, lay.pp, lay.virtual_stages)
     m = lay.accumulation

@@ -11,7 +11,9 @@ calibrated achieved rates, plan/network.py): the MMDiT's training FLOPs from its
 double block's image and text sides on their own tokens, single blocks on both, joint
 non-causal attention; 3x forward, 4x with the reference's full recompute); on the raw pipeline
 the frozen encoders' forward in the loop (T5-XXL on 256 tokens, CLIP-L on 77, the VAE encoder's
-convolutions at each resolution); memory-bound kernels; the data-parallel collectives above,
+convolutions at each resolution); attention's passes at least as long as softmax's exponentials
+(compute.attention_s); memory-bound kernels, with the low-precision casts of every GEMM input;
+a fixed overhead per block (calibration.LAYER_OVERHEAD_S); the data-parallel collectives above,
 exposed as the dense planner's (calibrated overlap, at most what compute covers); the AdamW
 update; and the storage read per step where a read bandwidth is known (the run's
 ``storage.emulation.read_mb_per_s`` when emulation is on: per rank, prefetched, so only what

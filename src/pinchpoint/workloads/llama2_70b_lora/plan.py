@@ -23,7 +23,10 @@ on the shared planner parts (plan/compute.py at the calibrated achieved rates, p
   attention forward and its whole backward (no weights: as in pretraining); the frozen head's
   forward and input gradient;
 - the adapters: 6 x their parameters x tokens (their weight gradients are computed);
-- memory-bound kernels (norms, residuals, RoPE, SwiGLU, the adapters' dropout) as plan/llm.py;
+- attention's passes at least as long as softmax's exponentials (compute.attention_s);
+- memory-bound kernels (norms, residuals, RoPE, SwiGLU, the adapters' dropout) as plan/llm.py,
+  plus the low-precision casts of the frozen GEMMs' inputs (one copy: no weight gradient);
+- a fixed overhead per layer and micro-batch (calibration.LAYER_OVERHEAD_S);
 - FSDP2 as the runner applies it (one unit per decoder layer, the adapters their own units):
   every micro-batch gathers each frozen layer forward and again backward, in its dtype; only
   the adapters' gradients are reduce-scattered (fp32) and, under HSDP, all-reduced over the
