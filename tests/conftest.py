@@ -24,6 +24,14 @@ def compose(overrides: list[str], output_root: Path | str | None = None):
     return compose_run(overrides, output_root, ROOT / "conf")
 
 
+def plan_of(overrides: list[str], output_root: Path | str | None = None):
+    """The PlanResult ``pinchpoint plan`` gives for one point (composed as train.py does)."""
+    from omegaconf import OmegaConf
+
+    from pinchpoint.workloads import plan_point
+    return plan_point(OmegaConf.to_object(compose(overrides, output_root)))
+
+
 def load_script(path: str, name: str):
     """A repository script that is not a package module (train.py, benchmarks/*.py, tools/*.py)
     imported by its path, as a module named ``name``."""

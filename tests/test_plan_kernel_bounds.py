@@ -7,13 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import compose
-from omegaconf import OmegaConf
+from conftest import plan_of
 
 from pinchpoint.plan import calibration
 from pinchpoint.plan.compute import attention_s, matmul_s
 from pinchpoint.plan.hardware import preset
-from pinchpoint.workloads import plan_point
 
 
 def test_fp8_attention_on_blackwell_waits_for_its_exponentials():
@@ -38,18 +36,14 @@ def test_fp8_attention_on_blackwell_waits_for_its_exponentials():
     assert attention_s(flops, bare, "fp8", score) == pytest.approx(matmuls)
 
 
-def _plan(overrides, tmp_path):
-    return plan_point(OmegaConf.to_object(compose(overrides, tmp_path)))
-
-
 def test_every_layer_pass_pays_the_layer_overhead(tmp_path):
     """Llama 3.1 8B on 8 GPUs, one and four micro-batches: the overhead term is layers x
     micro-batches x the calibrated constant, whatever the tokens per rank."""
     base = ["model=llama31_8b", "model.scale=full", "plan_only=true", "+gpu=b200",
             "parallel.dp_shard=8", "plan.below_smallest_rcp=true", "model.full.recompute=false"]
-    one = _plan(base + ["model.full.global_batch_size=16", "model.full.micro_batch_size=2"],
+    one = plan_of(base + ["model.full.global_batch_size=16", "model.full.micro_batch_size=2"],
                 tmp_path)
-    four = _plan(base + ["model.full.global_batch_size=32", "model.full.micro_batch_size=1"],
+    four = plan_of(base + ["model.full.global_batch_size=32", "model.full.micro_batch_size=1"],
                  tmp_path)
     assert one.terms_s["overhead"] == pytest.approx(32 * calibration.LAYER_OVERHEAD_S)
     assert four.terms_s["overhead"] == pytest.approx(4 * 32 * calibration.LAYER_OVERHEAD_S)
@@ -57,7 +51,7 @@ def test_every_layer_pass_pays_the_layer_overhead(tmp_path):
 
 def test_moe_layers_add_their_dispatch_overhead(tmp_path):
     """GPT-OSS 20B: 24 MoE layers, one micro-batch."""
-    p = _plan(["model=gpt_oss_20b", "model.scale=full", "plan_only=true", "+gpu=b300",
+    p = plan_of(["model=gpt_oss_20b", "model.scale=full", "plan_only=true", "+gpu=b300",
                "parallel.dp_shard=8", "model.full.global_batch_size=24",
                "model.full.micro_batch_size=3", "plan.precision=mxfp8"], tmp_path)
     assert p.terms_s["overhead"] == pytest.approx(
@@ -70,6 +64,6 @@ def test_lora_evaluation_forward_is_split_over_tp(tmp_path):
     base = ["model=llama2_70b_lora", "model.scale=full", "plan_only=true", "+gpu=h200",
             "plan.stack=megatron", "parallel.dp_shard=8", "plan.precision=fp8",
             "model.full.global_batch_size=8", "model.full.micro_batch_size=1"]
-    tp1 = _plan(base, tmp_path).time_to_train.eval_each_s
-    tp4 = _plan(base + ["parallel.tp=4"], tmp_path).time_to_train.eval_each_s
+    tp1 = plan_of(base, tmp_path).time_to_train.eval_each_s
+    tp4 = plan_of(base + ["parallel.tp=4"], tmp_path).time_to_train.eval_each_s
     assert tp4 == pytest.approx(tp1 / 4, rel=0.02)

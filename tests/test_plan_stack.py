@@ -4,12 +4,11 @@ the MoE, LoRA and FLUX.1 planners, and the reference's stack when it is null."""
 from __future__ import annotations
 
 import pytest
-from conftest import compose
-from omegaconf import OmegaConf
+from conftest import plan_of
 
 from pinchpoint.errors import ConfigError
 from pinchpoint.plan.moe import MoELayout, communication_per_step
-from pinchpoint.workloads import plan_point, spec
+from pinchpoint.workloads import spec
 from pinchpoint.workloads.gpt_oss_20b import plan as oss_plan
 from pinchpoint.workloads.gpt_oss_20b.config import GptOssScaleConfig
 from test_moe_models import scale
@@ -17,10 +16,6 @@ from test_moe_models import scale
 OSS = ["model=gpt_oss_20b", "model.scale=full", "plan_only=true", "parallel.dp_shard=8",
        "+gpu=b300", "model.full.global_batch_size=48", "model.full.micro_batch_size=3",
        "plan.precision=mxfp8"]
-
-
-def _plan(overrides, tmp_path):
-    return plan_point(OmegaConf.to_object(compose(overrides, tmp_path)))
 
 
 def test_null_stack_is_the_references():
@@ -51,8 +46,8 @@ def test_moe_megatron_gathers_once_a_step_in_bf16():
 
 
 def test_moe_full_scale_plans_the_reference_stack_unless_told(tmp_path):
-    mega = _plan(OSS, tmp_path)
-    fsdp = _plan(OSS + ["plan.stack=fsdp2"], tmp_path)
+    mega = plan_of(OSS, tmp_path)
+    fsdp = plan_of(OSS + ["plan.stack=fsdp2"], tmp_path)
     assert mega.details["layout"]["stack"] == "megatron"
     assert fsdp.details["layout"]["stack"] == "fsdp2"
     assert mega.terms_s["data_parallel"] < fsdp.terms_s["data_parallel"]
@@ -61,8 +56,8 @@ def test_moe_full_scale_plans_the_reference_stack_unless_told(tmp_path):
 def test_lora_megatron_replicates_the_frozen_base(tmp_path):
     base = ["model=llama2_70b_lora", "model.scale=full", "plan_only=true",
             "parallel.dp_shard=8", "+gpu=gb300", "plan.precision=fp8"]
-    fsdp = _plan(base, tmp_path)
-    mega = _plan(base + ["plan.stack=megatron"], tmp_path)
+    fsdp = plan_of(base, tmp_path)
+    mega = plan_of(base + ["plan.stack=megatron"], tmp_path)
     assert fsdp.details["layout"]["stack"] == "fsdp2"        # the reference's: ZeRO-3
     comm = mega.details["step"]["communication_s"]
     assert comm["fsdp_all_gather"] == 0 and "adapter_all_reduce" in comm
@@ -76,31 +71,31 @@ def test_lora_context_parallel_is_megatrons(tmp_path):
     base = ["model=llama2_70b_lora", "model.scale=full", "plan_only=true",
             "parallel.dp_shard=9", "parallel.cp=8", "+gpu=gb300", "plan.precision=fp8",
             "model.full.global_batch_size=9", "model.recompute=false"]
-    p = _plan(base + ["plan.stack=megatron"], tmp_path)
-    one = _plan(base[:4] + ["parallel.cp=1"] + base[5:] + ["plan.stack=megatron",
+    p = plan_of(base + ["plan.stack=megatron"], tmp_path)
+    one = plan_of(base[:4] + ["parallel.cp=1"] + base[5:] + ["plan.stack=megatron",
                                                             "parallel.dp_shard=9"], tmp_path)
     assert "cp" in p.terms_s and p.step_s < one.step_s / 4       # 8 ranks per sequence
     with pytest.raises(ConfigError, match="parallel.cp"):
-        _plan(base + ["plan.stack=fsdp2"], tmp_path)
+        plan_of(base + ["plan.stack=fsdp2"], tmp_path)
 
 
 def test_flux_megatron_reduces_once_in_bf16(tmp_path):
     base = ["model=flux1", "model.scale=full", "plan_only=true", "parallel.dp_shard=64",
             "+gpu=gb300", "model.full.batch_size=32"]
-    fsdp = _plan(base, tmp_path)
-    mega = _plan(base + ["plan.stack=megatron"], tmp_path)
+    fsdp = plan_of(base, tmp_path)
+    mega = plan_of(base + ["plan.stack=megatron"], tmp_path)
     assert set(mega.details["step"]["communication_s"]) == {"reduce_scatter", "all_gather"}
     assert mega.terms_s["data_parallel"] < fsdp.terms_s["data_parallel"]
 
 
 def test_unknown_stack_is_refused_naming_the_field(tmp_path):
     with pytest.raises(ConfigError, match="plan.stack"):
-        _plan(OSS + ["plan.stack=deepspeed"], tmp_path)
+        plan_of(OSS + ["plan.stack=deepspeed"], tmp_path)
 
 
 def test_mxfp8_runs_at_the_fp8_rate(tmp_path):
-    fp8 = _plan(OSS[:-1] + ["plan.precision=fp8"], tmp_path)
-    mx = _plan(OSS, tmp_path)
+    fp8 = plan_of(OSS[:-1] + ["plan.precision=fp8"], tmp_path)
+    mx = plan_of(OSS, tmp_path)
     assert mx.terms_s["compute"] == pytest.approx(fp8.terms_s["compute"])
 
 
@@ -111,40 +106,40 @@ EP4 = ["model=gpt_oss_20b", "model.scale=full", "plan_only=true", "parallel.dp_s
 
 
 def test_expert_load_imbalance_slows_the_busiest_ep_rank(tmp_path):
-    even = _plan(EP4, tmp_path)
-    skew = _plan(EP4 + ["plan.expert_load_imbalance=1.5"], tmp_path)
+    even = plan_of(EP4, tmp_path)
+    skew = plan_of(EP4 + ["plan.expert_load_imbalance=1.5"], tmp_path)
     comm = "communication_per_step"
     assert skew.details[comm]["all_to_all_dispatch"]["bytes"] == pytest.approx(
         1.5 * even.details[comm]["all_to_all_dispatch"]["bytes"])
     assert even.terms_s["compute"] < skew.terms_s["compute"] < 1.5 * even.terms_s["compute"]
-    one = _plan(EP4[:4] + ["parallel.ep=1"] + EP4[5:], tmp_path)      # no EP: no busiest rank
-    assert _plan(EP4[:4] + ["parallel.ep=1"] + EP4[5:] + ["plan.expert_load_imbalance=1.5"],
+    one = plan_of(EP4[:4] + ["parallel.ep=1"] + EP4[5:], tmp_path)      # no EP: no busiest rank
+    assert plan_of(EP4[:4] + ["parallel.ep=1"] + EP4[5:] + ["plan.expert_load_imbalance=1.5"],
                  tmp_path).terms_s["compute"] == pytest.approx(one.terms_s["compute"])
     with pytest.raises(ConfigError, match="plan.expert_load_imbalance"):
-        _plan(EP4 + ["plan.expert_load_imbalance=0.5"], tmp_path)
+        plan_of(EP4 + ["plan.expert_load_imbalance=0.5"], tmp_path)
 
 
 def test_overlapped_all_to_all_hides_behind_compute(tmp_path):
-    exposed = _plan(EP4, tmp_path)
-    hidden = _plan(EP4 + ["plan.overlap_expert_parallel=1"], tmp_path)
+    exposed = plan_of(EP4, tmp_path)
+    hidden = plan_of(EP4 + ["plan.overlap_expert_parallel=1"], tmp_path)
     assert exposed.terms_s["all_to_all"] > 0 and hidden.terms_s["all_to_all"] == 0
 
 
 def test_selective_recompute_adds_a_forward_of_the_modules_named(tmp_path):
-    none = _plan(EP4, tmp_path).terms_s["compute"]
-    mlp = _plan(EP4 + ["plan.recompute_modules=[mlp]"], tmp_path).terms_s["compute"]
-    both = _plan(EP4 + ["plan.recompute_modules=[mlp,core_attn]"], tmp_path).terms_s["compute"]
-    full = _plan(EP4 + ["model.full.recompute=true"], tmp_path).terms_s["compute"]
+    none = plan_of(EP4, tmp_path).terms_s["compute"]
+    mlp = plan_of(EP4 + ["plan.recompute_modules=[mlp]"], tmp_path).terms_s["compute"]
+    both = plan_of(EP4 + ["plan.recompute_modules=[mlp,core_attn]"], tmp_path).terms_s["compute"]
+    full = plan_of(EP4 + ["model.full.recompute=true"], tmp_path).terms_s["compute"]
     assert none < mlp < both < full <= none * 4 / 3 * 1.0001
     with pytest.raises(ConfigError, match="plan.recompute_modules"):
-        _plan(EP4 + ["plan.recompute_modules=[moe_act]"], tmp_path)
+        plan_of(EP4 + ["plan.recompute_modules=[moe_act]"], tmp_path)
 
 
 def test_lora_tensor_parallel_splits_the_frozen_base(tmp_path):
     base = ["model=llama2_70b_lora", "model.scale=full", "plan_only=true", "+gpu=h200",
             "plan.precision=fp8", "plan.stack=megatron", "model.recompute=false"]
-    tp1 = _plan(base + ["parallel.dp_shard=8"], tmp_path)
-    tp4 = _plan(base + ["parallel.dp_shard=2", "parallel.tp=4",
+    tp1 = plan_of(base + ["parallel.dp_shard=8"], tmp_path)
+    tp4 = plan_of(base + ["parallel.dp_shard=2", "parallel.tp=4",
                         "model.full.global_batch_size=8", "model.full.micro_batch_size=4"],
                 tmp_path)
     assert tp4.terms_s["tp"] >= 0 and "tp" not in tp1.terms_s
@@ -154,11 +149,11 @@ def test_lora_tensor_parallel_splits_the_frozen_base(tmp_path):
     # the same 8 sequences on 8 GPUs: 4 micro-batch sequences on a quarter of the work each
     assert tp4.terms_s["compute"] == pytest.approx(tp1.terms_s["compute"], rel=0.01)
     with pytest.raises(ConfigError, match="parallel.tp"):
-        _plan(base[:-2] + ["plan.stack=fsdp2", "parallel.dp_shard=2", "parallel.tp=4",
+        plan_of(base[:-2] + ["plan.stack=fsdp2", "parallel.dp_shard=2", "parallel.tp=4",
                            "model.full.micro_batch_size=4"], tmp_path)
 
 
 def test_flux_planner_refuses_model_parallel_layouts(tmp_path):
     with pytest.raises(ConfigError, match="parallel.tp"):
-        _plan(["model=flux1", "model.scale=full", "plan_only=true", "parallel.dp_shard=16",
+        plan_of(["model=flux1", "model.scale=full", "plan_only=true", "parallel.dp_shard=16",
                "parallel.tp=4", "+gpu=gb300"], tmp_path)

@@ -45,6 +45,14 @@ def attention_s(flops: float, system: System, precision: str, score_flops: float
         max(matmul_s(2 * flops / 3, system, precision), exp_s)
 
 
+def layer_overhead_s(layer_passes: float, moe_layer_passes: float = 0.0) -> float:
+    """The fixed time of ``layer_passes`` layer forward + backward passes on a rank, of which
+    ``moe_layer_passes`` are MoE layers (calibration.LAYER_OVERHEAD_S, MOE_LAYER_OVERHEAD_S:
+    what does not shrink with a rank's tokens)."""
+    return layer_passes * calibration.LAYER_OVERHEAD_S + \
+        moe_layer_passes * calibration.MOE_LAYER_OVERHEAD_S
+
+
 def memory_s(nbytes: float, system: System) -> float:
     return nbytes / (system.memory_bytes_per_s * calibration.MEMORY_FRACTION)
 

@@ -30,7 +30,8 @@ from typing import Any, Optional
 
 from pinchpoint.errors import ConfigError
 from pinchpoint.plan import calibration, network, pipeline
-from pinchpoint.plan.compute import attention_s, attention_precision, matmul_s, memory_s
+from pinchpoint.plan.compute import (attention_precision, attention_s, layer_overhead_s,
+                                     matmul_s, memory_s)
 from pinchpoint.plan.hardware import System
 from pinchpoint.plan.rules import STACKS
 
@@ -222,7 +223,7 @@ def _layer_work(s: DecoderShape, lay: Layout, system: System) -> dict[str, float
     flops = layer_flops(s, lay)
     gemm, attention = flops["gemm"], flops["attention"]
     elements = 10 * s.dim + 2 * (s.n_heads + s.n_kv_heads) * hd + 3 * s.ffn_dim
-    mem_bytes = 3 * ACT * elements * tokens / lay.tp + cast_bytes_per_token(s, lay) * tokens
+    mem_bytes = 3 * ACT * elements * tokens / lay.tp + cast_bytes_per_token(s, lay.precision, lay.tp) * tokens
     redo = 1 / 3 if lay.recompute else 0.0
     attn = attention_precision_of(lay, system)
     core = attention_s(attention, system, attn, 4 * hd)
@@ -284,17 +285,18 @@ def _fsdp2_s(counts: dict, layers: int, lay: Layout, system: System) -> float:
     return lay.micro_batches * t
 
 
-def cast_bytes_per_token(s: DecoderShape, lay: Layout) -> float:
+def cast_bytes_per_token(s: DecoderShape, precision: str, tp: int, copies: int = 2) -> float:
     """FP8/4-bit GEMMs read every BF16 input (activations forward, their gradients backward)
-    once and write row- and column-wise low-precision copies (Transformer Engine's cast +
-    transpose): (2 + 2 q) bytes per input element, for both sides of each of the four
-    projections. Memory-bound work that a lower precision does not shrink."""
-    q = LOW_PRECISION_BYTES.get(lay.precision)
+    once and write low-precision copies of it: row- and column-wise (Transformer Engine's cast
+    + transpose), or one row-wise copy where no weight gradient needs the other (a frozen
+    base: ``copies=1``). (2 + copies x q) bytes per input element, for both sides of each of
+    the four projections. Memory-bound work that a lower precision does not shrink."""
+    q = LOW_PRECISION_BYTES.get(precision)
     if q is None:
         return 0.0
     hd = s.head_dim
-    inputs = 4 * s.dim + ((2 * s.n_heads + 2 * s.n_kv_heads) * hd + 3 * s.ffn_dim) / lay.tp
-    return inputs * (ACT + 2 * q)
+    inputs = 4 * s.dim + ((2 * s.n_heads + 2 * s.n_kv_heads) * hd + 3 * s.ffn_dim) / tp
+    return inputs * (ACT + copies * q)
 
 
 def _exposed(comm: float, overlap: float, hideable: float) -> float:
@@ -312,7 +314,7 @@ def step_terms(a, lay: Layout, system: System) -> dict[str, Any]:
     layer = {"compute": work["compute"], "memory": work["memory"],
              "tp": _exposed(work["tp"], lay.overlap_of("tensor_parallel"), work["compute"]),
              "cp": _exposed(work["cp"], lay.overlap_of("context_parallel"), work["attention"]),
-             "overhead": calibration.LAYER_OVERHEAD_S}
+             "overhead": layer_overhead_s(1)}
     chunks = lay.chunks(s.n_layers)
     per_rank = pipeline.layers_per_rank(chunks, lay.pp)
     # The output layer + loss on the last chunk's rank, the embedding on rank 0.

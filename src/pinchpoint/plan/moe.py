@@ -53,8 +53,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pinchpoint.plan import calibration, network, pipeline
-from pinchpoint.plan.compute import attention_s, matmul_s, memory_s
+from pinchpoint.plan import network, pipeline
+from pinchpoint.plan.compute import attention_s, layer_overhead_s, matmul_s, memory_s
 from pinchpoint.plan.hardware import System, system_from
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, Layout,
                                  _exposed, attention_precision_of, wire_bytes)
@@ -434,17 +434,17 @@ def _layer_seconds(shape: MoEShape, lay: MoELayout, system: System,
         inputs = 4 * shape.dim + (shape.attention_widths + 3 * ffn + routed) / lay.tp
         mem += inputs * (ACT + 2 * q) * tokens
     score = 2 * shape.attention_flops_dim / shape.attention_heads    # forward FLOPs per score
+    # full recompute, or selective recompute of core_attn: one more attention forward
+    attention_again = lay.recompute or "core_attn" in lay.recompute_modules
     compute = matmul_s(f["gemm"], system, lay.precision) * (1 + redo) + \
-        attention_s(f["attention"], system, att_prec, score, 2 if lay.recompute else 1)
+        attention_s(f["attention"], system, att_prec, score, 2 if attention_again else 1)
     flops = (f["gemm"] + f["attention"]) * (1 + redo)
     if not lay.recompute:          # selective: one more forward (a third) of the modules named
         if "mlp" in lay.recompute_modules:
             compute += matmul_s(f["mlp"] / 3, system, lay.precision)
             mem += 3 * ACT * routed * tokens / lay.tp / 3
             flops += f["mlp"] / 3
-        if "core_attn" in lay.recompute_modules:
-            compute += attention_s(f["attention"], system, att_prec, score, 2) - \
-                attention_s(f["attention"], system, att_prec, score)
+        if "core_attn" in lay.recompute_modules:    # its time: attention_again above
             flops += f["attention"] / 3
     return {"compute": compute, "memory": memory_s(mem, system) * (1 + redo), "flops": flops}
 
@@ -478,9 +478,8 @@ def step_terms(shape: MoEShape, lay: MoELayout, gpu) -> dict[str, Any]:
                  "all_to_all": _exposed(a2a, ep_overlap, m * compute),
                  "tp": _exposed(tp, lay.overlap_of("tensor_parallel"), m * compute),
                  "pp": _exposed(pp, lay.overlap_of("pipeline"), m * compute),
-                 "overhead": m * sum(calibration.LAYER_OVERHEAD_S + (
-                     calibration.MOE_LAYER_OVERHEAD_S if shape.is_moe(i) else 0.0)
-                     for i in layers)}
+                 "overhead": m * layer_overhead_s(len(layers),
+                                                  sum(shape.is_moe(i) for i in layers))}
         per_mb = sum(terms.values()) / m
         terms["bubble"] = pipeline.bubble_time(per_mb, lay.pp, lay.virtual_stages)
         dp = sum(v["seconds"] for k, v in comm.items() if k.startswith(("fsdp", "expert_fsdp",

@@ -28,8 +28,8 @@ from pinchpoint.errors import ConfigError
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
-from pinchpoint.plan import calibration, network
-from pinchpoint.plan.compute import attention_s, matmul_s, memory_s
+from pinchpoint.plan import network
+from pinchpoint.plan.compute import attention_s, layer_overhead_s, matmul_s, memory_s
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, _exposed,
                                  overlap_or_calibrated)
 
@@ -177,8 +177,8 @@ def mmdit_forward_flops_per_sample(scale) -> float:
     per_token = scale.depth * side + scale.depth_single_blocks * single
     embed = img * (shape.in_channels * h + h * shape.in_channels) + \
         txt * scale.t5.d_model * h
-    blocks = scale.depth + scale.depth_single_blocks
-    return 2 * (tokens * per_token + embed + modulation) + blocks * 4 * tokens ** 2 * h
+    return 2 * (tokens * per_token + embed + modulation) + \
+        joint_attention_forward_flops_per_sample(scale)
 
 
 def cast_elements_per_token(scale) -> float:
@@ -246,18 +246,17 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
     forward = mmdit_forward_flops_per_sample(scale)
     attention = joint_attention_forward_flops_per_sample(scale)
     passes = 4 if scale.recompute else 3
+    blocks = scale.depth + scale.depth_single_blocks
     compute = matmul_s(b * (forward - attention) * passes, system, precision) + \
         attention_s(b * 3 * attention, system, precision,
                     4 * scale.hidden_size // scale.num_heads, passes - 2)
-    terms = {"compute": compute,
-             "overhead": (scale.depth + scale.depth_single_blocks) * calibration.LAYER_OVERHEAD_S}
+    terms = {"compute": compute, "overhead": layer_overhead_s(blocks)}
     encoders = encoder_forward_flops_per_sample(scale)
     if pipeline == "raw":
         terms["encoders"] = matmul_s(b * sum(encoders.values()), system, "bf16")
     h = scale.hidden_size
     m = int(h * scale.mlp_ratio)
     txt, img = sequence_lengths(scale)
-    blocks = scale.depth + scale.depth_single_blocks
     elements = 10 * h + 3 * h + 2 * m
     nbytes = 3 * ACT * elements * blocks
     q = LOW_PRECISION_BYTES.get(precision)

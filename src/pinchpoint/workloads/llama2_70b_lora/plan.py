@@ -48,11 +48,13 @@ from typing import Any
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.errors import ConfigError
-from pinchpoint.plan import calibration, network
-from pinchpoint.plan.compute import attention_precision, attention_s, matmul_s, memory_s
+from pinchpoint.plan import network
+from pinchpoint.plan.compute import (attention_precision, attention_s, layer_overhead_s,
+                                     matmul_s, memory_s)
 from pinchpoint.plan.hardware import system_from
-from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, _exposed,
-                                 cp_ring_layer_s, overlap_or_calibrated, tp_layer_s)
+from pinchpoint.plan.llm import (ACT, OPTIMIZER_BYTES_PER_PARAM, DecoderShape, _exposed,
+                                 cast_bytes_per_token, cp_ring_layer_s, overlap_or_calibrated,
+                                 tp_layer_s)
 
 GIB = 2 ** 30
 ADAPTER_BYTES = 16  # fp32 weight + gradient + AdamW exp_avg + exp_avg_sq
@@ -161,13 +163,14 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
     att = attention_precision(system, precision, fp8_attention)
     # attention (forward, backward, recomputed forward) at the attention precision
     # TP (sequence parallel): every GEMM and the attention heads split tp ways
-    att_s = attention_s(3 * attention, system, att, 4 * (a.dim // a.n_heads),
-                        2 if recompute else 1) / tp
+    hd = a.dim // a.n_heads
+    att_s = attention_s(3 * attention, system, att, 4 * hd, 2 if recompute else 1) / tp
     gemm = sum(f.values()) - attention * (3 + (1 if recompute else 0))
     compute = matmul_s(gemm, system, precision) / tp + att_s
-    hd = a.dim // a.n_heads
     elements = 10 * a.dim + 2 * (a.n_heads + a.n_kv_heads) * hd + 3 * a.ffn_dim
-    per_token = 3 * ACT * elements / tp + _cast_bytes_per_token(a, precision, tp)
+    # the frozen GEMMs' inputs cast once (no weight gradient needs the transposed copy)
+    per_token = 3 * ACT * elements / tp + \
+        cast_bytes_per_token(DecoderShape.of(a), precision, tp, copies=1)
     mem = memory_s(per_token * tokens * a.n_layers * (1 + (1 / 3 if recompute else 0))
                    + 4 * 4 * a.vocab_size * tokens, system)
     capped = network.capped(system, max_ctas or {}, "dp")
@@ -184,7 +187,7 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
                                        overlap_or_calibrated("data_parallel", overlap),
                                        m * compute),
              "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system),
-             "overhead": m * a.n_layers * calibration.LAYER_OVERHEAD_S}
+             "overhead": layer_overhead_s(m * a.n_layers)}
     if tp > 1:
         layers = a.n_layers * tp_layer_s(tokens * a.dim * ACT,
                                          network.span(tp, 1, system.nvlink_domain), system,
@@ -205,19 +208,6 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
             "communication_s": communication,
             "forward_s_per_sequence": matmul_s(forward, system, precision) / tp
             + mem / 3 / micro_batch}
-
-
-def _cast_bytes_per_token(a, precision: str, tp: int) -> float:
-    """Low-precision casts of the frozen GEMMs' inputs per token and layer (plan/llm.py
-    cast_bytes_per_token for a frozen base): forward the activations, backward the output
-    gradients that feed the input-gradient GEMMs, each read once and written once at the low
-    precision (no weight gradient, so no column-wise copy)."""
-    q = LOW_PRECISION_BYTES.get(precision)
-    if q is None:
-        return 0.0
-    hd = a.dim // a.n_heads
-    inputs = 4 * a.dim + ((2 * a.n_heads + 2 * a.n_kv_heads) * hd + 3 * a.ffn_dim) / tp
-    return inputs * (ACT + q)
 
 
 def _fsdp2_s(a, counts: dict, precision: str, dp_shard: int, dp_replicate: int,
