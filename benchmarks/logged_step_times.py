@@ -12,7 +12,10 @@ github.com/mlcommons/training_results_vX.Y. Each system's result_0.txt gives one
   batch x the median seconds per sample between two of them (evaluations fall between blocks,
   not between loss lines, so they do not count).
 ``--planned`` adds the planner's step for the rows of benchmarks/data/published_results.md of
-that round and benchmark (their own layout and inputs), and the ratio.
+that round and benchmark (their own layout and inputs), and the ratio. ``--layout`` instead
+sets each row's layout beside the one its log says ran (``logged_layout``) and names what
+differs: a configuration file in a submission's folder is not always the one that ran (Oracle's
+8 x H200 LoRA folder holds config_DGXH100_1x8x4xtp4pp1cp1.sh; its logs say TP1 CP2).
 Measured this way (v5.0 against v5.1, identical layout, precision and config): B200 8-GPU
 LoRA 1.52 s -> 1.29 s; H200 3.13 s -> 3.15 s; GB200 CP8 0.24-0.26 s -> 0.20-0.21 s.
 """
@@ -65,6 +68,62 @@ def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
     return None, "no throughput or train_loss with samples_count"
 
 
+# What ran, as NeMo prints it at start: its composed YAML ("0:   context_parallel_size: 2") and
+# Megatron's TransformerConfig repr ("0:                 context_parallel_size=2,"). The first
+# occurrence counts (the model's; the data configs below it repeat micro_batch_size).
+LAYOUT_KEYS = {"tp": "tensor_model_parallel_size", "cp": "context_parallel_size",
+               "mbs": "micro_batch_size", "fp8_attention": "fp8_dot_product_attention",
+               "fp8_activation_store": "activation_func_fp8_input_store",
+               "cuda_graph": "enable_cuda_graph"}
+_WORDS = {"true": True, "false": False, "null": None, "none": None}
+
+
+def _value(text: str):
+    return int(text) if text.isdigit() else _WORDS.get(text.lower(), text)
+
+
+def logged_layout(lines: Iterable[str]) -> dict[str, tuple[object, int]]:
+    """{name: (value, line number)} of the layout a NeMo log records (LAYOUT_KEYS), plus the
+    MLLOG ``global_batch_size`` and ``gradient_accumulation_steps`` ("accumulation"). A log
+    without NeMo's config dump (most NVIDIA and AMD logs) gives only the MLLOG two."""
+    patterns = {name: re.compile(rf"\b{key}(?::\s*|=)([A-Za-z0-9]+)")
+                for name, key in LAYOUT_KEYS.items()}
+    mllog = {"global_batch_size": "global_batch", "gradient_accumulation_steps": "accumulation"}
+    found: dict[str, tuple[object, int]] = {}
+    for number, line in enumerate(lines, 1):
+        if MARK in line:
+            for e in events([line]):
+                name = mllog.get(e.get("key"))
+                if name and name not in found:
+                    found[name] = (e.get("value"), number)
+            continue
+        for name, pattern in patterns.items():
+            m = pattern.search(line) if name not in found else None
+            if m:
+                found[name] = (_value(m.group(1)), number)
+    return found
+
+
+def layout_differences(row: dict, logged: dict[str, tuple[object, int]]) -> list[str]:
+    """What a table row (planner_vs_published.load_rows) says that its log contradicts: TP,
+    CP, micro-batch size, micro-batches per step (global batch / (micro-batch x dp)) and FP8
+    attention, each as 'name table->log'."""
+    lay, inputs = row["layout"] or {}, row["inputs"]
+    tp, cp, pp, mbs = (lay.get(k, 1) for k in ("tp", "cp", "pp", "mbs"))
+    table = {"tp": tp, "cp": cp, "mbs": mbs,
+             "accumulation": row["global_batch"] * tp * cp * pp // (mbs * row["gpus"])}
+    if "fp8_attention" in inputs:
+        table["fp8_attention"] = inputs["fp8_attention"] == "true"
+    out = []
+    for name, want in table.items():
+        if name in logged:
+            got = logged[name][0]
+            got = bool(got) if name == "fp8_attention" else got
+            if got != want:
+                out.append(f"{name} {want}->{got}")
+    return out
+
+
 def _git(repo: Path, *args: str) -> Optional[str]:
     """git's output, or None where it fails (a snapshot may list a file it does not hold)."""
     done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
@@ -95,6 +154,25 @@ def planned_steps(round_: str, benchmark: str) -> dict[str, float]:
             for r in pvp.predict(pvp.plannable(rows))}
 
 
+def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
+    """Each table row of that round and benchmark beside the layout its result_0.txt records."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import planner_vs_published as pvp
+    logs = {system: text for (_, system), text in result_files(repo, benchmark).items()}
+    print(f"{'system':44} {'logged (line)':58} differs")
+    for row in pvp.load_rows():
+        if row["round"] != round_ or row["benchmark"] != benchmark or not row["layout"]:
+            continue
+        text = logs.get(row["system"].split(" / ", 1)[1])
+        if text is None:
+            print(f"{row['system'][-44:]:44} {'no result_0.txt':58}")
+            continue
+        logged = logged_layout(text.splitlines())
+        said = " ".join(f"{k}={v}:{n}" for k, (v, n) in logged.items() if k != "global_batch")
+        print(f"{row['system'][-44:]:44} {said[:58]:58} "
+              f"{', '.join(layout_differences(row, logged)) or '-'}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", required=True, help="a clone of mlcommons/training_results_vX.Y")
@@ -103,14 +181,20 @@ def main() -> int:
                     help="add the planner's step for the calibration rows of this round")
     ap.add_argument("--round", help="the results' round, e.g. v5.1 (default: read from the "
                     "repository's name, training_results_v5.1)")
+    ap.add_argument("--layout", action="store_true",
+                    help="the table rows' layouts beside what their logs say ran")
     args = ap.parse_args()
     repo = Path(args.repo)
     round_ = args.round
-    if args.planned and not round_:
+    if (args.planned or args.layout) and not round_:
         m = re.search(r"training_results_(v\d+\.\d+)", repo.resolve().as_posix())
         if not m:
-            ap.error("--planned needs --round (the repository's name does not say it)")
+            ap.error("--planned and --layout need --round (the repository's name does not "
+                     "say it)")
         round_ = m.group(1)
+    if args.layout:
+        compare_layouts(repo, round_, args.benchmark)
+        return 0
     planned = planned_steps(round_, args.benchmark) if args.planned else {}
     print(f"{'submitter':24} {'system':44} {'logged s':>9} {'planned s':>9} {'ratio':>6}  how")
     for (submitter, system), text in sorted(result_files(repo, args.benchmark).items()):

@@ -49,7 +49,9 @@ INPUT_KEYS = {"stack": "plan.stack", "fp8_attention": "plan.fp8_attention",
               "overlap_tp": "plan.overlap_tensor_parallel", "recompute": None, "asym": None,
               "healing_after": None, "overlap_ep": "plan.overlap_expert_parallel",
               "expert_load_imbalance": "plan.expert_load_imbalance",
-              "recompute_modules": "plan.recompute_modules"}
+              "recompute_modules": "plan.recompute_modules",
+              "recompute_layers": "plan.recompute_layers",
+              "fp8_activation_store": "plan.fp8_activation_store"}
 
 
 # --- the rows -------------------------------------------------------------------------------

@@ -46,3 +46,41 @@ def test_a_log_without_either_says_why(logged):
         None, "no global_batch_size")
     assert logged.step_seconds([_line("global_batch_size", 8, 0), "not json :::MLLOG {"])[0] \
         is None
+
+
+# Lines as NeMo prints its configuration at start (from a v5.1 llama2_70b_lora result_0.txt:
+# the composed YAML, then Megatron's TransformerConfig repr); the data config below repeats
+# micro_batch_size, and the first one is the model's.
+NEMO_DUMP = ["0:   tensor_model_parallel_size: 2",
+             "0:   pipeline_model_parallel_size: 1",
+             "0:   context_parallel_size: 1",
+             "0:   micro_batch_size: 1",
+             "0:   fp8_dot_product_attention: 1",
+             "0:   activation_func_fp8_input_store: 1",
+             "0:   external_cuda_graph: false",
+             "0:   enable_cuda_graph: false",
+             "0:       micro_batch_size: 4",
+             "0: Llama2Config70B(tensor_model_parallel_size=2,",
+             "0:                 context_parallel_size=1,"]
+
+
+def test_the_layout_that_ran_is_read_from_nemos_config_dump(logged):
+    lines = [_line("global_batch_size", 8, 0, rank=0),
+             _line("gradient_accumulation_steps", 2, 1, rank=0), *NEMO_DUMP]
+    got = logged.logged_layout(lines)
+    assert {k: v for k, (v, _) in got.items()} == {
+        "global_batch": 8, "accumulation": 2, "tp": 2, "cp": 1, "mbs": 1,
+        "fp8_attention": 1, "fp8_activation_store": 1, "cuda_graph": False}
+    assert got["tp"][1] == 3 and got["mbs"][1] == 6       # 1-based line numbers, first match
+
+
+def test_a_row_that_read_micro_batches_as_the_micro_batch_is_named(logged):
+    """Dell's 8 x H200 row as first read: TP1 and MINIBS=2 taken for the micro-batch. The log
+    says TP2, micro-batch 1, two micro-batches a step."""
+    row = {"layout": {"tp": 1, "pp": 1, "cp": 1, "mbs": 2}, "global_batch": 8, "gpus": 8,
+           "inputs": {"fp8_attention": "true"}}
+    lines = [_line("gradient_accumulation_steps", 2, 1), *NEMO_DUMP]
+    assert logged.layout_differences(row, logged.logged_layout(lines)) == [
+        "tp 1->2", "mbs 2->1", "accumulation 0->2"]
+    row["layout"] = {"tp": 2, "pp": 1, "cp": 1, "mbs": 1}
+    assert logged.layout_differences(row, logged.logged_layout(lines)) == []

@@ -90,3 +90,42 @@ def test_activation_count_matches_what_autograd_saves():
         tokens * a.n_layers + tokens * a.dim * 4  # + the final norm's input
     measured = sum(saved.values())
     assert abs(planned - measured) / measured < 0.10, (planned, measured)
+
+
+def _nemo(gpu, cp, fp8_attention, extra=(), tmp_path=None):
+    """NeMo's 8-GPU layout as the submissions run it: FP8 GEMMs, the base replicated, one
+    sequence of 8,192 tokens per micro-batch, the SwiGLU input stored in FP8 (FP8_ACT)."""
+    from conftest import plan_of
+    return plan_of(["model=llama2_70b_lora", "model.scale=full", f"+gpu={gpu}",
+                    f"parallel.dp_shard={8 // cp}", f"parallel.cp={cp}", "plan.stack=megatron",
+                    "plan.precision=fp8", f"plan.fp8_attention={fp8_attention}",
+                    "plan.fp8_activation_store=true", "model.recompute=false", *extra],
+                   tmp_path)
+
+
+def test_nemo_memory_explains_the_layouts_the_submissions_chose(tmp_path):
+    """The base in FP8 (te.fp8_model_init) and Transformer Engine's saved tensors: 8 x B200
+    run a whole 8,192-token sequence per GPU at the edge of memory (NVIDIA's config disables
+    NVLS 'to avoid OOM'); on 8 x H200 that layout does not fit, which is why every H200
+    submission splits the sequence (CP2 or TP2), and CP2 fits."""
+    b200 = _nemo("b200", 1, "true", tmp_path=tmp_path)
+    frozen = b200.memory_per_device_bytes["frozen_weights_bytes"]
+    assert frozen == b200.parameters["base"] * 1                       # FP8, whole on each GPU
+    assert b200.memory_needed_gib == pytest.approx(b200.memory_usable_gib, rel=0.02)
+    h200_cp1 = _nemo("h200", 1, "false", tmp_path=tmp_path)
+    h200_cp2 = _nemo("h200", 2, "false", tmp_path=tmp_path)
+    assert not h200_cp1.fits and h200_cp2.fits
+
+
+def test_fp8_activation_store_and_block_recompute_shrink_what_a_layer_keeps(tmp_path):
+    full = _nemo("mi300x", 1, "false", tmp_path=tmp_path)
+    bf16_store = _nemo("mi300x", 1, "false", ["plan.fp8_activation_store=false"], tmp_path)
+    saved = bf16_store.memory_per_device_bytes["activation_bytes"] - \
+        full.memory_per_device_bytes["activation_bytes"]
+    assert saved == pytest.approx(80 * 8192 * 2 * 28_672)          # a byte per SwiGLU input
+    block = _nemo("mi300x", 1, "false", ["plan.recompute_layers=21"], tmp_path)   # AMD's ACL
+    every = _nemo("mi300x", 1, "false", ["model.recompute=true"], tmp_path)
+    mem = [p.memory_per_device_bytes["activation_bytes"] for p in (every, block, full)]
+    step = [p.terms_s["compute"] for p in (full, block, every)]
+    assert mem[0] < mem[1] < mem[2] and step[0] < step[1] < step[2]
+    assert (step[1] - step[0]) / (step[2] - step[0]) == pytest.approx(21 / 80, rel=0.02)

@@ -53,6 +53,14 @@ class PlanConfig:
     # MoE: Megatron's selective recompute (RECOMPUTE_MODULES): "mlp" and/or "core_attn" run
     # forward again in backward (the full one is model.<scale>.recompute).
     recompute_modules: Optional[List[str]] = None
+    # LoRA: full recompute of the first N layers only (Megatron's recompute_method=block with
+    # recompute_num_layers; AMD's MI300X configs ACG=full ACM=block ACL=21); null = every layer
+    # when model.recompute, none otherwise.
+    recompute_layers: Optional[int] = None
+    # LoRA, megatron stack: the MLP activation's input saved in FP8 for its backward
+    # (Megatron's activation_func_fp8_input_store: NVIDIA's FP8_ACT, Dell's and AMD's
+    # FP8_ACTIVATION), the largest tensor a layer keeps; false: in BF16.
+    fp8_activation_store: bool = False
     # CTAs NCCL may use per communicator (dp, tp, cp, pp), as NeMo's
     # conf/nccl/custom_communicator_cta.yaml sets max_ctas: a capped communicator drives only
     # part of NVLink (plan/network.py capped). Default: the MLPerf NeMo recipes' dp and pp caps,

@@ -15,6 +15,13 @@ Memory per device (dp ranks shard everything, as ZeRO-3):
 - logits of the micro-batch (activation dtype), their fp32 upcast in the loss and its gradient.
 Not counted: the runtime (CUDA context, NCCL buffers, allocator slack: ``gpu.reserved_gib``).
 tests/test_lora_plan.py checks the activation count against the tensors autograd really saves.
+``plan.stack=megatron`` counts memory as NeMo with Transformer Engine keeps it instead
+(``te_activation_bytes_per_token_layer``): the frozen base built under ``te.fp8_model_init``
+when the GEMMs run in FP8 (1 byte a weight: NVIDIA's custom_llama.py ``configure_model``, the
+v5.0 logs' ``fp8_params: true``) or quantized in place for 4-bit GEMMs (row- and column-wise
+NVFP4 copies: custom_callbacks.py ``pre_quantized_model``), the norms' BF16 inputs, q, k, v and the output in the
+attention's precision, the SwiGLU input (in FP8 with ``plan.fp8_activation_store``), the
+adapters' inputs; ``plan.recompute_layers`` recomputes only the first N layers (block).
 
 Step time (``step_terms``), per micro-batch and GPU at the full scale's sequence length (8k),
 on the shared planner parts (plan/compute.py at the calibrated achieved rates, plan/network.py):
@@ -52,7 +59,8 @@ from pinchpoint.plan import network
 from pinchpoint.plan.compute import (attention_precision, attention_s, layer_overhead_s,
                                      matmul_s, memory_s)
 from pinchpoint.plan.hardware import system_from
-from pinchpoint.plan.llm import (ACT, OPTIMIZER_BYTES_PER_PARAM, DecoderShape, _exposed,
+from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM,
+                                 DecoderShape, _exposed,
                                  cast_bytes_per_token, cp_ring_layer_s, overlap_or_calibrated,
                                  tp_layer_s)
 
@@ -92,23 +100,64 @@ def activation_bytes_per_token_layer(a, rank: int, targets, dropout: float,
     return norms + attention + adapters + mlp
 
 
+def te_activation_bytes_per_token_layer(a, rank: int, targets, dropout: float,
+                                        attention_bytes: int, fp8_activation_store: bool) -> float:
+    """What one layer keeps for backward per token under Megatron with Transformer Engine: a
+    frozen GEMM keeps nothing (its input is only needed for a weight gradient); the two fused
+    RMSNorms their BF16 inputs; fused attention q, k, v and its output in the attention's
+    precision; the SwiGLU its input (gate and up), in FP8 when ``fp8_activation_store``; each
+    adapter its dropped-out BF16 input, dropout mask and rank-r output."""
+    kv = a.n_kv_heads * (a.dim // a.n_heads)
+    shapes = projection_shapes(a)
+    adapters = sum(ACT * shapes[t][0] + (shapes[t][0] if dropout > 0 else 0) + ACT * rank
+                   for t in targets)
+    return (2 * a.dim * ACT + attention_bytes * (2 * a.dim + 2 * kv) + adapters
+            + 2 * a.ffn_dim * (1 if fp8_activation_store else ACT))
+
+
+def recomputed_layers(n_layers: int, recompute: bool, recompute_layers: int | None) -> int:
+    """Layers whose forward runs again in backward: ``recompute_layers`` (block) when set,
+    else all with ``recompute``, else none."""
+    if recompute_layers is not None:
+        if recompute_layers < 0:
+            raise ConfigError("plan.recompute_layers", recompute_layers,
+                              f"null or 0..{n_layers} (layers fully recomputed)")
+        return min(recompute_layers, n_layers)
+    return n_layers if recompute else 0
+
+
 def memory_per_device(a, rank: int, targets, dropout: float, dp: int, micro_batch: int,
                       seq_len: int, recompute: bool, precision: str,
-                      stack: str = "fsdp2", cp: int = 1, tp: int = 1) -> dict[str, float]:
+                      stack: str = "fsdp2", cp: int = 1, tp: int = 1,
+                      fp8_attention: bool = False, fp8_activation_store: bool = False,
+                      recompute_layers: int | None = None) -> dict[str, float]:
     counts = parameter_counts(a, rank, targets)
-    w = 2 if precision == "bf16" else 4
+    w = {"bf16": 2, "fp32": 4}.get(precision, 4)
     tokens = micro_batch * seq_len / cp / tp      # sequence parallel: a tp-th of the tokens
-    per_layer = activation_bytes_per_token_layer(a, rank, targets, dropout, w) * tokens
-    if recompute:
-        activations = a.n_layers * tokens * a.dim * w + per_layer
+    if stack == "megatron":
+        per_token = te_activation_bytes_per_token_layer(
+            a, rank, targets, dropout, 1 if fp8_attention else ACT, fp8_activation_store)
+        # NeMo builds the frozen base quantized: FP8 under te.fp8_model_init (NVIDIA's
+        # custom_llama.py configure_model), 4-bit in place with the row- and column-wise
+        # copies a GEMM and its input gradient read (custom_callbacks.py, pre_quantized_model)
+        q = LOW_PRECISION_BYTES.get(precision)
+        w = (q if precision in ("fp8", "mxfp8") else 2 * q) if q else \
+            (4 if precision == "fp32" else ACT)
+        layer_input = ACT
     else:
-        activations = a.n_layers * per_layer
+        per_token = activation_bytes_per_token_layer(a, rank, targets, dropout, w)
+        layer_input = w
+    per_layer = per_token * tokens
+    recomputed = recomputed_layers(a.n_layers, recompute, recompute_layers)
+    # a recomputed layer keeps its input, plus one layer's activations while it is recomputed
+    activations = recomputed * tokens * a.dim * layer_input + \
+        (a.n_layers - recomputed) * per_layer + (per_layer if recomputed else 0)
     sharded = stack == "fsdp2"           # megatron: the frozen base whole on every rank
     out = {"frozen_weights_bytes": counts["base"] * w / (dp if sharded else tp),
            "adapter_state_bytes": counts["adapters"] * ADAPTER_BYTES / dp,
            "fsdp_gather_bytes": 2 * counts["per_layer"] * w if dp > 1 and sharded else 0.0,
            "activation_bytes": activations,
-           "logits_bytes": tokens * a.vocab_size * (w + 4 + 4)}
+           "logits_bytes": tokens * a.vocab_size * (layer_input + 4 + 4)}
     out["total_bytes"] = sum(out.values())
     return out
 
@@ -123,12 +172,13 @@ def flops_per_step(a, counts: dict, global_batch: int, seq_len: int, recompute: 
     return forward * (2 + (1 if recompute else 0))
 
 
-def training_flops(a, counts: dict, tokens: float, seq_len: int, recompute: bool,
+def training_flops(a, counts: dict, tokens: float, seq_len: int, recompute: bool | float,
                    frozen: bool = True) -> dict[str, float]:
     """FLOPs of ``tokens`` tokens (sequences of ``seq_len``) by pass: "forward" (base linears,
     head, causal attention, adapters), "backward" (frozen: input gradients of the base and
     head, 2 x their parameters, + attention's backward + the adapters' 4 x; ``frozen=False``:
-    a full fine-tune's 4 x everything), "recompute" (one more forward when ``recompute``)."""
+    a full fine-tune's 4 x everything), "recompute" (one more forward of the layers when
+    ``recompute``; a number: of that fraction of them)."""
     head = a.vocab_size * a.dim
     linear = a.n_layers * (counts["per_layer"] - 2 * a.dim)
     attention = 2 * a.n_layers * seq_len * tokens * a.dim      # causal half of QK^T and PV
@@ -137,7 +187,7 @@ def training_flops(a, counts: dict, tokens: float, seq_len: int, recompute: bool
     gemms = 1 if frozen else 2          # input gradients; + weight gradients when trained
     backward = 2 * gemms * (linear + head) * tokens + 4 * adapters * tokens + 2 * attention
     return {"forward": forward, "backward": backward,
-            "recompute": (forward - 2 * head * tokens) if recompute else 0.0}
+            "recompute": (forward - 2 * head * tokens) * float(recompute)}
 
 
 def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_batch: int,
@@ -145,7 +195,8 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
                overlap: float | None = None, max_ctas: dict | None = None,
                stack: str = "fsdp2", cp: int = 1, fp8_attention: bool | None = None,
                overlap_cp: float | None = None, tp: int = 1,
-               overlap_tp: float | None = None) -> dict[str, Any]:
+               overlap_tp: float | None = None,
+               recompute_layers: int | None = None) -> dict[str, Any]:
     """Seconds per optimizer step by term (see the module docstring)."""
     dp = dp_shard * dp_replicate
     if global_batch % (micro_batch * dp):
@@ -158,20 +209,21 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
                               "TP and CP)")
     m = global_batch // (micro_batch * dp)
     tokens = micro_batch * seq_len / cp
-    f = training_flops(a, counts, tokens, seq_len, recompute)
+    r = recomputed_layers(a.n_layers, recompute, recompute_layers) / a.n_layers
+    f = training_flops(a, counts, tokens, seq_len, r)
     attention = 2 * a.n_layers * seq_len * tokens * a.dim
     att = attention_precision(system, precision, fp8_attention)
     # attention (forward, backward, recomputed forward) at the attention precision
     # TP (sequence parallel): every GEMM and the attention heads split tp ways
     hd = a.dim // a.n_heads
-    att_s = attention_s(3 * attention, system, att, 4 * hd, 2 if recompute else 1) / tp
-    gemm = sum(f.values()) - attention * (3 + (1 if recompute else 0))
+    att_s = attention_s(3 * attention, system, att, 4 * hd, 1 + r) / tp
+    gemm = sum(f.values()) - attention * (3 + r)
     compute = matmul_s(gemm, system, precision) / tp + att_s
     elements = 10 * a.dim + 2 * (a.n_heads + a.n_kv_heads) * hd + 3 * a.ffn_dim
     # the frozen GEMMs' inputs cast once (no weight gradient needs the transposed copy)
     per_token = 3 * ACT * elements / tp + \
         cast_bytes_per_token(DecoderShape.of(a), precision, tp, copies=1)
-    mem = memory_s(per_token * tokens * a.n_layers * (1 + (1 / 3 if recompute else 0))
+    mem = memory_s(per_token * tokens * a.n_layers * (1 + r / 3)
                    + 4 * 4 * a.vocab_size * tokens, system)
     capped = network.capped(system, max_ctas or {}, "dp")
     adapters = counts["adapters"] * 4                     # fp32 gradients, reduced once each
@@ -189,15 +241,17 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
              "optimizer": memory_s(counts["adapters"] / dp * OPTIMIZER_BYTES_PER_PARAM, system),
              "overhead": layer_overhead_s(m * a.n_layers)}
     if tp > 1:
-        layers = a.n_layers * tp_layer_s(tokens * a.dim * ACT,
-                                         network.span(tp, 1, system.nvlink_domain), system,
-                                         max_ctas, recompute)
+        span = network.span(tp, 1, system.nvlink_domain)
+        layers = a.n_layers * sum(share * tp_layer_s(tokens * a.dim * ACT, span, system,
+                                                     max_ctas, again)
+                                  for share, again in ((1 - r, False), (r, True)) if share)
         terms["tp"] = m * _exposed(layers, overlap_or_calibrated("tensor_parallel", overlap_tp),
                                    compute)
     if cp > 1:
         kv = tokens * 2 * a.n_kv_heads * hd * ACT / tp         # BF16 K and V of the chunk
-        ring = a.n_layers * cp_ring_layer_s(kv, network.span(cp, tp, system.nvlink_domain),
-                                            system, max_ctas, recompute)
+        span = network.span(cp, tp, system.nvlink_domain)
+        ring = a.n_layers * sum(share * cp_ring_layer_s(kv, span, system, max_ctas, again)
+                                for share, again in ((1 - r, False), (r, True)) if share)
         terms["cp"] = m * _exposed(ring, overlap_or_calibrated("context_parallel", overlap_cp),
                                    att_s)
     # the evaluation's forward per sequence on one rank of a dp replica: the GEMMs split tp
@@ -231,12 +285,19 @@ def describe(run) -> PlanResult:
     a = getattr(m, m.scale)
     lora = m.lora
     counts = parameter_counts(a, lora.rank, lora.target_modules)
+    from pinchpoint.plan import config_access as access
     memory = {}
     stack = _stack(run)
+    p = access.plan_settings(run)
+    precision = p.precision or a.precision
+    fp8_attention = attention_precision(system_from(run.gpu), precision,
+                                        getattr(p, "fp8_attention", None)) == "fp8"
     for recompute in (True, False):
         memory["with_recompute" if recompute else "without_recompute"] = memory_per_device(
             a, lora.rank, lora.target_modules, lora.dropout, dims.dp, a.micro_batch_size,
-            a.seq_len, recompute, a.precision, stack, dims.cp, dims.tp)
+            a.seq_len, recompute, precision, stack, dims.cp, dims.tp, fp8_attention,
+            bool(getattr(p, "fp8_activation_store", False)),
+            getattr(p, "recompute_layers", None))
     chosen = memory["with_recompute" if m.recompute else "without_recompute"]
     usable = (run.gpu.memory_gib - run.gpu.reserved_gib) * GIB
     out = {"parameters": counts,
@@ -269,7 +330,8 @@ def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
                       a.global_batch_size, a.seq_len, run.model.recompute, precision,
                       p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
                       _stack(run), dims.cp, getattr(p, "fp8_attention", None),
-                      p.overlap_context_parallel, dims.tp, p.overlap_tensor_parallel)
+                      p.overlap_context_parallel, dims.tp, p.overlap_tensor_parallel,
+                      getattr(p, "recompute_layers", None))
     # evaluation: a forward pass over the validation set, spread over the dp ranks
     eval_each = a.eval_samples / dims.dp * step["forward_s_per_sequence"]
     rules = spec(run.model.name).rules
