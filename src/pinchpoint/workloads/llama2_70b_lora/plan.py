@@ -132,7 +132,7 @@ def memory_per_device(a, rank: int, targets, dropout: float, dp: int, micro_batc
                       fp8_attention: bool = False, fp8_activation_store: bool = False,
                       recompute_layers: int | None = None) -> dict[str, float]:
     counts = parameter_counts(a, rank, targets)
-    w = {"bf16": 2, "fp32": 4}.get(precision, 4)
+    w = 4 if precision == "fp32" else ACT   # the runner keeps the base in BF16 under FP8 GEMMs
     tokens = micro_batch * seq_len / cp / tp      # sequence parallel: a tp-th of the tokens
     if stack == "megatron":
         per_token = te_activation_bytes_per_token_layer(
