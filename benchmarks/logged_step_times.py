@@ -144,11 +144,17 @@ def result_files(repo: Path, benchmark: str) -> dict[tuple[str, str], Optional[s
     return out
 
 
+def _calibration():
+    """benchmarks/planner_vs_published.py: the table's rows and how they are planned."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import planner_vs_published
+    return planner_vs_published
+
+
 def planned_steps(round_: str, benchmark: str) -> dict[str, float]:
     """{system (the table's 'submitter / system' tail): the planner's step} for the
     calibration rows of that round and benchmark."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import planner_vs_published as pvp
+    pvp = _calibration()
     rows = [r for r in pvp.load_rows() if r["round"] == round_ and r["benchmark"] == benchmark]
     return {r["system"].split(" / ", 1)[1]: r["plan"].step_s
             for r in pvp.predict(pvp.plannable(rows))}
@@ -156,8 +162,7 @@ def planned_steps(round_: str, benchmark: str) -> dict[str, float]:
 
 def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
     """Each table row of that round and benchmark beside the layout its result_0.txt records."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import planner_vs_published as pvp
+    pvp = _calibration()
     logs = {system: text for (_, system), text in result_files(repo, benchmark).items()}
     print(f"{'system':44} {'logged (line)':58} differs")
     for row in pvp.load_rows():

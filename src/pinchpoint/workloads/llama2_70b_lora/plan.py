@@ -16,12 +16,11 @@ Memory per device (dp ranks shard everything, as ZeRO-3):
 Not counted: the runtime (CUDA context, NCCL buffers, allocator slack: ``gpu.reserved_gib``).
 tests/test_lora_plan.py checks the activation count against the tensors autograd really saves.
 ``plan.stack=megatron`` counts memory as NeMo with Transformer Engine keeps it instead
-(``te_activation_bytes_per_token_layer``): the frozen base built under ``te.fp8_model_init``
-when the GEMMs run in FP8 (1 byte a weight: NVIDIA's custom_llama.py ``configure_model``, the
-v5.0 logs' ``fp8_params: true``) or quantized in place for 4-bit GEMMs (row- and column-wise
-NVFP4 copies: custom_callbacks.py ``pre_quantized_model``), the norms' BF16 inputs, q, k, v and the output in the
-attention's precision, the SwiGLU input (in FP8 with ``plan.fp8_activation_store``), the
-adapters' inputs; ``plan.recompute_layers`` recomputes only the first N layers (block).
+(``te_activation_bytes_per_token_layer``): the frozen base quantized (``frozen_weight_bytes``:
+FP8 under ``te.fp8_model_init``, the v5.0 logs' ``fp8_params: true``; 4-bit in place), the
+norms' BF16 inputs, q, k, v and the output in the attention's precision, the SwiGLU input (in
+FP8 with ``plan.fp8_activation_store``), the adapters' inputs; ``plan.recompute_layers``
+recomputes only the first N layers (block).
 
 Step time (``step_terms``), per micro-batch and GPU at the full scale's sequence length (8k),
 on the shared planner parts (plan/compute.py at the calibrated achieved rates, plan/network.py):
@@ -126,25 +125,30 @@ def recomputed_layers(n_layers: int, recompute: bool, recompute_layers: int | No
     return n_layers if recompute else 0
 
 
+def frozen_weight_bytes(precision: str, stack: str) -> float:
+    """Bytes a frozen base weight takes: the runner keeps it in BF16 under FP8 GEMMs (FP32 when
+    asked); NeMo (megatron) builds it quantized: FP8 under te.fp8_model_init (NVIDIA's
+    custom_llama.py configure_model), 4-bit in place with the row- and column-wise copies a
+    GEMM and its input gradient read (custom_callbacks.py, pre_quantized_model)."""
+    q = LOW_PRECISION_BYTES.get(precision) if stack == "megatron" else None
+    if q:
+        return q if precision in ("fp8", "mxfp8") else 2 * q
+    return 4 if precision == "fp32" else ACT
+
+
 def memory_per_device(a, rank: int, targets, dropout: float, dp: int, micro_batch: int,
                       seq_len: int, recompute: bool, precision: str,
                       stack: str = "fsdp2", cp: int = 1, tp: int = 1,
                       fp8_attention: bool = False, fp8_activation_store: bool = False,
                       recompute_layers: int | None = None) -> dict[str, float]:
     counts = parameter_counts(a, rank, targets)
-    w = 4 if precision == "fp32" else ACT   # the runner keeps the base in BF16 under FP8 GEMMs
+    w = frozen_weight_bytes(precision, stack)
     tokens = micro_batch * seq_len / cp / tp      # sequence parallel: a tp-th of the tokens
     if stack == "megatron":
         per_token = te_activation_bytes_per_token_layer(
             a, rank, targets, dropout, 1 if fp8_attention else ACT, fp8_activation_store)
-        # NeMo builds the frozen base quantized: FP8 under te.fp8_model_init (NVIDIA's
-        # custom_llama.py configure_model), 4-bit in place with the row- and column-wise
-        # copies a GEMM and its input gradient read (custom_callbacks.py, pre_quantized_model)
-        q = LOW_PRECISION_BYTES.get(precision)
-        w = (q if precision in ("fp8", "mxfp8") else 2 * q) if q else \
-            (4 if precision == "fp32" else ACT)
         layer_input = ACT
-    else:
+    else:       # the runner: activations in the base's dtype
         per_token = activation_bytes_per_token_layer(a, rank, targets, dropout, w)
         layer_input = w
     per_layer = per_token * tokens
@@ -188,6 +192,12 @@ def training_flops(a, counts: dict, tokens: float, seq_len: int, recompute: bool
     backward = 2 * gemms * (linear + head) * tokens + 4 * adapters * tokens + 2 * attention
     return {"forward": forward, "backward": backward,
             "recompute": (forward - 2 * head * tokens) * float(recompute)}
+
+
+def _share_recomputed(r: float, layer_s) -> float:
+    """A layer's time from ``layer_s(recompute)``, with a fraction ``r`` of the layers
+    recomputed (block recompute): (1 - r) x without + r x with."""
+    return sum(share * layer_s(again) for share, again in ((1 - r, False), (r, True)) if share)
 
 
 def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_batch: int,
@@ -242,16 +252,15 @@ def step_terms(a, counts: dict, system, dp_shard: int, dp_replicate: int, micro_
              "overhead": layer_overhead_s(m * a.n_layers)}
     if tp > 1:
         span = network.span(tp, 1, system.nvlink_domain)
-        layers = a.n_layers * sum(share * tp_layer_s(tokens * a.dim * ACT, span, system,
-                                                     max_ctas, again)
-                                  for share, again in ((1 - r, False), (r, True)) if share)
+        layers = a.n_layers * _share_recomputed(r, lambda again: tp_layer_s(
+            tokens * a.dim * ACT, span, system, max_ctas, again))
         terms["tp"] = m * _exposed(layers, overlap_or_calibrated("tensor_parallel", overlap_tp),
                                    compute)
     if cp > 1:
         kv = tokens * 2 * a.n_kv_heads * hd * ACT / tp         # BF16 K and V of the chunk
         span = network.span(cp, tp, system.nvlink_domain)
-        ring = a.n_layers * sum(share * cp_ring_layer_s(kv, span, system, max_ctas, again)
-                                for share, again in ((1 - r, False), (r, True)) if share)
+        ring = a.n_layers * _share_recomputed(r, lambda again: cp_ring_layer_s(
+            kv, span, system, max_ctas, again))
         terms["cp"] = m * _exposed(ring, overlap_or_calibrated("context_parallel", overlap_cp),
                                    att_s)
     # the evaluation's forward per sequence on one rank of a dp replica: the GEMMs split tp
@@ -289,8 +298,9 @@ def describe(run) -> PlanResult:
     memory = {}
     stack = _stack(run)
     p = access.plan_settings(run)
+    system = system_from(run.gpu)
     precision = p.precision or a.precision
-    fp8_attention = attention_precision(system_from(run.gpu), precision,
+    fp8_attention = attention_precision(system, precision,
                                         getattr(p, "fp8_attention", None)) == "fp8"
     for recompute in (True, False):
         memory["with_recompute" if recompute else "without_recompute"] = memory_per_device(
@@ -315,21 +325,20 @@ def describe(run) -> PlanResult:
             "adapter_checkpoint_bytes": counts["adapters"] * (4 + 8),
             "full_checkpoint_bytes": counts["adapters"] * (4 + 8) +
             counts["base"] * (2 if a.precision == "bf16" else 4),
-            **_time_to_train(run, a, counts, dims)}
+            **_time_to_train(run, a, counts, dims, p, system, precision, stack)}
     return from_parts(out, chosen, model=m.name, scale=m.scale)
 
 
-def _time_to_train(run, a, counts: dict, dims) -> dict[str, Any]:
-    """Step time by term and time-to-train from the llama2_70b_lora RCPs (plan/rcp.py)."""
+def _time_to_train(run, a, counts: dict, dims, p, system, precision: str,
+                   stack: str) -> dict[str, Any]:
+    """Step time by term and time-to-train from the llama2_70b_lora RCPs (plan/rcp.py), for
+    describe's plan settings ``p``, system, precision and stack."""
     from pinchpoint.plan import config_access as access
     from pinchpoint.plan.time_to_train import assemble, dominant, pinch
-    p = access.plan_settings(run)
-    system = system_from(run.gpu)
-    precision = p.precision or a.precision
     step = step_terms(a, counts, system, dims.dp_shard, dims.dp_replicate, a.micro_batch_size,
                       a.global_batch_size, a.seq_len, run.model.recompute, precision,
                       p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
-                      _stack(run), dims.cp, getattr(p, "fp8_attention", None),
+                      stack, dims.cp, getattr(p, "fp8_attention", None),
                       p.overlap_context_parallel, dims.tp, p.overlap_tensor_parallel,
                       getattr(p, "recompute_layers", None))
     # evaluation: a forward pass over the validation set, spread over the dp ranks
