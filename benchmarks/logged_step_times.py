@@ -5,9 +5,11 @@ separates a step-model error from a convergence or evaluation one.
         --benchmark llama2_70b_lora [--planned [--round v5.1]]
 
 ``--repo`` is a clone (or a bare git directory, read with ``git show``) of
-github.com/mlcommons/training_results_vX.Y. Each system's result_0.txt gives one figure:
+github.com/mlcommons/training_results_vX.Y. Each system's first result log gives one figure:
 - NeMo and the AMD/MangoBoost PyTorch implementations log ``tracked_stats`` with a
   ``throughput`` (samples/s): step = global batch / its median;
+- NeMo's pretraining logs (Llama 3.1 8B and 405B, v5.1) log ``train_step_time`` every
+  LOG_EVERY_N_STEPS steps: step = its median;
 - later NeMo logs only ``train_loss`` every few steps with ``samples_count``: step = global
   batch x the median seconds per sample between two of them (evaluations fall between blocks,
   not between loss lines, so they do not count).
@@ -47,7 +49,7 @@ def events(lines: Iterable[str]) -> Iterable[dict]:
 
 def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
     """(seconds per optimizer step, how it was measured) or (None, why not)."""
-    gbs, rates, losses = None, [], []
+    gbs, rates, steps, losses = None, [], [], []
     for e in events(lines):
         key, value, meta = e.get("key"), e.get("value"), e.get("metadata") or {}
         if key == "global_batch_size":
@@ -55,12 +57,16 @@ def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
         elif key == "tracked_stats" and isinstance(value, dict):
             if "throughput" in value:
                 rates.append(float(value["throughput"]))
+            elif "train_step_time" in value:
+                steps.append(float(value["train_step_time"]))
             elif "train_loss" in value and "samples_count" in meta:
                 losses.append((meta["samples_count"], e["time_ms"]))
     if not gbs:
         return None, "no global_batch_size"
     if rates:
         return gbs / statistics.median(rates), "throughput"
+    if steps:
+        return statistics.median(steps), "train_step_time"
     per_sample = [(t2 - t1) / 1000 / (s2 - s1)
                   for (s1, t1), (s2, t2) in zip(losses, losses[1:]) if s2 > s1]
     if per_sample:
@@ -74,7 +80,10 @@ def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
 LAYOUT_KEYS = {"tp": "tensor_model_parallel_size", "cp": "context_parallel_size",
                "mbs": "micro_batch_size", "fp8_attention": "fp8_dot_product_attention",
                "fp8_activation_store": "activation_func_fp8_input_store",
-               "cuda_graph": "enable_cuda_graph"}
+               "cuda_graph": "enable_cuda_graph", "fp8_param_gather": "fp8_param_gather"}
+# The GEMM precision, from the composed YAML only ("0:   fp4: false"): Megatron's reprs print
+# fp8='e4m3' and unrelated objects carry fp8=False.
+PRECISION_KEYS = {"fp4": "fp4", "fp8": "fp8"}
 _WORDS = {"true": True, "false": False, "null": None, "none": None}
 
 
@@ -88,6 +97,8 @@ def logged_layout(lines: Iterable[str]) -> dict[str, tuple[object, int]]:
     without NeMo's config dump (most NVIDIA and AMD logs) gives only the MLLOG two."""
     patterns = {name: re.compile(rf"\b{key}(?::\s*|=)([A-Za-z0-9]+)")
                 for name, key in LAYOUT_KEYS.items()}
+    patterns.update({name: re.compile(rf"^\s*(?:\d+:)?\s+{key}:\s*([A-Za-z0-9]+)\s*$")
+                     for name, key in PRECISION_KEYS.items()})
     mllog = {"global_batch_size": "global_batch", "gradient_accumulation_steps": "accumulation"}
     found: dict[str, tuple[object, int]] = {}
     for number, line in enumerate(lines, 1):
@@ -106,22 +117,45 @@ def logged_layout(lines: Iterable[str]) -> dict[str, tuple[object, int]]:
 
 def layout_differences(row: dict, logged: dict[str, tuple[object, int]]) -> list[str]:
     """What a table row (planner_vs_published.load_rows) says that its log contradicts: TP,
-    CP, micro-batch size, micro-batches per step (global batch / (micro-batch x dp)) and FP8
-    attention, each as 'name table->log'."""
+    CP, micro-batch size, micro-batches per step (global batch / (micro-batch x dp)), FP8
+    attention, the GEMM precision (fp4, fp8 or bf16) and, for FP8, the FP8 parameter gather,
+    each as 'name table->log'."""
     lay, inputs = row["layout"] or {}, row["inputs"]
     tp, cp, pp, mbs = (lay.get(k, 1) for k in ("tp", "cp", "pp", "mbs"))
     table = {"tp": tp, "cp": cp, "mbs": mbs,
              "accumulation": row["global_batch"] * tp * cp * pp // (mbs * row["gpus"])}
     if "fp8_attention" in inputs:
         table["fp8_attention"] = inputs["fp8_attention"] == "true"
+    precision = logged_precision(logged)
+    if precision:
+        table["precision"] = GEMM_PRECISION.get(row["precision"], row["precision"])
+        logged = {**logged, "precision": (precision, None)}
+    if table.get("precision") == "fp8" and "fp8_param_gather" in logged:
+        table["fp8_param_gather"] = inputs.get("fp8_param_gather") == "true"
     out = []
     for name, want in table.items():
         if name in logged:
             got = logged[name][0]
-            got = bool(got) if name == "fp8_attention" else got
+            got = bool(got) if name in ("fp8_attention", "fp8_param_gather") else got
             if got != want:
                 out.append(f"{name} {want}->{got}")
     return out
+
+
+# The table's precision by the GEMM format NeMo's fp4/fp8 switches select (MXFP8 is an FP8
+# recipe, NVFP4 the FP4 one).
+GEMM_PRECISION = {"nvfp4": "fp4", "mxfp8": "fp8", "fp8": "fp8", "bf16": "bf16"}
+
+
+def logged_precision(logged: dict[str, tuple[object, int]]) -> Optional[str]:
+    """'fp4', 'fp8' or 'bf16' as the log's YAML fp4 and fp8 switches say; None where it
+    prints neither."""
+    fp4, fp8 = (logged.get(k, (None,))[0] for k in ("fp4", "fp8"))
+    if fp4 is True:
+        return "fp4"
+    if fp8 is True:
+        return "fp8"
+    return "bf16" if fp8 is False else None
 
 
 def _git(repo: Path, *args: str) -> Optional[str]:
@@ -131,17 +165,18 @@ def _git(repo: Path, *args: str) -> Optional[str]:
 
 
 def result_files(repo: Path, benchmark: str) -> dict[tuple[str, str], Optional[str]]:
-    """{(submitter, system): text of its result_0.txt, None if not stored} for ``benchmark``."""
-    pattern = re.compile(rf"^([^/]+)/results/([^/]+)/{re.escape(benchmark)}/result_0\.txt$")
-    out = {}
+    """{(submitter, system): text of its first result log, None if not stored} for
+    ``benchmark``: result_0.txt, or the lowest-numbered one (Lambda's v5.1 runs start at 1)."""
+    pattern = re.compile(rf"^([^/]+)/results/([^/]+)/{re.escape(benchmark)}/result_(\d+)\.txt$")
+    first: dict[tuple[str, str], tuple[int, str]] = {}
     listing = _git(repo, "ls-tree", "-r", "--name-only", "HEAD")
     if listing is None:
         raise SystemExit(f"{repo}: not a git repository (a clone of training_results_vX.Y)")
     for path in listing.split():
         m = pattern.match(path)
-        if m:
-            out[m.groups()] = _git(repo, "show", f"HEAD:{path}")
-    return out
+        if m and (m.group(1, 2) not in first or int(m.group(3)) < first[m.group(1, 2)][0]):
+            first[m.group(1, 2)] = (int(m.group(3)), path)
+    return {key: _git(repo, "show", f"HEAD:{path}") for key, (_, path) in first.items()}
 
 
 def _calibration():
@@ -161,7 +196,7 @@ def planned_steps(round_: str, benchmark: str) -> dict[str, float]:
 
 
 def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
-    """Each table row of that round and benchmark beside the layout its result_0.txt records."""
+    """Each table row of that round and benchmark beside the layout its first result log records."""
     pvp = _calibration()
     logs = {system: text for (_, system), text in result_files(repo, benchmark).items()}
     print(f"{'system':44} {'logged (line)':58} differs")
@@ -170,7 +205,7 @@ def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
             continue
         text = logs.get(row["system"].split(" / ", 1)[1])
         if text is None:
-            print(f"{row['system'][-44:]:44} {'no result_0.txt':58}")
+            print(f"{row['system'][-44:]:44} {'no result log':58}")
             continue
         logged = logged_layout(text.splitlines())
         said = " ".join(f"{k}={v}:{n}" for k, (v, n) in logged.items() if k != "global_batch")
