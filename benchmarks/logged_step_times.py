@@ -10,6 +10,8 @@ github.com/mlcommons/training_results_vX.Y. Each system's first result log gives
   ``throughput`` (samples/s): step = global batch / its median;
 - NeMo's pretraining logs (Llama 3.1 8B and 405B, v5.1) log ``train_step_time`` every
   LOG_EVERY_N_STEPS steps: step = its median;
+- HugeCTR's DLRM logs one throughput, at the end and over evaluations too: step = global
+  batch x the median seconds per sample from one evaluation's end to the next one's start;
 - later NeMo logs only ``train_loss`` every few steps with ``samples_count``: step = global
   batch x the median seconds per sample between two of them (evaluations fall between blocks,
   not between loss lines, so they do not count).
@@ -49,11 +51,15 @@ def events(lines: Iterable[str]) -> Iterable[dict]:
 
 def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
     """(seconds per optimizer step, how it was measured) or (None, why not)."""
-    gbs, rates, steps, losses = None, [], [], []
+    gbs, train_samples, rates, steps, losses, evals = None, None, [], [], [], []
     for e in events(lines):
         key, value, meta = e.get("key"), e.get("value"), e.get("metadata") or {}
         if key == "global_batch_size":
             gbs = value
+        elif key == "train_samples":
+            train_samples = value
+        elif key in ("eval_start", "eval_stop"):
+            evals.append((key, meta.get("samples_count"), meta.get("epoch_num"), e["time_ms"]))
         elif key == "tracked_stats" and isinstance(value, dict):
             if "throughput" in value:
                 rates.append(float(value["throughput"]))
@@ -63,7 +69,9 @@ def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
                 losses.append((meta["samples_count"], e["time_ms"]))
     if not gbs:
         return None, "no global_batch_size"
-    if rates:
+    # a throughput logged while training; HugeCTR's DLRM logs one at the end, over the whole
+    # run with its evaluations (nyx_n1: 2.42 ms a step, 2.15 ms between evaluations)
+    if len(rates) >= 3:
         return gbs / statistics.median(rates), "throughput"
     if steps:
         return statistics.median(steps), "train_step_time"
@@ -71,7 +79,26 @@ def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
                   for (s1, t1), (s2, t2) in zip(losses, losses[1:]) if s2 > s1]
     if per_sample:
         return gbs * statistics.median(per_sample), "train_loss timestamps"
-    return None, "no throughput or train_loss with samples_count"
+    per_sample = _between_evaluations(evals, train_samples)
+    if per_sample:
+        return gbs * statistics.median(per_sample), "between evaluations"
+    return None, "no throughput, train_step_time or train_loss with samples_count"
+
+
+def _between_evaluations(evals: list, train_samples: Optional[int]) -> list[float]:
+    """Seconds per sample from one evaluation's end to the next one's start: training only.
+    Positions are samples_count, or epoch_num x train_samples (DLRM's fractional epochs)."""
+    def position(samples, epoch):
+        if samples is not None:
+            return float(samples)
+        return float(epoch) * train_samples if epoch is not None and train_samples else None
+    out = []
+    for (k1, s1, e1, t1), (k2, s2, e2, t2) in zip(evals, evals[1:]):
+        p1, p2 = position(s1, e1), position(s2, e2)
+        if k1 == "eval_stop" and k2 == "eval_start" and p1 is not None and p2 is not None \
+                and p2 > p1:
+            out.append((t2 - t1) / 1000 / (p2 - p1))
+    return out
 
 
 # What ran, as NeMo prints it at start: its composed YAML ("0:   context_parallel_size: 2") and
@@ -164,8 +191,8 @@ def _git(repo: Path, *args: str) -> Optional[str]:
     return done.stdout if done.returncode == 0 else None
 
 
-def result_files(repo: Path, benchmark: str) -> dict[tuple[str, str], Optional[str]]:
-    """{(submitter, system): text of its first result log, None if not stored} for
+def result_files(repo: Path, benchmark: str) -> dict[tuple[str, str], tuple[str, Optional[str]]]:
+    """{(submitter, system): (path, text of its first result log, None if not stored)} for
     ``benchmark``: result_0.txt, or the lowest-numbered one (Lambda's v5.1 runs start at 1)."""
     pattern = re.compile(rf"^([^/]+)/results/([^/]+)/{re.escape(benchmark)}/result_(\d+)\.txt$")
     first: dict[tuple[str, str], tuple[int, str]] = {}
@@ -176,7 +203,24 @@ def result_files(repo: Path, benchmark: str) -> dict[tuple[str, str], Optional[s
         m = pattern.match(path)
         if m and (m.group(1, 2) not in first or int(m.group(3)) < first[m.group(1, 2)][0]):
             first[m.group(1, 2)] = (int(m.group(3)), path)
-    return {key: _git(repo, "show", f"HEAD:{path}") for key, (_, path) in first.items()}
+    return {key: (path, _git(repo, "show", f"HEAD:{path}")) for key, (_, path) in first.items()}
+
+
+def save_steps(repo: Path, round_: str, benchmark: str, out: Path) -> int:
+    """Merge every logged step of ``benchmark`` into the JSON file ``out`` (the calibration's
+    step targets, benchmarks/data/logged_steps.json), keyed 'round|benchmark|submitter /
+    system', each with how it was measured, the log and the repository's commit."""
+    commit = (_git(repo, "rev-parse", "HEAD") or "").strip()
+    data = json.loads(out.read_text()) if out.exists() else {}
+    n = 0
+    for (submitter, system), (path, text) in sorted(result_files(repo, benchmark).items()):
+        step, how = step_seconds(text.splitlines()) if text is not None else (None, "")
+        if step:
+            data[f"{round_}|{benchmark}|{submitter} / {system}"] = {
+                "step_s": float(f"{step:.5g}"), "how": how, "log": path, "commit": commit}
+            n += 1
+    out.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")
+    return n
 
 
 def _calibration():
@@ -198,7 +242,7 @@ def planned_steps(round_: str, benchmark: str) -> dict[str, float]:
 def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
     """Each table row of that round and benchmark beside the layout its first result log records."""
     pvp = _calibration()
-    logs = {system: text for (_, system), text in result_files(repo, benchmark).items()}
+    logs = {system: text for (_, system), (_, text) in result_files(repo, benchmark).items()}
     print(f"{'system':44} {'logged (line)':58} differs")
     for row in pvp.load_rows():
         if row["round"] != round_ or row["benchmark"] != benchmark or not row["layout"]:
@@ -223,21 +267,28 @@ def main() -> int:
                     "repository's name, training_results_v5.1)")
     ap.add_argument("--layout", action="store_true",
                     help="the table rows' layouts beside what their logs say ran")
+    ap.add_argument("--save", metavar="JSON",
+                    help="merge the logged steps into this file (the calibration's step "
+                    "targets: benchmarks/data/logged_steps.json)")
     args = ap.parse_args()
     repo = Path(args.repo)
     round_ = args.round
-    if (args.planned or args.layout) and not round_:
+    if (args.planned or args.layout or args.save) and not round_:
         m = re.search(r"training_results_(v\d+\.\d+)", repo.resolve().as_posix())
         if not m:
-            ap.error("--planned and --layout need --round (the repository's name does not "
-                     "say it)")
+            ap.error("--planned, --layout and --save need --round (the repository's name "
+                     "does not say it)")
         round_ = m.group(1)
+    if args.save:
+        n = save_steps(repo, round_, args.benchmark, Path(args.save))
+        print(f"{n} logged steps of {round_} {args.benchmark} saved to {args.save}")
+        return 0
     if args.layout:
         compare_layouts(repo, round_, args.benchmark)
         return 0
     planned = planned_steps(round_, args.benchmark) if args.planned else {}
     print(f"{'submitter':24} {'system':44} {'logged s':>9} {'planned s':>9} {'ratio':>6}  how")
-    for (submitter, system), text in sorted(result_files(repo, args.benchmark).items()):
+    for (submitter, system), (_, text) in sorted(result_files(repo, args.benchmark).items()):
         step, how = step_seconds(text.splitlines()) if text is not None else (None, "not stored")
         plan = planned.get(system)
         cells = [f"{v:9.3f}" if v else f"{'-':>9}" for v in (step, plan)]

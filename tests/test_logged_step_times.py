@@ -84,3 +84,105 @@ def test_a_row_that_read_micro_batches_as_the_micro_batch_is_named(logged):
         "tp 1->2", "mbs 2->1", "accumulation 0->2"]
     row["layout"] = {"tp": 2, "pp": 1, "cp": 1, "mbs": 1}
     assert logged.layout_differences(row, logged.logged_layout(lines)) == []
+
+
+def test_nemos_train_step_time_gives_its_median(logged):
+    """NeMo's pretraining logs (Llama 3.1 8B, v5.1) carry the step's seconds themselves every
+    LOG_EVERY_N_STEPS steps; a warmup record without it does not count."""
+    lines = [_line("global_batch_size", 36, 0),
+             _line("tracked_stats", {"warmup_time": 80.0}, 1),
+             *(_line("tracked_stats", {"train_step_time": t, "reduced_train_loss": 7.0}, 2 + i,
+                     step=31 + 32 * i, samples_count=1152 * (i + 1))
+               for i, t in enumerate([0.1428, 0.1446, 0.1443, 0.9, 0.1457]))]
+    assert logged.step_seconds(lines) == (pytest.approx(0.1446), "train_step_time")
+
+
+# Lambda's GB300 Llama 3.1 8B log (v5.1, result_1.txt): the YAML's fp8 and fp4 switches, then
+# Megatron's reprs, whose fp8='e4m3' and fp4=None do not count.
+PRECISION_DUMP = [" 0:       context_parallel_size: 2",
+                  " 0:       fp8: true",
+                  " 0:       fp8_recipe: tensorwise",
+                  " 0:       fp4: false",
+                  " 0:       fp4_recipe: nvfp4",
+                  " 0:         fp8_param_gather: true",
+                  " 0:                 fp8='e4m3',",
+                  " 0:                 fp4=None,"]
+
+
+def test_the_gemm_precision_that_ran_is_read_from_the_yaml_switches(logged):
+    got = logged.logged_layout(PRECISION_DUMP)
+    assert (got["fp8"], got["fp4"], got["fp8_param_gather"]) == ((True, 2), (False, 4),
+                                                                 (True, 6))
+    assert logged.logged_precision(got) == "fp8"
+    assert logged.logged_precision(logged.logged_layout([" 0:       fp4: true"])) == "fp4"
+    assert logged.logged_precision(logged.logged_layout([" 0:       fp8: false"])) == "bf16"
+    assert logged.logged_precision(logged.logged_layout(["0: Config(fp8='e4m3',"])) is None
+
+
+def test_a_row_labelled_nvfp4_that_ran_fp8_is_named(logged):
+    """Lambda's row as first read: NVFP4 (its config's name) with no FP8 parameter gather."""
+    row = {"layout": {"tp": 1, "pp": 1, "cp": 2, "mbs": 1}, "global_batch": 36, "gpus": 72,
+           "precision": "nvfp4", "inputs": {}}
+    said = logged.logged_layout(PRECISION_DUMP)
+    assert logged.layout_differences(row, said) == ["precision fp4->fp8"]
+    row["precision"] = "fp8"
+    assert logged.layout_differences(row, said) == ["fp8_param_gather False->True"]
+    row["inputs"] = {"fp8_param_gather": "true"}
+    assert logged.layout_differences(row, said) == []
+
+
+def _repo_with(tmp_path, files: dict[str, str]):
+    import subprocess
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "logs"], check=True)
+    return tmp_path
+
+
+def test_saved_steps_merge_into_the_calibrations_targets(logged, tmp_path):
+    """--save writes each system's step with how, which log and which commit, keyed as
+    planner_vs_published looks rows up, and keeps what other rounds saved before."""
+    import json
+    log = "\n".join([_line("global_batch_size", 36, 0),
+                     *(_line("tracked_stats", {"train_step_time": 0.161}, i) for i in (1, 2))])
+    repo = _repo_with(tmp_path / "repo", {
+        "Lambda/results/gb300_n18/llama31_8b/result_1.txt": log,
+        "Lambda/results/gb300_n18/llama31_8b/result_2.txt": "no MLLOG here"})
+    out = tmp_path / "steps.json"
+    out.write_text(json.dumps({"v5.0|flux1|X / y": {"step_s": 1.0}}))
+    assert logged.save_steps(repo, "v5.1", "llama31_8b", out) == 1
+    saved = json.loads(out.read_text())
+    entry = saved["v5.1|llama31_8b|Lambda / gb300_n18"]
+    assert entry["step_s"] == 0.161 and entry["how"] == "train_step_time"
+    assert entry["log"] == "Lambda/results/gb300_n18/llama31_8b/result_1.txt"
+    assert len(entry["commit"]) == 40 and saved["v5.0|flux1|X / y"] == {"step_s": 1.0}
+
+
+def test_a_system_whose_runs_start_at_one_is_read_from_its_first_log(logged, tmp_path):
+    """result_files takes result_0.txt, or the lowest-numbered log (Lambda's start at 1;
+    result_10 sorts before result_2 as text, not as a number)."""
+    _repo_with(tmp_path, {f"Lambda/results/gb300_n18/llama31_8b/result_{n}.txt": f"run {n}\n"
+                          for n in (10, 2, 1)})
+    assert logged.result_files(tmp_path, "llama31_8b") == {("Lambda", "gb300_n18"): (
+        "Lambda/results/gb300_n18/llama31_8b/result_1.txt", "run 1\n")}
+
+
+def test_dlrms_end_of_run_throughput_gives_way_to_the_time_between_evaluations(logged):
+    """HugeCTR logs one throughput, over the run with its evaluations in it (nyx_n1: 22.9 M
+    samples/s, 2.42 ms a step); training alone is the time from an evaluation's end to the
+    next one's start over the samples between them (epoch_num x train_samples)."""
+    epoch = 4_195_197_692
+    lines = [_line("global_batch_size", 55296, 0), _line("train_samples", epoch, 0)]
+    t = 1_000
+    for i in range(1, 5):
+        lines += [_line("eval_start", None, t, epoch_num=0.05 * i),
+                  _line("eval_stop", None, t + 990, epoch_num=0.05 * i)]
+        t += 990 + 8_153
+    lines.append(_line("tracked_stats", {"throughput": 22_887_721.4}, t, step=0.2))
+    step, how = logged.step_seconds(lines)
+    assert how == "between evaluations"
+    assert step == pytest.approx(55296 * 8.153 / (0.05 * epoch))          # 2.149 ms
