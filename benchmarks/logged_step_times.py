@@ -240,12 +240,13 @@ def planned_steps(round_: str, benchmark: str) -> dict[str, float]:
 
 
 def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
-    """Each table row of that round and benchmark beside the layout its first result log records."""
+    """Each table row of that round and benchmark beside the layout its first result log
+    records; a row whose layout the table could not read says what its log does."""
     pvp = _calibration()
     logs = {system: text for (_, system), (_, text) in result_files(repo, benchmark).items()}
     print(f"{'system':44} {'logged (line)':58} differs")
     for row in pvp.load_rows():
-        if row["round"] != round_ or row["benchmark"] != benchmark or not row["layout"]:
+        if row["round"] != round_ or row["benchmark"] != benchmark:
             continue
         text = logs.get(row["system"].split(" / ", 1)[1])
         if text is None:
@@ -253,8 +254,9 @@ def compare_layouts(repo: Path, round_: str, benchmark: str) -> None:
             continue
         logged = logged_layout(text.splitlines())
         said = " ".join(f"{k}={v}:{n}" for k, (v, n) in logged.items() if k != "global_batch")
-        print(f"{row['system'][-44:]:44} {said[:58]:58} "
-              f"{', '.join(layout_differences(row, logged)) or '-'}")
+        differs = ("table: not read" if not row["layout"] else
+                   ", ".join(layout_differences(row, logged)) or "-")
+        print(f"{row['system'][-44:]:44} {said[:58]:58} {differs}")
 
 
 def main() -> int:
