@@ -152,7 +152,9 @@ def _object_tier(tmp_path, endpoint: str, prefix: str, mb_per_s: float,
 def test_object_tier_bandwidth_is_what_staging_measures(tmp_path, object_store, s3_prefix):
     # Emulation can only slow the real server down, never speed it up: the emulated link is set
     # from what loopback SeaweedFS serves here, measured first (an unshaped fetch of the same
-    # object), at a quarter of it and at most 20 MB/s, so the model is always the slower one.
+    # object), at a tenth of it and at most 10 MB/s, so the model is always the slower one, also
+    # when a busy machine slows the shaped fetch itself (at a quarter and 20 MB/s, CI on two
+    # loaded cores once fetched slower than the model, and no delay was added).
     endpoint = Endpoint(object_store, "pinchpoint", s3_prefix)
     unshaped = ObjectStoreTier("object", str(tmp_path / "unshaped"), endpoint)
     path = os.path.join(unshaped.datasets_dir(), "blob.bin")
@@ -162,7 +164,7 @@ def test_object_tier_bandwidth_is_what_staging_measures(tmp_path, object_store, 
     unshaped.publish([path])
     unshaped.stage([path])
     loopback_mb_per_s = _mb_per_s(unshaped)
-    mb_per_s = min(20.0, loopback_mb_per_s / 4)
+    mb_per_s = min(10.0, loopback_mb_per_s / 10)
     tier = _object_tier(tmp_path / "shaped", object_store, s3_prefix, mb_per_s=mb_per_s,
                         latency_ms=0)
     staged = os.path.join(tier.datasets_dir(), "blob.bin")
