@@ -35,6 +35,20 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 MARK = ":::MLLOG "
+# The calibration's step targets (save_steps writes them, planner_vs_published reads them).
+STEPS_FILE = Path(__file__).resolve().parent / "data" / "logged_steps.json"
+
+
+def step_key(round_: str, benchmark: str, system: str) -> str:
+    """A step target's key: 'round|benchmark|submitter / system' (the table's system column)."""
+    return f"{round_}|{benchmark}|{system}"
+
+
+def load_steps(path: Path = STEPS_FILE) -> dict[str, float]:
+    """{step_key: seconds per step its result log records}; {} without the file."""
+    if not path.exists():
+        return {}
+    return {k: v["step_s"] for k, v in json.loads(path.read_text()).items()}
 
 
 def events(lines: Iterable[str]) -> Iterable[dict]:
@@ -75,19 +89,18 @@ def step_seconds(lines: Iterable[str]) -> tuple[Optional[float], str]:
         return gbs / statistics.median(rates), "throughput"
     if steps:
         return statistics.median(steps), "train_step_time"
-    per_sample = [(t2 - t1) / 1000 / (s2 - s1)
-                  for (s1, t1), (s2, t2) in zip(losses, losses[1:]) if s2 > s1]
-    if per_sample:
-        return gbs * statistics.median(per_sample), "train_loss timestamps"
-    per_sample = _between_evaluations(evals, train_samples)
-    if per_sample:
-        return gbs * statistics.median(per_sample), "between evaluations"
+    for spans, how in ((zip(losses, losses[1:]), "train_loss timestamps"),
+                       (_between_evaluations(evals, train_samples), "between evaluations")):
+        per_sample = [(t2 - t1) / 1000 / (p2 - p1) for (p1, t1), (p2, t2) in spans if p2 > p1]
+        if per_sample:
+            return gbs * statistics.median(per_sample), how
     return None, "no throughput, train_step_time or train_loss with samples_count"
 
 
-def _between_evaluations(evals: list, train_samples: Optional[int]) -> list[float]:
-    """Seconds per sample from one evaluation's end to the next one's start: training only.
-    Positions are samples_count, or epoch_num x train_samples (DLRM's fractional epochs)."""
+def _between_evaluations(evals: list, train_samples: Optional[int]) -> list[tuple]:
+    """((position, ms), (position, ms)) from one evaluation's end to the next one's start:
+    training only. Positions are samples_count, or epoch_num x train_samples (DLRM's
+    fractional epochs)."""
     def position(samples, epoch):
         if samples is not None:
             return float(samples)
@@ -95,9 +108,8 @@ def _between_evaluations(evals: list, train_samples: Optional[int]) -> list[floa
     out = []
     for (k1, s1, e1, t1), (k2, s2, e2, t2) in zip(evals, evals[1:]):
         p1, p2 = position(s1, e1), position(s2, e2)
-        if k1 == "eval_stop" and k2 == "eval_start" and p1 is not None and p2 is not None \
-                and p2 > p1:
-            out.append((t2 - t1) / 1000 / (p2 - p1))
+        if k1 == "eval_stop" and k2 == "eval_start" and p1 is not None and p2 is not None:
+            out.append(((p1, t1), (p2, t2)))
     return out
 
 
@@ -128,7 +140,10 @@ def logged_layout(lines: Iterable[str]) -> dict[str, tuple[object, int]]:
                      for name, key in PRECISION_KEYS.items()})
     mllog = {"global_batch_size": "global_batch", "gradient_accumulation_steps": "accumulation"}
     found: dict[str, tuple[object, int]] = {}
+    wanted = len(patterns) + len(mllog)
     for number, line in enumerate(lines, 1):
+        if len(found) == wanted:
+            break
         if MARK in line:
             for e in events([line]):
                 name = mllog.get(e.get("key"))
@@ -216,7 +231,7 @@ def save_steps(repo: Path, round_: str, benchmark: str, out: Path) -> int:
     for (submitter, system), (path, text) in sorted(result_files(repo, benchmark).items()):
         step, how = step_seconds(text.splitlines()) if text is not None else (None, "")
         if step:
-            data[f"{round_}|{benchmark}|{submitter} / {system}"] = {
+            data[step_key(round_, benchmark, f"{submitter} / {system}")] = {
                 "step_s": float(f"{step:.5g}"), "how": how, "log": path, "commit": commit}
             n += 1
     out.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")

@@ -42,14 +42,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pinchpoint.errors import ConfigError  # noqa: E402
 from pinchpoint.plan import calibration  # noqa: E402
 from pinchpoint.plan.hardware import preset, preset_for_device  # noqa: E402
 from pinchpoint.workloads import plan_point  # noqa: E402
+from logged_step_times import load_steps, step_key  # noqa: E402
 
 COPY = ROOT / "benchmarks" / "data" / "published_results.md"
-LOGGED_STEPS = ROOT / "benchmarks" / "data" / "logged_steps.json"
 RULESETS = {"v5.0": "5.0.0", "v5.1": "5.1.0", "v6.0": "6.0.0"}
 MODELS = {"deepseekv3_671b": "deepseek_v3_671b"}     # benchmark name -> conf/model/<name>
 # what each key of the inputs column sets (plan.* unless it names another group)
@@ -80,18 +81,10 @@ def load_rows(path: Path | None = None) -> list[dict]:
                      "published_min": float(c[6]), "runs": c[7],
                      "layout": _layout(c[8]), "precision": c[9], "inputs": _inputs(c[10]),
                      "source": c[11]})
-    steps = logged_steps()
+    steps = load_steps()
     for r in rows:
-        r["logged_step_s"] = steps.get(f"{r['round']}|{r['benchmark']}|{r['system']}")
+        r["logged_step_s"] = steps.get(step_key(r["round"], r["benchmark"], r["system"]))
     return rows
-
-
-def logged_steps(path: Path = LOGGED_STEPS) -> dict[str, float]:
-    """{'round|benchmark|submitter / system': seconds per step its result log records}."""
-    import json
-    if not path.exists():
-        return {}
-    return {k: v["step_s"] for k, v in json.loads(path.read_text()).items()}
 
 
 def _layout(text: str) -> dict | None:
