@@ -64,3 +64,35 @@ def test_read_term_only_with_a_known_bandwidth(full):
     assert slow["terms_s"]["data_read"] > 0
     fast = P.step_terms(a, 1, 8, system, "preprocessed", read_bytes_per_s=1e12)
     assert fast["terms_s"]["data_read"] == 0.0      # prefetched under compute
+
+
+def test_attention_precision_follows_plan_fp8_attention(full):
+    """NeMo's FLUX.1 runs MXFP8 matmuls with BF16 attention (its recipe sets no fp8_dpa):
+    plan.fp8_attention=false plans that; null follows the matmuls, as for the LLMs."""
+    a = full.model.full
+    system = preset("b200")
+    bf16 = P.step_terms(a, 1, 8, system, "preprocessed", "mxfp8", fp8_attention=False)
+    fp8 = P.step_terms(a, 1, 8, system, "preprocessed", "mxfp8", fp8_attention=True)
+    follows = P.step_terms(a, 1, 8, system, "preprocessed", "mxfp8")
+    assert bf16["terms_s"]["compute"] > fp8["terms_s"]["compute"]
+    assert follows["terms_s"]["compute"] == fp8["terms_s"]["compute"]
+
+
+def test_mmdit_efficiency_scales_the_mmdit_not_a_given_mfu(full, monkeypatch):
+    """calibration.MMDIT_EFFICIENCY divides the MMDiT's compute (and the evaluation forward);
+    a user's gpu.mfu is the MMDiT's own fraction and is not scaled again."""
+    from dataclasses import replace
+    from pinchpoint.plan import calibration
+    from pinchpoint.plan.compute import achieved_fraction
+    a = full.model.full
+    system = preset("b200")
+    monkeypatch.setattr(calibration, "MMDIT_EFFICIENCY", 1.0)
+    base = P.step_terms(a, 1, 8, system, "preprocessed", "mxfp8")
+    monkeypatch.setattr(calibration, "MMDIT_EFFICIENCY", 0.5)
+    half = P.step_terms(a, 1, 8, system, "preprocessed", "mxfp8")
+    assert half["terms_s"]["compute"] == pytest.approx(2 * base["terms_s"]["compute"])
+    assert half["forward_s_per_sample"] == pytest.approx(2 * base["forward_s_per_sample"])
+    assert half["terms_s"]["memory"] == base["terms_s"]["memory"]
+    given = replace(system, mfu=0.3)
+    assert P.step_terms(a, 1, 8, given, "preprocessed", "mxfp8")["terms_s"]["compute"] == \
+        pytest.approx(base["terms_s"]["compute"] * achieved_fraction(system, "mxfp8") / 0.3)

@@ -9,15 +9,17 @@ image + caption bytes per sample.
 Step time (``step_terms``) per GPU, on the shared planner parts (plan/compute.py at the
 calibrated achieved rates, plan/network.py): the MMDiT's training FLOPs from its shape (each
 double block's image and text sides on their own tokens, single blocks on both, joint
-non-causal attention; 3x forward, 4x with the reference's full recompute); on the raw pipeline
-the frozen encoders' forward in the loop (T5-XXL on 256 tokens, CLIP-L on 77, the VAE encoder's
-convolutions at each resolution); attention's passes at least as long as softmax's exponentials
-(compute.attention_s); memory-bound kernels, with the low-precision casts of every GEMM input;
-a fixed overhead per block (calibration.LAYER_OVERHEAD_S); the data-parallel collectives above,
-exposed as the dense planner's (calibrated overlap, at most what compute covers); the AdamW
-update; and the storage read per step where a read bandwidth is known (the run's
-``storage.emulation.read_mb_per_s`` when emulation is on: per rank, prefetched, so only what
-compute does not cover), otherwise no read term.
+non-causal attention; 3x forward, 4x with the reference's full recompute) at the achieved
+fraction times calibration.MMDIT_EFFICIENCY (what FLUX.1's logged steps say the MMDiT reaches
+against the LLMs); on the raw pipeline the frozen encoders' forward in the loop (T5-XXL on 256
+tokens, CLIP-L on 77, the VAE encoder's convolutions at each resolution); attention's passes
+at least as long as softmax's exponentials (compute.attention_s), in FP8 only where
+plan.fp8_attention says so; memory-bound kernels, with the low-precision casts of every GEMM
+input; a fixed overhead per block (calibration.LAYER_OVERHEAD_S); the data-parallel
+collectives above, exposed as the dense planner's (calibrated overlap, at most what compute
+covers); the AdamW update; and the storage read per step where a read bandwidth is known (the
+run's ``storage.emulation.read_mb_per_s`` when emulation is on: per rank, prefetched, so only
+what compute does not cover), otherwise no read term.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from pinchpoint.errors import ConfigError
 from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
-from pinchpoint.plan import network
-from pinchpoint.plan.compute import attention_s, layer_overhead_s, matmul_s, memory_s
+from pinchpoint.plan import calibration, network
+from pinchpoint.plan.compute import (attention_precision, attention_s, layer_overhead_s, matmul_s,
+                                     memory_s)
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, _exposed,
                                  overlap_or_calibrated)
 
@@ -237,19 +240,22 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
                precision: str = "bf16", read_bytes_per_s: float | None = None,
                raw_bytes_per_sample: float = CC12M_RAW_BYTES_PER_SAMPLE,
                overlap: float | None = None, max_ctas: dict | None = None,
-               stack: str = "fsdp2") -> dict:
+               stack: str = "fsdp2", fp8_attention: bool | None = None) -> dict:
     """Seconds per step by term on one GPU (see the module docstring). ``stack``: fsdp2 (the
     runner's and the reference's FSDP2 units, communication_per_step) or megatron (NeMo's
     distributed optimizer: one reduce-scatter of the BF16 gradients and one all-gather of the
-    parameters per step over all data-parallel ranks)."""
+    parameters per step over all data-parallel ranks). ``fp8_attention``: plan.fp8_attention
+    (compute.attention_precision: null follows the matmuls' precision)."""
     b = scale.batch_size
     forward = mmdit_forward_flops_per_sample(scale)
     attention = joint_attention_forward_flops_per_sample(scale)
     passes = 4 if scale.recompute else 3
     blocks = scale.depth + scale.depth_single_blocks
-    compute = matmul_s(b * (forward - attention) * passes, system, precision) + \
-        attention_s(b * 3 * attention, system, precision,
-                    4 * scale.hidden_size // scale.num_heads, passes - 2)
+    compute = (matmul_s(b * (forward - attention) * passes, system, precision)
+               + attention_s(b * 3 * attention, system,
+                             attention_precision(system, precision, fp8_attention),
+                             4 * scale.hidden_size // scale.num_heads, passes - 2)) \
+        / mmdit_efficiency(system)
     terms = {"compute": compute, "overhead": layer_overhead_s(blocks)}
     encoders = encoder_forward_flops_per_sample(scale)
     if pipeline == "raw":
@@ -286,7 +292,15 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
             "mmdit_forward_flops_per_sample": forward,
             "encoder_forward_flops_per_sample": encoders,
             "communication_s": comm, "read_s": read,
-            "forward_s_per_sample": matmul_s(forward, system, precision)}
+            "forward_s_per_sample": matmul_s(forward, system, precision)
+            / mmdit_efficiency(system)}
+
+
+def mmdit_efficiency(system) -> float:
+    """The MMDiT's matmuls' rate relative to the architecture's achieved fraction
+    (calibration.MMDIT_EFFICIENCY, fitted on the FLUX.1 rows); 1 where the user gave gpu.mfu,
+    which is then the MMDiT's own fraction."""
+    return 1.0 if system.mfu else calibration.MMDIT_EFFICIENCY
 
 
 def plan(scale, dp_replicate: int, dp_shard: int, raw_bytes_per_sample: float) -> dict:
@@ -348,7 +362,8 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
     rules = spec(run.model.name).rules
     step = step_terms(a, dims.dp_replicate, dims.dp_shard, system, pipeline, precision, read_bw,
                       raw_per_sample, p.overlap_data_parallel, access.mapping(p.nccl_max_ctas),
-                      access.full_scale_stack(run, rules.reference_stack))
+                      access.full_scale_stack(run, rules.reference_stack),
+                      getattr(p, "fp8_attention", None))
     gbs = a.batch_size * dims.dp_replicate * dims.dp_shard
     # evaluation: the MMDiT's forward over the validation samples, spread over the ranks
     eval_each = a.eval_samples / (dims.dp_replicate * dims.dp_shard) * \
