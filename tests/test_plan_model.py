@@ -146,6 +146,24 @@ def test_every_preset_loads_with_its_peaks():
         "nvfp4"))
 
 
+def test_sustained_rate_scales_the_calibrated_fraction_not_a_given_mfu():
+    """GB300 has GB200's datasheet FP8 peak but sustains more of it (its sustained_rate);
+    memory-bound time and a user's gpu.mfu are untouched."""
+    from dataclasses import replace
+    from pinchpoint.plan.compute import achieved_fraction, matmul_s, memory_s
+    from pinchpoint.plan.hardware import system_from
+    gb200, gb300 = preset("gb200"), preset("gb300")
+    assert gb300.peak_flops("fp8") == gb200.peak_flops("fp8")
+    assert achieved_fraction(gb300, "fp8") == pytest.approx(
+        achieved_fraction(gb200, "fp8") * gb300.sustained_rate)
+    assert matmul_s(1e15, gb300, "fp8") < matmul_s(1e15, gb200, "fp8")
+    assert memory_s(1e9, gb300) == memory_s(1e9, gb200)
+    assert achieved_fraction(replace(gb300, mfu=0.3), "fp8") == 0.3
+    with pytest.raises(ConfigError) as err:
+        system_from({"name": "x", "peak_tflops": 1.0, "memory_gib": 80, "sustained_rate": 0})
+    assert err.value.field == "gpu.sustained_rate"
+
+
 def test_overlap_is_an_input():
     """plan.overlap_* override the calibrated fractions: DP traffic of a 2-node 8B step is
     exposed at overlap 0 and hidden (up to one micro-batch of compute) at overlap 1."""

@@ -12,13 +12,15 @@ from pinchpoint.plan.hardware import PRECISIONS, System
 
 def achieved_fraction(system: System, precision: str) -> float:
     """The user's ``gpu.mfu`` if set, else the calibrated fraction for this architecture and
-    precision (falling back to the architecture's fp8 value)."""
+    precision (falling back to the architecture's fp8 value) times the part's
+    ``sustained_rate`` (GB300: what its power budget adds over GB200 at the same peak)."""
     if system.mfu:
         return float(system.mfu)
     kind = PRECISIONS.get(precision, precision)
     table = calibration.ACHIEVED_FRACTION
-    return table.get((system.architecture, kind),
-                     table.get((system.architecture, "fp8"), table[("hopper", "fp8")]))
+    fitted = table.get((system.architecture, kind),
+                       table.get((system.architecture, "fp8"), table[("hopper", "fp8")]))
+    return fitted * system.sustained_rate
 
 
 def matmul_s(flops: float, system: System, precision: str) -> float:

@@ -51,6 +51,10 @@ class System:
     sfu_texp_per_s: Optional[float] = None
     reserved_gib: float = 6.0
     mfu: Optional[float] = None        # user override of the calibrated achieved fraction
+    # Tensor-core and SFU rate sustained relative to the parts the architecture's achieved
+    # fraction is fitted on, at the same datasheet peak (plan/compute.py achieved_fraction):
+    # clocks under a power budget the datasheet peak does not show. 1.0 unless measured.
+    sustained_rate: float = 1.0
 
     def peak_flops(self, precision: str) -> float:
         """Dense FLOP/s of the tensor cores at ``precision`` (bf16 | fp8 | nvfp4 | mxfp4)."""
@@ -118,6 +122,10 @@ def system_from(gpu: Any) -> System:
                           f"GPUs per NVLink domain, a multiple or divisor of gpus_per_node="
                           f"{per_node} (HGX 8, NVL72 72; an NVL72 rack used as 64-GPU "
                           "segments: 64)")
+    if float(values.get("sustained_rate", 1.0)) <= 0:
+        raise ConfigError("gpu.sustained_rate", values["sustained_rate"],
+                          "a positive factor on the calibrated achieved fraction (1.0: the "
+                          "architecture's calibration parts; GB300: 1.14)")
     return System(**{k: v for k, v in values.items() if k in _FIELDS})
 
 
