@@ -25,6 +25,8 @@ def test_plan_has_step_time_and_time_to_train(full):
     assert p.time_to_train.rcp == "RCP found"
     assert p.time_to_train.steps == pytest.approx(p.time_to_train.samples_to_converge / 512)
     assert "data_read" not in p.terms_s and p.details["read_term"].startswith("none")
+    from pinchpoint.plan import calibration
+    assert p.details["mmdit_efficiency"] == calibration.MMDIT_EFFICIENCY   # shown, not hidden
 
 
 def test_mmdit_flops_count_each_token_through_its_own_side(full):

@@ -159,9 +159,11 @@ def test_sustained_rate_scales_the_calibrated_fraction_not_a_given_mfu():
     assert matmul_s(1e15, gb300, "fp8") < matmul_s(1e15, gb200, "fp8")
     assert memory_s(1e9, gb300) == memory_s(1e9, gb200)
     assert achieved_fraction(replace(gb300, mfu=0.3), "fp8") == 0.3
-    with pytest.raises(ConfigError) as err:
-        system_from({"name": "x", "peak_tflops": 1.0, "memory_gib": 80, "sustained_rate": 0})
-    assert err.value.field == "gpu.sustained_rate"
+    for bad in (0, None, "fast"):
+        with pytest.raises(ConfigError) as err:
+            system_from({"name": "x", "peak_tflops": 1.0, "memory_gib": 80,
+                         "sustained_rate": bad})
+        assert err.value.field == "gpu.sustained_rate"
 
 
 def test_overlap_is_an_input():

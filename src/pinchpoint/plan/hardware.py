@@ -122,7 +122,8 @@ def system_from(gpu: Any) -> System:
                           f"GPUs per NVLink domain, a multiple or divisor of gpus_per_node="
                           f"{per_node} (HGX 8, NVL72 72; an NVL72 rack used as 64-GPU "
                           "segments: 64)")
-    if float(values.get("sustained_rate", 1.0)) <= 0:
+    rate = values.get("sustained_rate", 1.0)
+    if not isinstance(rate, (int, float)) or rate <= 0:
         raise ConfigError("gpu.sustained_rate", values["sustained_rate"],
                           "a positive factor on the calibrated achieved fraction (1.0: the "
                           "architecture's calibration parts; GB300: 1.14)")

@@ -379,5 +379,6 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
             "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt,
             "read_term": "storage.emulation.read_mb_per_s" if read_bw else
             "none: no storage read bandwidth known (storage.emulation off)",
+            "mmdit_efficiency": mmdit_efficiency(system),
             "memory_needed_gib": mem["total_bytes"] / 2 ** 30,
             "memory_usable_gib": usable / 2 ** 30, "fits": mem["total_bytes"] <= usable}
