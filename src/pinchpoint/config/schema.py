@@ -105,7 +105,7 @@ class GPUConfig:
     sfu_texp_per_s: Optional[float] = 4.18  # softmax exponentials, 1e12/s; null = not modelled
     # Tensor-core and SFU rate this part sustains, relative to the parts its architecture's
     # achieved fraction is fitted on, at the same datasheet peak (GB300's higher power
-    # budget: 1.14, measured from same-config logs, conf/gpu/gb300.yaml); 1.0 elsewhere.
+    # budget, measured from same-config logs: conf/gpu/gb300.yaml); 1.0 elsewhere.
     sustained_rate: float = 1.0
     intra_node_gb_per_s: float = 450.0  # per GPU, one direction, inside the NVLink domain
     nvlink_domain: int = 8             # GPUs per NVLink domain (HGX 8, NVL72 72)

@@ -3,6 +3,7 @@ tensor-core peak for a precision, bytes at the achieved fraction of HBM bandwidt
 any workload's planner (dense LLMs, MoE experts, DLRM's MLPs, FLUX's MMDiT) calls these."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from pinchpoint.errors import ConfigError
@@ -21,6 +22,13 @@ def achieved_fraction(system: System, precision: str) -> float:
     fitted = table.get((system.architecture, kind),
                        table.get((system.architecture, "fp8"), table[("hopper", "fp8")]))
     return fitted * system.sustained_rate
+
+
+def at_efficiency(system: System, efficiency: float) -> System:
+    """``system`` as a workload whose kernels reach ``efficiency`` x the calibrated fraction
+    sees it (calibration.MMDIT_EFFICIENCY): folded into the factor achieved_fraction applies,
+    so a user's ``gpu.mfu`` stays that workload's own fraction."""
+    return replace(system, sustained_rate=system.sustained_rate * efficiency)
 
 
 def matmul_s(flops: float, system: System, precision: str) -> float:

@@ -126,7 +126,7 @@ def system_from(gpu: Any) -> System:
     if not isinstance(rate, (int, float)) or rate <= 0:
         raise ConfigError("gpu.sustained_rate", values["sustained_rate"],
                           "a positive factor on the calibrated achieved fraction (1.0: the "
-                          "architecture's calibration parts; GB300: 1.14)")
+                          "architecture's calibration parts; GB300's: conf/gpu/gb300.yaml)")
     return System(**{k: v for k, v in values.items() if k in _FIELDS})
 
 

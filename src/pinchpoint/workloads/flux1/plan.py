@@ -31,8 +31,8 @@ from pinchpoint.plan.result import PlanResult, from_parts
 from pinchpoint.workloads.registry import spec
 from pinchpoint.parallel.dims import ParallelDims
 from pinchpoint.plan import calibration, network
-from pinchpoint.plan.compute import (attention_precision, attention_s, layer_overhead_s, matmul_s,
-                                     memory_s)
+from pinchpoint.plan.compute import (achieved_fraction, at_efficiency, attention_precision,
+                                     attention_s, layer_overhead_s, matmul_s, memory_s)
 from pinchpoint.plan.llm import (ACT, LOW_PRECISION_BYTES, OPTIMIZER_BYTES_PER_PARAM, _exposed,
                                  overlap_or_calibrated)
 
@@ -251,11 +251,10 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
     attention = joint_attention_forward_flops_per_sample(scale)
     passes = 4 if scale.recompute else 3
     blocks = scale.depth + scale.depth_single_blocks
-    compute = (matmul_s(b * (forward - attention) * passes, system, precision)
-               + attention_s(b * 3 * attention, system,
-                             attention_precision(system, precision, fp8_attention),
-                             4 * scale.hidden_size // scale.num_heads, passes - 2)) \
-        / mmdit_efficiency(system)
+    mmdit = at_efficiency(system, calibration.MMDIT_EFFICIENCY)
+    compute = matmul_s(b * (forward - attention) * passes, mmdit, precision) + \
+        attention_s(b * 3 * attention, mmdit, attention_precision(system, precision, fp8_attention),
+                    4 * scale.hidden_size // scale.num_heads, passes - 2)
     terms = {"compute": compute, "overhead": layer_overhead_s(blocks)}
     encoders = encoder_forward_flops_per_sample(scale)
     if pipeline == "raw":
@@ -292,15 +291,9 @@ def step_terms(scale, dp_replicate: int, dp_shard: int, system, pipeline: str,
             "mmdit_forward_flops_per_sample": forward,
             "encoder_forward_flops_per_sample": encoders,
             "communication_s": comm, "read_s": read,
-            "forward_s_per_sample": matmul_s(forward, system, precision)
-            / mmdit_efficiency(system)}
-
-
-def mmdit_efficiency(system) -> float:
-    """The MMDiT's matmuls' rate relative to the architecture's achieved fraction
-    (calibration.MMDIT_EFFICIENCY, fitted on the FLUX.1 rows); 1 where the user gave gpu.mfu,
-    which is then the MMDiT's own fraction."""
-    return 1.0 if system.mfu else calibration.MMDIT_EFFICIENCY
+            "forward_s_per_sample": matmul_s(forward, mmdit, precision),
+            "mmdit_efficiency": achieved_fraction(mmdit, precision)
+            / achieved_fraction(system, precision)}
 
 
 def plan(scale, dp_replicate: int, dp_shard: int, raw_bytes_per_sample: float) -> dict:
@@ -379,6 +372,6 @@ def _time_to_train(run, a, dims, raw_per_sample: float) -> dict[str, Any]:
             "pinch": pinch(step["terms_s"]), "step": step, "time_to_train": ttt,
             "read_term": "storage.emulation.read_mb_per_s" if read_bw else
             "none: no storage read bandwidth known (storage.emulation off)",
-            "mmdit_efficiency": mmdit_efficiency(system),
+            "mmdit_efficiency": step["mmdit_efficiency"],
             "memory_needed_gib": mem["total_bytes"] / 2 ** 30,
             "memory_usable_gib": usable / 2 ** 30, "fits": mem["total_bytes"] <= usable}
